@@ -1,0 +1,136 @@
+"""The one description of a service that flows from every entry point to a runtime.
+
+REST, the Python client, the CLI and the web UI each turn their input into a
+`ServiceSpec`; `ServiceManager` stores it and hands it to exactly one `Runtime`.
+Plain dataclasses, so that runtimes depend on nothing but this module.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: ML Lab's rule for a given name; names are lower-cased and cut to 63 characters.
+NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-]+[a-zA-Z0-9]$")
+MAX_NAME_LENGTH = 63
+
+#: The port a code service listens on unless `PORT` says otherwise (ML Lab's workspace).
+CODE_SERVICE_PORT = 8091
+
+#: Environment keys whose values are never shown after deploy.
+SECRET_SUFFIXES = ("_TOKEN", "_KEY", "_PASSWORD", "_SECRET")
+
+
+class InvalidName(ValueError):
+    """A name that does not match NAME_PATTERN; the message says how to fix it."""
+
+
+def normalize_name(name: str, *, what: str = "name") -> str:
+    """Validate a user-given name and return it lower-cased and cut to 63 characters."""
+    if not NAME_PATTERN.match(name or ""):
+        raise InvalidName(
+            f"Invalid {what} {name!r}: use at least 3 letters, digits or '-', "
+            "starting and ending with a letter or digit."
+        )
+    return name.lower()[:MAX_NAME_LENGTH].rstrip("-")
+
+
+def name_from_image(image: str) -> str:
+    """Derive a service name from an image reference: last path part, tag and digest removed."""
+    last = image.split("@", 1)[0].rsplit("/", 1)[-1]
+    base = last.split(":", 1)[0]
+    cleaned = re.sub(r"[^a-zA-Z0-9-]+", "-", base).strip("-")
+    if len(cleaned) < 3:
+        cleaned = f"{cleaned}-svc".strip("-")
+    return normalize_name(cleaned, what="service name derived from the image")
+
+
+def is_secret_key(key: str) -> bool:
+    return key.upper().endswith(SECRET_SUFFIXES) or key.upper() == "LAB_API_TOKEN"
+
+
+class Phase(str, enum.Enum):
+    """The status of a service as users see it."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    UNHEALTHY = "unhealthy"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@dataclass
+class Resources:
+    cpus: float | None = None
+    #: bytes
+    memory: int | None = None
+    gpus: int | None = None
+
+
+@dataclass
+class HealthCheck:
+    """How to tell that a service is healthy.
+
+    With `path` set, the runtime probes `GET http://<address of port><path>` and counts a
+    status below 500 as healthy (ML Lab services answered their root with redirects and
+    401s). A Docker image's own HEALTHCHECK wins over this when it has one.
+    """
+
+    path: str | None = "/"
+    port: int | None = None
+    interval: float = 2.0
+    timeout: float = 2.0
+    retries: int = 3
+    start_period: float = 60.0
+
+
+@dataclass
+class ServiceSpec:
+    """Everything needed to run one service.
+
+    Exactly one of `image` and `code` is set. `code` is an EXECUTE_CODE source: a local
+    path, a pip-style VCS URL or a key in the project's data.
+    """
+
+    project: str
+    name: str
+    image: str | None = None
+    code: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    #: Ports the service listens on (inside its container, or its own idea of its port
+    #: for local processes); the first route port users see.
+    ports: list[int] = field(default_factory=list)
+    connection_port: int | None = None
+    resources: Resources = field(default_factory=Resources)
+    replicas: int = 1
+    health: HealthCheck = field(default_factory=HealthCheck)
+    #: "on-failure" (default), "always" or "no".
+    restart: str = "on-failure"
+    #: True: the proxy removes /api/projects/<p>/services/<s>/<port> (ML Lab's way).
+    #: False: the service receives the whole path (JupyterHub's way).
+    strip_prefix: bool = True
+    #: Extra env keys to mask besides the ones that look secret.
+    secret_keys: list[str] = field(default_factory=list)
+    #: "if-not-present" (default), "always" or "never" (Docker only).
+    pull_policy: str = "if-not-present"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ServiceSpec:
+        data = dict(data)
+        data["resources"] = Resources(**(data.get("resources") or {}))
+        data["health"] = HealthCheck(**(data.get("health") or {}))
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def key(self) -> str:
+        """A name unique across the lab, safe for container and folder names."""
+        return f"{self.project}--{self.name}"
+
+    def is_secret(self, key: str) -> bool:
+        return is_secret_key(key) or key in self.secret_keys
