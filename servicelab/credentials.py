@@ -20,7 +20,7 @@ COOKIE_NAME = "lab_access_token"
 QUERY_PARAM = "lab_token"
 
 
-class TokenSource(str, enum.Enum):
+class TokenSource(enum.StrEnum):
     HEADER = "header"
     COOKIE = "cookie"
     QUERY = "query"

@@ -51,7 +51,7 @@ def is_secret_key(key: str) -> bool:
     return key.upper().endswith(SECRET_SUFFIXES) or key.upper() == "LAB_API_TOKEN"
 
 
-class Phase(str, enum.Enum):
+class Phase(enum.StrEnum):
     """The status of a service as users see it."""
 
     STARTING = "starting"

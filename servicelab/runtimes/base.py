@@ -90,7 +90,9 @@ class Runtime(abc.ABC):
     #: Whether this runtime can run `image` specs (False: code specs only).
     supports_images: ClassVar[bool] = False
 
-    async def prepare(self, spec: ServiceSpec, progress: ProgressCallback | None = None) -> ServiceSpec:
+    async def prepare(
+        self, spec: ServiceSpec, progress: ProgressCallback | None = None
+    ) -> ServiceSpec:
         """Check a spec and complete it (ports from the image...), before anything starts.
 
         Raises SpecError with a message for users. Returns the completed spec.

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# `make test`: install and start everything the suite needs, check style and types, run it.
+# Idempotent: a second run reuses the database server, the Docker engine and built images.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=.venv/bin
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "PostgreSQL"
+SERVICELAB_TEST_POSTGRES_URL=$(scripts/setup-postgres.sh)
+export SERVICELAB_TEST_POSTGRES_URL
+
+if [ -x scripts/setup-docker.sh ]; then
+  step "Docker engine and images"
+  scripts/setup-docker.sh
+  export SERVICELAB_TEST_DOCKER=1
+fi
+
+if [ -x scripts/setup-browser.sh ]; then
+  step "Chromium"
+  scripts/setup-browser.sh
+  export SERVICELAB_TEST_BROWSER=1
+fi
+
+step "ruff and mypy"
+$bin/ruff check .
+$bin/mypy servicelab lab_client
+
+step "pytest"
+exec $bin/pytest -p no:cacheprovider "$@"

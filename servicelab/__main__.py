@@ -1,0 +1,3 @@
+from servicelab.cli import main
+
+main()

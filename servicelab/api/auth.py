@@ -1,0 +1,407 @@
+"""Log-in, users, memberships and API tokens, on ML Lab's `/api/auth` paths."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from servicelab import envelope
+from servicelab.auth import (
+    Forbidden,
+    Identity,
+    hash_password,
+    hash_secret,
+    issue_token,
+    revoke,
+    verify_password,
+)
+from servicelab.credentials import COOKIE_NAME, find_token
+from servicelab.db import ApiToken, Membership, Project, User
+from servicelab.spec import normalize_name
+
+from .deps import (
+    authority,
+    csrf_token_for,
+    current_identity,
+    db_session,
+    find_project,
+    require_admin,
+    require_user,
+)
+from .errors import ApiError
+from .serializers import token_out, user_out
+
+router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+MIN_PASSWORD_LENGTH = 8
+
+
+class Credentials(BaseModel):
+    username: str
+    password: str
+
+
+class NewUser(BaseModel):
+    username: str
+    password: str = Field(min_length=MIN_PASSWORD_LENGTH)
+    admin: bool = False
+
+
+class NewToken(BaseModel):
+    name: str = Field(default="", max_length=255)
+    #: "user" (acts as you in all your projects) or "project" (one project only)
+    kind: str = "user"
+    project: str | None = None
+    #: Seconds until the token expires; none for no expiry.
+    expires_in: float | None = Field(default=None, alias="expiresIn", gt=0)
+    model_config = {"populate_by_name": True}
+
+
+# -- log-in -----------------------------------------------------------------------------
+
+
+def _check_credentials(session: Session, username: str, password: str) -> User:
+    user = session.scalar(select(User).where(User.username == username.lower()))
+    if user is None or not verify_password(user.password_hash, password):
+        raise ApiError(401, "Wrong username or password.", code="unauthorized")
+    return user
+
+
+def _start_session(request: Request, response: Response, session: Session, user: User) -> dict:
+    ttl = request.app.state.settings.session_ttl
+    issued = issue_token(session, "session", user_id=user.id, name="log-in", expires_in=ttl)
+    set_session_cookie(request, response, issued.secret, max_age=ttl)
+    return {
+        "token": issued.secret,
+        "csrfToken": csrf_token_for(request.app.state.secret_key, issued.token.id),
+        "user": user_out(user),
+        "expiresAt": issued.token.expires_at.isoformat() if issued.token.expires_at else None,
+    }
+
+
+def set_session_cookie(request: Request, response: Response, secret: str, max_age: int) -> None:
+    response.set_cookie(
+        COOKIE_NAME,
+        secret,
+        max_age=max_age,
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+
+
+def _basic_credentials(request: Request) -> tuple[str, str]:
+    header = request.headers.get("authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        raise ApiError(
+            401,
+            "Send your username and password with HTTP Basic authentication.",
+            code="unauthorized",
+        )
+    try:
+        username, _, password = base64.b64decode(encoded).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise ApiError(400, "Malformed Basic credentials.") from exc
+    return username, password
+
+
+@router.get("/login", summary="Log in with HTTP Basic credentials (ML Lab)")
+def login_basic(
+    request: Request, response: Response, session: Session = Depends(db_session)
+) -> dict:
+    username, password = _basic_credentials(request)
+    user = _check_credentials(session, username, password)
+    data = _start_session(request, response, session, user)
+    # ML Lab's client reads the token itself from `data`.
+    return envelope.success(data["token"], message="Logged in.")
+
+
+@router.post("/login", summary="Log in with a JSON or form body")
+async def login_post(
+    request: Request, response: Response, session: Session = Depends(db_session)
+) -> dict:
+    content_type = request.headers.get("content-type", "")
+    raw: Any
+    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        raw = dict(await request.form())
+    else:
+        try:
+            raw = await request.json()
+        except ValueError as exc:
+            raise ApiError(400, "Send JSON {'username': ..., 'password': ...}.") from exc
+    try:
+        creds = Credentials.model_validate(raw)
+    except ValueError as exc:
+        raise ApiError(400, "Both 'username' and 'password' are required.") from exc
+    user = _check_credentials(session, creds.username, creds.password)
+    return envelope.success(_start_session(request, response, session, user), message="Logged in.")
+
+
+@router.get("/logout", summary="Log out: end the session (ML Lab)")
+def logout(request: Request, response: Response, session: Session = Depends(db_session)) -> dict:
+    found = find_token(request.headers.get("authorization"), request.cookies, {})
+    if found and found.token.startswith("sls_"):
+        token = session.scalar(
+            select(ApiToken).where(ApiToken.secret_hash == hash_secret(found.token))
+        )
+        if token is not None:
+            revoke(session, token)
+            session.flush()
+            authority(request).forget()
+    response.delete_cookie(COOKIE_NAME, path="/")
+    return envelope.success(None, message="Logged out.")
+
+
+@router.post("/logout", summary="Log out: end the session")
+def logout_post(
+    request: Request, response: Response, session: Session = Depends(db_session)
+) -> dict:
+    return logout(request, response, session)
+
+
+@router.get("/refresh", summary="A fresh session token for the caller")
+def refresh(
+    request: Request,
+    response: Response,
+    identity: Identity = Depends(require_user),
+    session: Session = Depends(db_session),
+) -> dict:
+    user = session.get(User, identity.user_id)
+    assert user is not None
+    return envelope.success(_start_session(request, response, session, user)["token"])
+
+
+def _me(request: Request, identity: Identity, session: Session) -> dict:
+    if identity.user_id is None:
+        return envelope.success(
+            {"id": None, "project": identity.project_name, "tokenKind": identity.kind}
+        )
+    user = session.get(User, identity.user_id)
+    assert user is not None
+    data = user_out(user)
+    data["tokenKind"] = identity.kind
+    if identity.kind == "session":
+        data["csrfToken"] = csrf_token_for(request.app.state.secret_key, identity.token_id)
+    return envelope.success(data)
+
+
+@router.get("/me", summary="Who the caller is")
+def me(
+    request: Request,
+    identity: Identity = Depends(current_identity),
+    session: Session = Depends(db_session),
+) -> dict:
+    return _me(request, identity, session)
+
+
+@router.get("/users/me", summary="Who the caller is (ML Lab)")
+def users_me(
+    request: Request,
+    identity: Identity = Depends(current_identity),
+    session: Session = Depends(db_session),
+) -> dict:
+    return _me(request, identity, session)
+
+
+# -- users ------------------------------------------------------------------------------
+
+
+def _find_user(session: Session, username: str) -> User:
+    user = session.scalar(select(User).where(User.username == username.lower()))
+    if user is None:
+        raise ApiError(404, f"User {username!r} was not found.", code="not_found")
+    return user
+
+
+@router.get("/users", summary="All users (admin)")
+def list_users(
+    _: Identity = Depends(require_admin), session: Session = Depends(db_session)
+) -> dict:
+    users = session.scalars(select(User).order_by(User.username)).all()
+    return envelope.success([user_out(u) for u in users])
+
+
+@router.post("/users", summary="Create a user (admin)", status_code=201)
+def create_user(
+    body: NewUser | None = Body(default=None),
+    username: str | None = Query(default=None, alias="user"),
+    password: str | None = Query(default=None),
+    admin: bool = Query(default=False),
+    _: Identity = Depends(require_admin),
+    session: Session = Depends(db_session),
+) -> dict:
+    if body is None:
+        if not username or not password:
+            raise ApiError(400, "Give 'username' and 'password' (JSON body or query).")
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise ApiError(400, f"The password needs at least {MIN_PASSWORD_LENGTH} characters.")
+        body = NewUser(username=username, password=password, admin=admin)
+    name = normalize_name(body.username, what="username")
+    if session.scalar(select(User.id).where(User.username == name)):
+        raise ApiError(409, f"User {name!r} already exists.", code="conflict")
+    user = User(username=name, password_hash=hash_password(body.password), is_admin=body.admin)
+    session.add(user)
+    session.flush()
+    return envelope.success(user_out(user), status=201, message="User created.")
+
+
+@router.get("/users/{user}", summary="One user (admin or the user)")
+def get_user(
+    user: str, identity: Identity = Depends(require_user), session: Session = Depends(db_session)
+) -> dict:
+    found = _find_user(session, user)
+    if not identity.is_admin and found.id != identity.user_id:
+        raise Forbidden("Only an admin can look at other users.")
+    return envelope.success(user_out(found))
+
+
+@router.delete("/users/{user}", summary="Delete a user (admin)")
+def delete_user(
+    user: str,
+    request: Request,
+    identity: Identity = Depends(require_admin),
+    session: Session = Depends(db_session),
+) -> dict:
+    found = _find_user(session, user)
+    if found.id == identity.user_id:
+        raise ApiError(400, "You cannot delete yourself.")
+    session.delete(found)
+    session.flush()
+    authority(request).forget()
+    return envelope.success(None, message=f"User {found.username!r} deleted.")
+
+
+@router.get("/users/{user}/token", summary="A new user API token (ML Lab)")
+def user_token(
+    user: str, identity: Identity = Depends(require_user), session: Session = Depends(db_session)
+) -> dict:
+    found = _find_user(session, user)
+    if not identity.is_admin and found.id != identity.user_id:
+        raise Forbidden("You can only create tokens for yourself.")
+    issued = issue_token(session, "user", user_id=found.id, name="api token")
+    return envelope.success(issued.secret, message="Keep this token: it is shown only once.")
+
+
+def _set_membership(
+    request: Request, session: Session, identity: Identity, user: str, project: str, add: bool
+) -> dict:
+    found_user = _find_user(session, user)
+    found_project = find_project(session, project)
+    if not authority(request).can_manage(identity, found_project):
+        raise Forbidden("Only the project's owner or an admin can change its members.")
+    existing = session.scalar(
+        select(Membership).where(
+            Membership.user_id == found_user.id, Membership.project_id == found_project.id
+        )
+    )
+    if add and existing is None:
+        session.add(Membership(user_id=found_user.id, project_id=found_project.id))
+    elif not add and existing is not None:
+        session.delete(existing)
+    session.flush()
+    authority(request).forget()
+    verb = "added to" if add else "removed from"
+    return envelope.success(None, message=f"{found_user.username} {verb} {found_project.name}.")
+
+
+@router.post("/users/{user}/projects/{project}", summary="Add a user to a project")
+def add_member(
+    user: str,
+    project: str,
+    request: Request,
+    identity: Identity = Depends(require_user),
+    session: Session = Depends(db_session),
+) -> dict:
+    return _set_membership(request, session, identity, user, project, add=True)
+
+
+@router.delete("/users/{user}/projects/{project}", summary="Remove a user from a project")
+def remove_member(
+    user: str,
+    project: str,
+    request: Request,
+    identity: Identity = Depends(require_user),
+    session: Session = Depends(db_session),
+) -> dict:
+    return _set_membership(request, session, identity, user, project, add=False)
+
+
+# -- API tokens -------------------------------------------------------------------------
+
+
+@router.get("/tokens", summary="Your API tokens (user and project tokens you created)")
+def list_tokens(
+    identity: Identity = Depends(require_user), session: Session = Depends(db_session)
+) -> dict:
+    rows = session.execute(
+        select(ApiToken, Project.name)
+        .outerjoin(Project, ApiToken.project_id == Project.id)
+        .where(
+            ApiToken.user_id == identity.user_id,
+            ApiToken.kind.in_(("user", "project")),
+            ApiToken.revoked_at.is_(None),
+            ApiToken.service_id.is_(None),
+        )
+        .order_by(ApiToken.created_at)
+    ).all()
+    now = datetime.now(UTC)
+    return envelope.success(
+        [token_out(t, project=p) for t, p in rows if t.expires_at is None or t.expires_at > now]
+    )
+
+
+@router.post(
+    "/tokens", summary="Create an API token; its secret is shown only now", status_code=201
+)
+def create_token(
+    body: NewToken,
+    request: Request,
+    identity: Identity = Depends(require_user),
+    session: Session = Depends(db_session),
+) -> dict:
+    if body.kind not in ("user", "project"):
+        raise ApiError(400, "Token kind must be 'user' or 'project'.")
+    project_id = project_name = None
+    if body.kind == "project":
+        if not body.project:
+            raise ApiError(400, "A project token needs 'project'.")
+        project = find_project(session, body.project)
+        if not authority(request).can_open(identity, project):
+            raise Forbidden(f"You cannot open project {project.name!r}.")
+        project_id, project_name = project.id, project.name
+    issued = issue_token(
+        session,
+        body.kind,
+        user_id=identity.user_id,
+        project_id=project_id,
+        name=body.name,
+        expires_in=body.expires_in,
+    )
+    data = token_out(issued.token, project=project_name)
+    data["token"] = issued.secret
+    return envelope.success(data, status=201, message="Keep this token: it is shown only once.")
+
+
+@router.delete("/tokens/{token_id}", summary="Revoke one of your API tokens")
+def revoke_token(
+    token_id: str,
+    request: Request,
+    identity: Identity = Depends(require_user),
+    session: Session = Depends(db_session),
+) -> dict:
+    token = session.get(ApiToken, token_id)
+    if token is None or (token.user_id != identity.user_id and not identity.is_admin):
+        raise ApiError(404, f"Token {token_id!r} was not found.", code="not_found")
+    revoke(session, token)
+    session.flush()
+    authority(request).forget()
+    return envelope.success(None, message="Token revoked.")

@@ -1,0 +1,105 @@
+"""FastAPI dependencies: the database session, the caller's identity, project access.
+
+The token is found by `servicelab.credentials.find_token` (header, then cookie, then URL
+parameter). A state-changing request authenticated by the session cookie must also carry
+the session's CSRF token in `X-CSRF-Token` (or a `csrf_token` form field): a cookie is
+sent by the browser on its own, a header is not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from fastapi import Depends, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from servicelab.auth import Forbidden, Identity, TokenAuthority
+from servicelab.credentials import TokenSource, find_token
+from servicelab.db import Database, Project
+from servicelab.spec import InvalidName, normalize_name
+
+from .errors import ApiError
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_HEADER = "x-csrf-token"
+
+
+def db_session(request: Request) -> Iterator[Session]:
+    database: Database = request.app.state.db
+    with database.session() as session:
+        yield session
+
+
+def authority(request: Request) -> TokenAuthority:
+    return request.app.state.authority  # type: ignore[no-any-return]
+
+
+def csrf_token_for(secret_key: bytes, token_id: str) -> str:
+    return hmac.new(secret_key, token_id.encode(), hashlib.sha256).hexdigest()
+
+
+def current_identity(request: Request) -> Identity:
+    found = find_token(request.headers.get("authorization"), request.cookies, request.query_params)
+    identity = authority(request).identify(found.token if found else None)
+    if found and found.source is TokenSource.COOKIE and request.method not in SAFE_METHODS:
+        expected = csrf_token_for(request.app.state.secret_key, identity.token_id)
+        given = request.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(given, expected):
+            raise Forbidden(
+                "Missing or wrong CSRF token: send the X-CSRF-Token header from the login "
+                "response with requests authenticated by cookie."
+            )
+    request.state.identity = identity
+    return identity
+
+
+def require_user(identity: Identity = Depends(current_identity)) -> Identity:
+    if identity.is_project_token or identity.user_id is None:
+        raise Forbidden("A project token cannot do this: use a user's token or log in.")
+    return identity
+
+
+def require_admin(identity: Identity = Depends(current_identity)) -> Identity:
+    if not identity.is_admin:
+        raise Forbidden("Only an admin can do this.")
+    return identity
+
+
+def find_project(session: Session, name: str) -> Project:
+    try:
+        normalized = normalize_name(name, what="project name")
+    except InvalidName as exc:
+        raise ApiError(404, f"Project {name!r} was not found.", code="not_found") from exc
+    project = session.scalar(select(Project).where(Project.name == normalized))
+    if project is None:
+        raise ApiError(404, f"Project {normalized!r} was not found.", code="not_found")
+    return project
+
+
+@dataclass
+class ProjectContext:
+    """A project the caller may open, with who the caller is."""
+
+    project: Project
+    identity: Identity
+    session: Session
+
+    @property
+    def name(self) -> str:
+        return self.project.name
+
+
+def project_context(
+    project: str,
+    request: Request,
+    identity: Identity = Depends(current_identity),
+    session: Session = Depends(db_session),
+) -> ProjectContext:
+    found = find_project(session, project)
+    if not authority(request).can_open(identity, found):
+        raise Forbidden(f"Your token does not open project {found.name!r}.")
+    return ProjectContext(found, identity, session)

@@ -1,0 +1,81 @@
+"""`create_app(settings)`: wires the database, auth, runtime, proxy, API routers and web UI."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from servicelab import envelope
+from servicelab.api import auth as auth_api
+from servicelab.api import projects as projects_api
+from servicelab.api.errors import install_error_handlers
+from servicelab.auth import TokenAuthority
+from servicelab.bootstrap import ensure_admin, load_secret_key
+from servicelab.config import Settings
+from servicelab.db import Database
+
+log = logging.getLogger("servicelab")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    on_admin_password: Callable[[str], None] | None = None,
+) -> Any:
+    """Build the lab's ASGI application.
+
+    `on_admin_password` receives the generated admin password on the very first start
+    (the `serve` command prints it); it is called at most once per lab.
+    """
+    settings = settings or Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    admin_password = settings.admin_password.get_secret_value() if settings.admin_password else None
+    generated = ensure_admin(db, admin_password)
+    if generated and on_admin_password:
+        on_admin_password(generated)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for start in app.state.on_startup:
+            await start()
+        try:
+            yield
+        finally:
+            for stop in reversed(app.state.on_shutdown):
+                await stop()
+            db.dispose()
+
+    app = FastAPI(
+        title="servicelab",
+        summary="Deploy ML models and other code as secured web services.",
+        version="0.1.0",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.secret_key = load_secret_key(settings.data_dir)
+    app.state.authority = TokenAuthority(db, settings.auth_cache_ttl)
+    #: async callables taking a project name, run before a project is deleted
+    app.state.project_cleanups = []
+    app.state.on_startup = []
+    app.state.on_shutdown = []
+
+    install_error_handlers(app)
+    app.include_router(auth_api.router)
+    app.include_router(projects_api.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> JSONResponse:
+        return JSONResponse(envelope.success({"status": "ok"}))
+
+    return app

@@ -1,0 +1,228 @@
+"""Users, passwords, API tokens and project permissions.
+
+Tokens are opaque random secrets with a prefix that says what they are:
+
+    sls_…  a session token from a log-in (also the `lab_access_token` cookie)
+    slu_…  a user API token: acts as its user in every project the user may open
+    slp_…  a project API token: opens one project only
+
+Only a SHA-256 of each secret is stored. Looking a token up is cached for
+`auth_cache_ttl` seconds (at most 5 s, so that revocation takes effect everywhere within
+5 s); revocations made by this process also drop the cache at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from servicelab.db import ApiToken, Database, Membership, Project, User, utcnow
+
+TOKEN_PREFIXES = {"session": "sls_", "user": "slu_", "project": "slp_"}
+MAX_CACHE_TTL = 5.0
+
+_hasher = PasswordHasher()
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def generate_secret(kind: str) -> str:
+    return TOKEN_PREFIXES[kind] + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a request acts as. Cached, so it holds plain values, not ORM objects."""
+
+    token_id: str
+    kind: str
+    user_id: str | None
+    username: str | None
+    is_admin: bool
+    #: For project tokens: the one project they open.
+    project_id: str | None
+    project_name: str | None
+    expires_at: datetime | None
+
+    @property
+    def is_project_token(self) -> bool:
+        return self.kind == "project"
+
+
+class AuthFailed(Exception):
+    """401: no, unknown, expired or revoked token."""
+
+
+class Forbidden(Exception):
+    """403: a valid token that does not allow this."""
+
+
+@dataclass
+class IssuedToken:
+    """A token just created: the only moment its secret exists outside the caller."""
+
+    token: ApiToken
+    secret: str
+
+
+def issue_token(
+    session: Session,
+    kind: str,
+    *,
+    user_id: str | None,
+    project_id: str | None = None,
+    name: str = "",
+    expires_in: float | None = None,
+    service_id: str | None = None,
+) -> IssuedToken:
+    secret = generate_secret(kind)
+    token = ApiToken(
+        kind=kind,
+        name=name,
+        hint=secret[:8],
+        secret_hash=hash_secret(secret),
+        user_id=user_id,
+        project_id=project_id,
+        service_id=service_id,
+        expires_at=utcnow() + timedelta(seconds=expires_in) if expires_in else None,
+    )
+    session.add(token)
+    session.flush()
+    return IssuedToken(token, secret)
+
+
+class TokenAuthority:
+    """Turns secrets into identities, with a short cache, and answers permission questions."""
+
+    def __init__(self, db: Database, cache_ttl: float = 2.0) -> None:
+        self.db = db
+        self.cache_ttl = min(cache_ttl, MAX_CACHE_TTL)
+        self._cache: dict[str, tuple[float, Identity | None]] = {}
+        self._membership_cache: dict[tuple[str, str], tuple[float, bool]] = {}
+        self._lock = threading.Lock()
+
+    # -- identities -------------------------------------------------------------------
+
+    def identify(self, secret: str | None) -> Identity:
+        """The identity of a token secret; raises AuthFailed with a message for users."""
+        if not secret:
+            raise AuthFailed("No API token: log in, or pass a token as 'Authorization: Bearer'.")
+        digest = hash_secret(secret)
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached and cached[0] > now:
+            identity = cached[1]
+        else:
+            identity = self._load(digest)
+            with self._lock:
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[digest] = (now + self.cache_ttl, identity)
+        if identity is None:
+            raise AuthFailed("Invalid, revoked or expired API token.")
+        if identity.expires_at is not None and identity.expires_at <= utcnow():
+            raise AuthFailed("The API token has expired.")
+        return identity
+
+    def _load(self, digest: str) -> Identity | None:
+        with self.db.session() as session:
+            row = session.execute(
+                select(ApiToken, User, Project)
+                .outerjoin(User, ApiToken.user_id == User.id)
+                .outerjoin(Project, ApiToken.project_id == Project.id)
+                .where(ApiToken.secret_hash == digest)
+            ).first()
+            if row is None:
+                return None
+            token, user, project = row
+            if token.revoked_at is not None:
+                return None
+            if token.kind != "project" and user is None:
+                return None
+            if token.kind == "project" and project is None:
+                return None
+            return Identity(
+                token_id=token.id,
+                kind=token.kind,
+                user_id=user.id if user else None,
+                username=user.username if user else None,
+                # A project token never carries its creator's admin rights.
+                is_admin=bool(user and user.is_admin and token.kind != "project"),
+                project_id=project.id if project else None,
+                project_name=project.name if project else None,
+                expires_at=token.expires_at,
+            )
+
+    def forget(self) -> None:
+        """Drop every cached decision (after a revocation, a membership change...)."""
+        with self._lock:
+            self._cache.clear()
+            self._membership_cache.clear()
+
+    # -- permissions ------------------------------------------------------------------
+
+    def can_open(self, identity: Identity, project: Project) -> bool:
+        """May this identity use `project` (its services, data and tokens)?"""
+        if identity.is_project_token:
+            return identity.project_id == project.id
+        if identity.is_admin:
+            return True
+        if identity.user_id is None:
+            return False
+        if project.owner_id == identity.user_id:
+            return True
+        return self.is_member(identity.user_id, project.id)
+
+    def is_member(self, user_id: str, project_id: str) -> bool:
+        key = (user_id, project_id)
+        now = time.monotonic()
+        cached = self._membership_cache.get(key)
+        if cached and cached[0] > now:
+            return cached[1]
+        with self.db.session() as session:
+            found = (
+                session.execute(
+                    select(Membership.id).where(
+                        Membership.user_id == user_id, Membership.project_id == project_id
+                    )
+                ).first()
+                is not None
+            )
+        with self._lock:
+            self._membership_cache[key] = (now + self.cache_ttl, found)
+        return found
+
+    def can_manage(self, identity: Identity, project: Project) -> bool:
+        """May this identity delete the project or change its members? Owner or admin."""
+        if identity.is_project_token:
+            return False
+        return identity.is_admin or (
+            identity.user_id is not None and project.owner_id == identity.user_id
+        )
+
+
+def revoke(session: Session, token: ApiToken) -> None:
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()

@@ -1,0 +1,96 @@
+"""`servicelab serve`: run the lab."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from servicelab.config import Settings
+
+console = Console(stderr=False, highlight=False)
+
+
+def _print_first_login(settings: Settings, password: str | None) -> None:
+    endpoint = settings.endpoint
+    shown = password or "$SERVICELAB_ADMIN_PASSWORD"
+    console.print(f"\n[bold]servicelab[/] is starting on {endpoint}")
+    if password:
+        console.print(
+            f"  A user [bold]admin[/] was created with the password [bold]{password}[/]\n"
+            "  It is shown only this once: keep it somewhere safe."
+        )
+    console.print(
+        "  Log in and get a token:\n"
+        f"    curl -su admin:{shown} {endpoint}/api/auth/login\n"
+        "  List your projects with it:\n"
+        f"    curl -sH 'Authorization: Bearer <token>' {endpoint}/api/projects\n"
+        f"  Web UI: {endpoint}/   API docs: {endpoint}/api/docs\n",
+        soft_wrap=True,
+    )
+
+
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind. [env: SERVICELAB_HOST]")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind. [env: SERVICELAB_PORT]")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for the database, data and local services. [env: SERVICELAB_DATA_DIR]"
+        ),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="SQLAlchemy URL (default: SQLite in the data dir). [env: SERVICELAB_DATABASE_URL]"
+        ),
+    ] = None,
+    runtime: Annotated[
+        str | None, typer.Option(help="auto, local or docker. [env: SERVICELAB_RUNTIME]")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
+) -> None:
+    """Run the lab: API, web UI and the authenticating proxy for services."""
+    import uvicorn
+
+    from servicelab.app import create_app
+
+    overrides = {
+        k: v
+        for k, v in {
+            "host": host,
+            "port": port,
+            "data_dir": data_dir,
+            "database_url": database_url,
+            "runtime": runtime,
+            "log_level": log_level,
+        }.items()
+        if v is not None
+    }
+    settings = Settings(**overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    generated: list[str] = []
+    app = create_app(settings, on_admin_password=generated.append)
+    _print_first_login(settings, generated[0] if generated else None)
+    generated.clear()
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        # uvicorn's access log prints query strings, where a `lab_token` may be: the lab
+        # writes its own access log without them.
+        access_log=False,
+        log_level=settings.log_level,
+        proxy_headers=True,
+        timeout_graceful_shutdown=10,
+    )
+    uvicorn.Server(config).run()

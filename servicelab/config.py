@@ -1,0 +1,61 @@
+"""Settings from `SERVICELAB_*` environment variables, command-line options and defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SERVICELAB_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: Everything the lab keeps: database (SQLite), project data, local services.
+    data_dir: Path = Path(".servicelab")
+    #: SQLAlchemy URL; empty means SQLite in the data directory.
+    #: PostgreSQL: postgresql+psycopg://user:pass@host/db
+    database_url: str = ""
+    #: Password of the `admin` user created at first start; generated and printed when empty.
+    admin_password: SecretStr | None = None
+    #: "auto" picks Docker when an engine answers, else local processes.
+    runtime: Literal["auto", "local", "docker"] = "auto"
+    #: The URL services use to reach the lab (their LAB_ENDPOINT). Defaults to the bind address.
+    public_url: str = ""
+    #: Session tokens from a login expire after this many seconds.
+    session_ttl: int = 7 * 24 * 3600
+    #: How long an authorisation decision may be cached. Revocation must take effect within 5 s.
+    auth_cache_ttl: float = 2.0
+    #: Origins besides the lab's own that may open WebSockets with cookie auth.
+    allowed_origins: list[str] = Field(default_factory=list)
+    #: Seconds the proxy waits for an upstream's response; 0 means no limit.
+    proxy_read_timeout: float = 0
+    proxy_connect_timeout: float = 10.0
+    #: Seconds between two passes of the reconcile loop.
+    reconcile_interval: float = 1.0
+    #: Identifies this lab's containers and processes, so that two labs on one host don't
+    #: adopt each other's services.
+    instance_id: str = "servicelab"
+    #: Docker: image that runs code services.
+    runtime_image: str = "servicelab/runtime:latest"
+    #: Docker: the lab runs in a container on the project networks and reaches services by name.
+    lab_in_container: bool = False
+    log_level: str = "info"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'servicelab.db').resolve()}"
+
+    @property
+    def endpoint(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"

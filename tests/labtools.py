@@ -1,0 +1,111 @@
+"""Helpers the tests share: free ports, polling with a deadline, a running lab."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_PASSWORD = "admin-password-for-tests"
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(
+    check: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll `check` until it returns a truthy value; fail with `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:  # the thing polled for may not exist yet
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: {last_error}")
+
+
+@dataclass
+class LabProcess:
+    """A real lab (`servicelab serve`) in a subprocess on a free port."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    database_url: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen | None = None
+    admin_token: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> LabProcess:
+        env = {
+            **os.environ,
+            "SERVICELAB_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "SERVICELAB_DATA_DIR": str(self.data_dir),
+            "SERVICELAB_PORT": str(self.port),
+            "SERVICELAB_HOST": "127.0.0.1",
+            "SERVICELAB_DATABASE_URL": self.database_url,
+            "SERVICELAB_RECONCILE_INTERVAL": "0.5",
+            **self.env,
+        }
+        log = open(self.data_dir.parent / f"lab-{self.port}.log", "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "servicelab", "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        wait_until(self._ready, timeout=timeout, what=f"lab on port {self.port}")
+        self.admin_token = login(self.url, "admin", ADMIN_PASSWORD)
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"lab exited with {self.process.returncode}: {self.log()}")
+        return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+
+    def log(self) -> str:
+        path = self.data_dir.parent / f"lab-{self.port}.log"
+        return path.read_text(errors="replace")[-5000:] if path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token or self.admin_token}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
+
+
+def login(url: str, username: str, password: str) -> str:
+    response = httpx.get(f"{url}/api/auth/login", auth=(username, password), timeout=30)
+    assert response.status_code == 200, response.text
+    return str(response.json()["data"])
