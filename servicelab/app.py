@@ -7,17 +7,23 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse, Response
 
 from servicelab import envelope
+from servicelab.access import LabAuthorizer, LabResolver
 from servicelab.api import auth as auth_api
 from servicelab.api import projects as projects_api
+from servicelab.api import services as services_api
+from servicelab.api.deps import require_admin
 from servicelab.api.errors import install_error_handlers
 from servicelab.auth import TokenAuthority
 from servicelab.bootstrap import ensure_admin, load_secret_key
 from servicelab.config import Settings
 from servicelab.db import Database
+from servicelab.proxy import ProxyApp, ProxySettings, render_metrics
+from servicelab.runtimes.select import make_runtime
+from servicelab.services import ServiceManager
 
 log = logging.getLogger("servicelab")
 
@@ -70,12 +76,29 @@ def create_app(
     app.state.on_startup = []
     app.state.on_shutdown = []
 
+    services = ServiceManager(db, make_runtime(settings), app.state.authority, settings)
+    app.state.services = services
+    app.state.on_startup.append(services.start)
+    app.state.on_shutdown.append(services.close)
+    app.state.project_cleanups.append(services.delete_project)
+
     install_error_handlers(app)
     app.include_router(auth_api.router)
     app.include_router(projects_api.router)
+    app.include_router(services_api.router)
+    app.include_router(services_api.volumes_router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:
         return JSONResponse(envelope.success({"status": "ok"}))
 
-    return app
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require_admin)])
+    def metrics() -> Response:
+        return Response(render_metrics(), media_type="text/plain; version=0.0.4")
+
+    proxy_settings = ProxySettings(
+        allowed_origins=list(settings.allowed_origins),
+        read_timeout=settings.proxy_read_timeout or None,
+        connect_timeout=settings.proxy_connect_timeout,
+    )
+    return ProxyApp(app, LabResolver(services), LabAuthorizer(app.state.authority), proxy_settings)

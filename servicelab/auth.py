@@ -71,6 +71,22 @@ class Identity:
         return self.kind == "project"
 
 
+@dataclass(frozen=True)
+class ProjectRef:
+    """What permission checks need of a project."""
+
+    id: str
+    name: str
+    owner_id: str | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    identity: Identity
+    project: ProjectRef | None
+    allowed: bool
+
+
 class AuthFailed(Exception):
     """401: no, unknown, expired or revoked token."""
 
@@ -121,6 +137,7 @@ class TokenAuthority:
         self.cache_ttl = min(cache_ttl, MAX_CACHE_TTL)
         self._cache: dict[str, tuple[float, Identity | None]] = {}
         self._membership_cache: dict[tuple[str, str], tuple[float, bool]] = {}
+        self._project_cache: dict[str, tuple[float, ProjectRef | None]] = {}
         self._lock = threading.Lock()
 
     # -- identities -------------------------------------------------------------------
@@ -180,10 +197,55 @@ class TokenAuthority:
         with self._lock:
             self._cache.clear()
             self._membership_cache.clear()
+            self._project_cache.clear()
+
+    def project(self, name: str) -> ProjectRef | None:
+        """A project by name, cached like tokens (the proxy asks on every request)."""
+        now = time.monotonic()
+        cached = self._project_cache.get(name)
+        if cached and cached[0] > now:
+            return cached[1]
+        with self.db.session() as session:
+            row = session.execute(
+                select(Project.id, Project.name, Project.owner_id).where(Project.name == name)
+            ).first()
+        ref = ProjectRef(row[0], row[1], row[2]) if row else None
+        with self._lock:
+            self._project_cache[name] = (now + self.cache_ttl, ref)
+        return ref
+
+    def decide(self, secret: str, project: str) -> Decision:
+        """May `secret` open `project`? Raises AuthFailed for a bad token. May block."""
+        identity = self.identify(secret)
+        ref = self.project(project)
+        return Decision(identity, ref, ref is not None and self.can_open(identity, ref))
+
+    def cached_decision(self, secret: str, project: str) -> Decision | None:
+        """The same decision from the caches alone, or None when it needs the database:
+        async callers then take a thread, and otherwise stay on the event loop."""
+        now = time.monotonic()
+        token = self._cache.get(hash_secret(secret))
+        proj = self._project_cache.get(project)
+        if not token or token[0] <= now or token[1] is None or not proj or proj[0] <= now:
+            return None
+        identity, ref = token[1], proj[1]
+        if identity.expires_at is not None and identity.expires_at <= utcnow():
+            return None
+        if ref is None:
+            return Decision(identity, None, False)
+        needs_membership = not (
+            identity.is_project_token or identity.is_admin or ref.owner_id == identity.user_id
+        )
+        if needs_membership:
+            member = self._membership_cache.get((identity.user_id or "", ref.id))
+            if not member or member[0] <= now:
+                return None
+            return Decision(identity, ref, member[1])
+        return Decision(identity, ref, self.can_open(identity, ref))
 
     # -- permissions ------------------------------------------------------------------
 
-    def can_open(self, identity: Identity, project: Project) -> bool:
+    def can_open(self, identity: Identity, project: Project | ProjectRef) -> bool:
         """May this identity use `project` (its services, data and tokens)?"""
         if identity.is_project_token:
             return identity.project_id == project.id
@@ -214,7 +276,7 @@ class TokenAuthority:
             self._membership_cache[key] = (now + self.cache_ttl, found)
         return found
 
-    def can_manage(self, identity: Identity, project: Project) -> bool:
+    def can_manage(self, identity: Identity, project: Project | ProjectRef) -> bool:
         """May this identity delete the project or change its members? Owner or admin."""
         if identity.is_project_token:
             return False

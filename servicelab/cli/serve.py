@@ -73,6 +73,7 @@ def serve(
         if v is not None
     }
     settings = Settings(**overrides)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

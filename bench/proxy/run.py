@@ -1,0 +1,281 @@
+"""Benchmark servicelab's proxy against the same upstream reached directly and through
+JupyterHub's configurable-http-proxy (CHP), all on 127.0.0.1, with `wrk`.
+
+    python bench/proxy/run.py [--duration 10] [--connections 1,32]
+
+Needs: `wrk` and `nginx` (Debian: apt-get install -y wrk nginx-light; without nginx a
+node http server is the upstream), node, and `npm install` in bench/proxy for CHP.
+Writes the figures to bench/results/proxy-<time>.json too. See bench/proxy/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+TOKEN = "bench-token-not-secret"
+ROUTE = "/api/projects/bench/services/up/80"
+SMALL = "/1k.html"
+BIG = "/big.bin"
+GIB = 1 << 30
+
+NODE_UPSTREAM = """
+const http = require('http');
+const body = Buffer.alloc(1024, 'x');
+const server = http.createServer((req, res) => {
+  res.writeHead(200, {'Content-Type': 'text/html', 'Content-Length': body.length});
+  res.end(body);
+});
+server.keepAliveTimeout = 65000;
+server.listen(0, '127.0.0.1', () => console.log('LISTENING ' + server.address().port));
+"""
+
+
+@dataclass
+class WrkResult:
+    target: str
+    connections: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def free_port() -> int:
+    """For the servers that cannot take a socket (nginx, CHP): ask the kernel for a free
+    port, then let them bind it. A small race, acceptable for a benchmark."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, headers: dict[str, str] | None = None, deadline: float = 30.0) -> None:
+    import urllib.request
+
+    end = time.monotonic() + deadline
+    last: Exception | None = None
+    while time.monotonic() < end:
+        try:
+            request = urllib.request.Request(url, headers=headers or {})
+            with urllib.request.urlopen(request, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except Exception as exc:  # not up yet
+            last = exc
+        time.sleep(0.05)  # polling interval, with the deadline above
+    raise SystemExit(f"{url} did not come up: {last}")
+
+
+def read_listening(proc: subprocess.Popen[bytes], deadline: float = 30.0) -> int:
+    import select
+
+    assert proc.stdout is not None
+    end = time.monotonic() + deadline
+    line = b""
+    while not line.endswith(b"\n"):
+        left = end - time.monotonic()
+        if left <= 0 or proc.poll() is not None:
+            raise SystemExit(f"{proc.args!r} did not start")
+        ready, _, _ = select.select([proc.stdout], [], [], left)
+        if ready:
+            line += os.read(proc.stdout.fileno(), 1)
+    return int(line.split()[1])
+
+
+@contextlib.contextmanager
+def running(cmd: list[str], **kwargs: object) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(cmd, **kwargs)  # type: ignore[call-overload]
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def upstream(tmp: Path) -> Iterator[tuple[str, int]]:
+    tmp.chmod(0o755)  # nginx workers run as nobody when started by root
+    www = tmp / "www"
+    www.mkdir(mode=0o755)
+    (www / SMALL.lstrip("/")).write_bytes(b"x" * 1024)
+    with (www / BIG.lstrip("/")).open("wb") as f:
+        f.truncate(GIB)  # sparse: no GiB written to disk
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if nginx:
+        port = free_port()
+        conf = tmp / "nginx.conf"
+        conf.write_text(
+            f"""
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 10000000;
+  keepalive_timeout 65;
+  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fastcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+  types {{ text/html html; application/octet-stream bin; }}
+  server {{ listen 127.0.0.1:{port}; root {www}; }}
+}}
+"""
+        )
+        with running([nginx, "-c", str(conf), "-e", str(tmp / "nginx-error.log")]):
+            wait_http(f"http://127.0.0.1:{port}{SMALL}")
+            yield "nginx", port
+    else:
+        script = tmp / "upstream.js"
+        script.write_text(NODE_UPSTREAM)
+        with running(["node", str(script)], stdout=subprocess.PIPE) as proc:
+            yield "node http", read_listening(proc)
+
+
+def wrk(name: str, url: str, connections: int, duration: int, auth: bool) -> WrkResult:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if auth:
+        cmd += ["-H", f"Authorization: Bearer {TOKEN}"]
+    # A short warm-up fills connection pools and caches.
+    subprocess.run([*cmd[:3], "-d2s", *cmd[4:], url], capture_output=True, check=True)
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors += int(non2xx.group(1)) if non2xx else 0
+    return WrkResult(name, connections, rps, _percentile(out, "50%"), _percentile(out, "99%"),
+                     errors)
+
+
+def _percentile(out: str, which: str) -> float:
+    match = re.search(rf"^\s+{re.escape(which)}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    assert match, out
+    value, unit = float(match.group(1)), match.group(2)
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def download(url: str) -> tuple[float, float]:
+    """(MiB/s, seconds) for a GiB through curl, which is faster than any Python client."""
+    out = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "-H", f"Authorization: Bearer {TOKEN}",
+         "-w", "%{size_download} %{time_total}", url],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    size, seconds = int(out[0]), float(out[1])
+    assert size == GIB, size
+    return size / seconds / (1 << 20), seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--connections", default="1,32", help="comma-separated")
+    args = parser.parse_args()
+    conns = [int(c) for c in args.connections.split(",")]
+    for tool in ("wrk", "node", "curl"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is missing: apt-get install -y wrk nginx-light curl nodejs")
+    chp = HERE / "node_modules" / ".bin" / "configurable-http-proxy"
+    if not chp.exists():
+        raise SystemExit(f"CHP is missing: cd {HERE} && npm install")
+
+    results: list[WrkResult] = []
+    with tempfile.TemporaryDirectory(prefix="servicelab-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        with upstream(tmp) as (kind, up_port):
+            chp_port, chp_api = free_port(), free_port()
+            chp_cmd = [
+                str(chp), "--ip", "127.0.0.1", "--port", str(chp_port),
+                "--api-ip", "127.0.0.1", "--api-port", str(chp_api),
+                "--default-target", f"http://127.0.0.1:{up_port}", "--log-level", "warn",
+            ]
+            serve = [sys.executable, str(HERE / "serve.py"), str(up_port), TOKEN]
+            with (
+                running(chp_cmd, stdout=subprocess.DEVNULL),
+                running(serve, stdout=subprocess.PIPE) as lab,
+            ):
+                lab_port = read_listening(lab)
+                auth = {"Authorization": f"Bearer {TOKEN}"}
+                wait_http(f"http://127.0.0.1:{chp_port}{SMALL}")
+                wait_http(f"http://127.0.0.1:{lab_port}{ROUTE}{SMALL}", auth)
+                targets = [
+                    (f"direct ({kind})", f"http://127.0.0.1:{up_port}{SMALL}", False),
+                    ("servicelab", f"http://127.0.0.1:{lab_port}{ROUTE}{SMALL}", True),
+                    ("CHP", f"http://127.0.0.1:{chp_port}{SMALL}", False),
+                ]
+                for c in conns:
+                    for name, url, needs_auth in targets:
+                        result = wrk(name, url, c, args.duration, needs_auth)
+                        results.append(result)
+                        print(f"  {name:<16} c={c:<3} {result.requests_per_s:>9.0f} req/s  "
+                              f"p50 {result.p50_ms:.3f} ms  p99 {result.p99_ms:.3f} ms", flush=True)
+                rss_before = peak_rss_mib(lab.pid)
+                mib_s, seconds = download(f"http://127.0.0.1:{lab_port}{ROUTE}{BIG}")
+                rss_after = peak_rss_mib(lab.pid)
+                direct_mib_s, _ = download(f"http://127.0.0.1:{up_port}{BIG}")
+
+    def find(name: str, c: int) -> WrkResult:
+        return next(r for r in results if r.target.startswith(name) and r.connections == c)
+
+    print()
+    print(f"{'target':<16} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    for r in results:
+        print(f"{r.target:<16} {r.connections:>5} {r.requests_per_s:>10.0f} {r.p50_ms:>8.3f} "
+              f"{r.p99_ms:>8.3f} {r.errors:>6}")
+    summary: dict[str, float] = {}
+    for c in conns:
+        lab_r, direct, chp_r = find("servicelab", c), find("direct", c), find("CHP", c)
+        summary[f"servicelab/direct req/s c={c}"] = lab_r.requests_per_s / direct.requests_per_s
+        summary[f"servicelab/CHP req/s c={c}"] = lab_r.requests_per_s / chp_r.requests_per_s
+        summary[f"servicelab added p50 ms c={c}"] = lab_r.p50_ms - direct.p50_ms
+        summary[f"CHP added p50 ms c={c}"] = chp_r.p50_ms - direct.p50_ms
+    summary["1 GiB download through servicelab MiB/s"] = mib_s
+    summary["1 GiB download direct MiB/s"] = direct_mib_s
+    summary["servicelab peak RSS MiB before download"] = rss_before
+    summary["servicelab peak RSS MiB after download"] = rss_after
+    print()
+    for key, value in summary.items():
+        print(f"{key:<44} {value:10.3f}")
+    if 32 in conns:
+        ok_rps = summary["servicelab/CHP req/s c=32"] >= 0.8
+        print(f"target servicelab >= 0.8x CHP req/s at 32 connections: {'met' if ok_rps else 'MISSED'}")
+    if 1 in conns:
+        ok_lat = summary["servicelab added p50 ms c=1"] <= 0.5
+        print(f"target <= 0.5 ms added median latency at 1 connection: {'met' if ok_lat else 'MISSED'}")
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"proxy-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps({"results": [asdict(r) for r in results], "summary": summary,
+                               "upstream": kind, "seconds_download": seconds}, indent=2))
+    print(f"\nwritten to {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""servicelab's example FastAPI service."""

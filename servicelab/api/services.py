@@ -1,0 +1,427 @@
+"""Services of a project, on ML Lab's `/api/projects/{project}/services` paths and beyond.
+
+Every entry point ends in one `ServiceSpec` handed to the `ServiceManager`:
+ML Lab's `POST ?image=&name=` with the environment as body, and `PUT .../{service}` with a
+whole spec (create or update, idempotent).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from servicelab import envelope
+from servicelab.db import Service
+from servicelab.services import ServiceError, ServiceManager, service_path
+from servicelab.spec import (
+    CODE_SERVICE_PORT,
+    HealthCheck,
+    Resources,
+    ServiceSpec,
+    name_from_image,
+    normalize_name,
+)
+
+from .deps import ProjectContext, project_context
+from .errors import ApiError
+from .serializers import iso
+
+router = APIRouter(prefix="/api/projects/{project}/services", tags=["services"])
+
+MASK = "********"
+
+
+def manager(request: Request) -> ServiceManager:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+# -- input ------------------------------------------------------------------------------
+
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_memory(value: str | int | None) -> int | None:
+    """Bytes from `536870912`, `"512m"`, `"512MiB"` or `"1g"`."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int):
+        return value
+    match = _MEMORY.match(value)
+    if not match:
+        raise ValueError(f"memory {value!r} is not a size such as 512m or 2g")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+class ResourcesIn(BaseModel):
+    cpus: float | None = Field(default=None, gt=0)
+    memory: int | str | None = None
+    gpus: int | None = Field(default=None, ge=0)
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: int | str | None) -> int | None:
+        return parse_memory(value)
+
+
+class HealthIn(BaseModel):
+    path: str | None = "/"
+    port: int | None = None
+    interval: float = Field(default=2.0, gt=0)
+    timeout: float = Field(default=2.0, gt=0)
+    retries: int = Field(default=3, ge=1)
+    start_period: float = Field(default=60.0, ge=0, alias="startPeriod")
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class SpecIn(BaseModel):
+    """A whole service spec, as `PUT .../services/{service}` takes it."""
+
+    image: str | None = None
+    code: str | None = Field(default=None, description="Local path, VCS URL or data key")
+    env: dict[str, str] = Field(default_factory=dict)
+    ports: list[int] = Field(default_factory=list)
+    connection_port: int | None = Field(default=None, alias="connectionPort")
+    resources: ResourcesIn = Field(default_factory=ResourcesIn)
+    replicas: int = Field(default=1, ge=0)
+    health: HealthIn = Field(default_factory=HealthIn)
+    restart: str = Field(default="on-failure", pattern="^(on-failure|always|no)$")
+    strip_prefix: bool = Field(default=True, alias="stripPrefix")
+    secret_keys: list[str] = Field(default_factory=list, alias="secretKeys")
+    pull_policy: str = Field(
+        default="if-not-present", alias="pullPolicy", pattern="^(if-not-present|always|never)$"
+    )
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, ports: list[int]) -> list[int]:
+        for port in ports:
+            if not 0 < port < 65536:
+                raise ValueError(f"port {port} is not between 1 and 65535")
+        return ports
+
+    def to_spec(self, project: str, name: str) -> ServiceSpec:
+        env = dict(self.env)
+        code = self.code or None
+        if not self.image and not code:
+            code = env.pop("EXECUTE_CODE", None) or None
+        if bool(self.image) == bool(code):
+            raise ApiError(400, "Give either 'image' or 'code' (a path, VCS URL or data key).")
+        memory = self.resources.memory
+        return ServiceSpec(
+            project=project,
+            name=name,
+            image=self.image,
+            code=code,
+            env=env,
+            ports=list(self.ports),
+            connection_port=self.connection_port,
+            resources=Resources(
+                cpus=self.resources.cpus,
+                memory=memory if isinstance(memory, int) else None,
+                gpus=self.resources.gpus,
+            ),
+            replicas=self.replicas,
+            health=HealthCheck(**self.health.model_dump()),
+            restart=self.restart,
+            strip_prefix=self.strip_prefix,
+            secret_keys=list(self.secret_keys),
+            pull_policy=self.pull_policy,
+        )
+
+
+def _name_for(name: str | None, image: str | None, code: str | None) -> str:
+    if name:
+        return normalize_name(name, what="service name")
+    if image:
+        return name_from_image(image)
+    if code:
+        base = code.split("#", 1)[0].split("@", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        base = re.sub(r"\.(py|git|zip|tar\.gz|tgz)$", "", base)
+        return name_from_image(base or "code")
+    raise ApiError(400, "Give the service a 'name'.")
+
+
+def _code_port(env: dict[str, str]) -> list[int]:
+    value = env.get("PORT")
+    if value is None:
+        return [CODE_SERVICE_PORT]
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise ApiError(400, f"PORT={value!r} is not a port number.")
+    return [int(value)]
+
+
+# -- output -----------------------------------------------------------------------------
+
+
+def service_out(row: Service, project: str, request: Request) -> dict[str, Any]:
+    """The service object: ML Lab's field names beside servicelab's own; secrets masked."""
+    spec = ServiceSpec.from_dict(row.spec)
+    settings = request.app.state.settings
+    base = service_path(project, row.name)
+    configuration = {
+        "LAB_ENDPOINT": settings.endpoint,
+        "LAB_API_TOKEN": MASK,
+        "LAB_PROJECT": project,
+        "LAB_SERVICE_PATH": base,
+    }
+    if spec.code:
+        configuration["EXECUTE_CODE"] = spec.code
+    configuration.update({k: MASK if spec.is_secret(k) else v for k, v in spec.env.items()})
+    ports = [
+        {"port": p, "path": f"{base}{p}/", "url": f"{settings.endpoint}{base}{p}/"}
+        for p in spec.ports
+    ]
+    return {
+        "name": row.name,
+        "project": project,
+        "dockerImage": spec.image or (settings.runtime_image if row.runtime == "docker" else None),
+        "dockerName": spec.key,
+        "code": spec.code,
+        "runtime": row.runtime,
+        "status": row.phase,
+        "reason": row.reason,
+        "isHealthy": bool(row.healthy),
+        "desired": row.desired,
+        "restarts": row.restarts,
+        "connectionPort": spec.connection_port,
+        "exposedPorts": [str(p) for p in spec.ports],
+        "ports": ports,
+        "endpoint": f"{settings.endpoint}{base}{spec.connection_port}/"
+        if spec.connection_port
+        else None,
+        "configuration": configuration,
+        "labels": {
+            "servicelab.project": project,
+            "servicelab.service": row.name,
+            "servicelab.runtime": row.runtime,
+        },
+        "resources": {
+            "cpus": spec.resources.cpus,
+            "memory": spec.resources.memory,
+            "gpus": spec.resources.gpus,
+        },
+        "replicas": spec.replicas,
+        "restartPolicy": spec.restart,
+        "stripPrefix": spec.strip_prefix,
+        "health": {"path": spec.health.path, "port": spec.health.port},
+        "createdBy": row.created_by,
+        "createdAt": iso(row.created_at),
+        "modifiedAt": iso(row.modified_at),
+        "startedAt": iso(row.started_at),
+    }
+
+
+def _raise(exc: ServiceError) -> ApiError:
+    code = {404: "not_found", 409: "conflict"}.get(exc.status)
+    return ApiError(exc.status, exc.message, code=code)
+
+
+# -- routes -----------------------------------------------------------------------------
+
+
+@router.get("", summary="The project's services")
+async def list_services(request: Request, ctx: ProjectContext = Depends(project_context)) -> dict:
+    rows = await manager(request).list(ctx.project)
+    return envelope.success([service_out(r, ctx.name, request) for r in rows])
+
+
+@router.post(
+    "", summary="Deploy a service (ML Lab): image, or EXECUTE_CODE in the body", status_code=201
+)
+async def deploy_service(
+    request: Request,
+    image: str | None = Query(default=None, description="Docker image to run"),
+    name: str | None = Query(default=None, description="Service name; from the image if absent"),
+    body: dict[str, Any] | None = Body(default=None, description="Environment variables"),
+    ctx: ProjectContext = Depends(project_context),
+) -> dict:
+    env = {str(k): _env_value(k, v) for k, v in (body or {}).items()}
+    code = None
+    if not image or image == request.app.state.settings.runtime_image:
+        code = env.pop("EXECUTE_CODE", None)
+        if not code:
+            raise ApiError(
+                400,
+                "Give an 'image' query parameter, or EXECUTE_CODE in the body to run code "
+                "(a local path, a VCS URL such as git+https://host/repo.git, or a data key).",
+            )
+        image = None
+    service_name = _name_for(name, image, code)
+    spec = SpecIn(image=image, code=code, env=env).to_spec(ctx.name, service_name)
+    if code:
+        spec.ports = _code_port(env)
+        spec.connection_port = spec.ports[0]
+    return await _deploy(request, ctx, spec, replace_existing=False)
+
+
+def _env_value(key: Any, value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        raise ApiError(400, f"The value of {key!r} must be a string, number or boolean.")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+@router.put("/{service}", summary="Create or update a service from a whole spec (idempotent)")
+async def put_service(
+    request: Request,
+    service: str,
+    body: SpecIn,
+    ctx: ProjectContext = Depends(project_context),
+) -> dict:
+    spec = body.to_spec(ctx.name, normalize_name(service, what="service name"))
+    if spec.code and not spec.ports:
+        spec.ports = _code_port(spec.env)
+    if spec.code and spec.connection_port is None:
+        spec.connection_port = spec.ports[0]
+    return await _deploy(request, ctx, spec, replace_existing=True)
+
+
+async def _deploy(
+    request: Request, ctx: ProjectContext, spec: ServiceSpec, *, replace_existing: bool
+) -> dict:
+    try:
+        row = await manager(request).deploy(
+            ctx.project,
+            spec,
+            created_by=ctx.identity.username,
+            replace_existing=replace_existing,
+        )
+    except ServiceError as exc:
+        raise _raise(exc) from exc
+    return envelope.success(service_out(row, ctx.name, request), status=201, message="Deployed.")
+
+
+@router.get("/{service}", summary="One service")
+async def get_service(
+    request: Request, service: str, ctx: ProjectContext = Depends(project_context)
+) -> dict:
+    try:
+        row = await manager(request).get(ctx.project, service)
+    except ServiceError as exc:
+        raise _raise(exc) from exc
+    return envelope.success(service_out(row, ctx.name, request))
+
+
+@router.delete("/{service}", summary="Delete a service; its data is kept unless purge=true")
+async def delete_service(
+    request: Request,
+    service: str,
+    purge: bool = Query(default=False, description="Also delete the service's /data"),
+    ctx: ProjectContext = Depends(project_context),
+) -> dict:
+    try:
+        await manager(request).delete(ctx.project, service, purge=purge)
+    except ServiceError as exc:
+        raise _raise(exc) from exc
+    kept = "" if purge else " Its data is kept (delete with purge=true to remove it)."
+    return envelope.success(None, message=f"Service {service!r} deleted.{kept}")
+
+
+async def _action(request: Request, ctx: ProjectContext, service: str, action: str) -> dict:
+    services = manager(request)
+    do = {"stop": services.stop, "start": services.start_service, "restart": services.restart}
+    try:
+        row = await do[action](ctx.project, service)
+    except ServiceError as exc:
+        raise _raise(exc) from exc
+    return envelope.success(service_out(row, ctx.name, request), message=f"{action.title()}ed.")
+
+
+@router.post("/{service}/stop", summary="Stop a service, keeping it and its data")
+async def stop_service(
+    request: Request, service: str, ctx: ProjectContext = Depends(project_context)
+) -> dict:
+    return await _action(request, ctx, service, "stop")
+
+
+@router.post("/{service}/start", summary="Start a stopped service")
+async def start_service(
+    request: Request, service: str, ctx: ProjectContext = Depends(project_context)
+) -> dict:
+    return await _action(request, ctx, service, "start")
+
+
+@router.post("/{service}/restart", summary="Restart a service")
+async def restart_service(
+    request: Request, service: str, ctx: ProjectContext = Depends(project_context)
+) -> dict:
+    return await _action(request, ctx, service, "restart")
+
+
+def parse_since(value: str | None) -> datetime | None:
+    """An ISO 8601 time, a Unix time, or a duration ago such as `90s`, `10m`, `2h`."""
+    if not value:
+        return None
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", value.strip())
+    if match:
+        seconds = float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+        return datetime.now(UTC) - timedelta(seconds=seconds)
+    try:
+        return datetime.fromtimestamp(float(value), UTC)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ApiError(
+            400, f"since={value!r}: give an ISO 8601 time, a Unix time or a duration like 10m."
+        ) from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@router.get("/{service}/logs", summary="The service's stdout and stderr")
+async def service_logs(
+    request: Request,
+    service: str,
+    tail: int | None = Query(default=None, ge=0, description="Only the last N lines"),
+    since: str | None = Query(default=None, description="ISO time, Unix time or 10m"),
+    follow: bool = Query(default=False, description="Keep streaming new lines (text/plain)"),
+    ctx: ProjectContext = Depends(project_context),
+) -> Any:
+    services = manager(request)
+    try:
+        row = await services.get(ctx.project, service)
+    except ServiceError as exc:
+        raise _raise(exc) from exc
+    lines = services.logs(row, tail=tail, since=parse_since(since), follow=follow)
+    wants_text = "text/plain" in request.headers.get("accept", "")
+    if follow or wants_text:
+
+        async def stream() -> AsyncIterator[bytes]:
+            async for line in lines:
+                yield (line + "\n").encode()
+
+        return StreamingResponse(
+            stream(), media_type="text/plain; charset=utf-8", headers={"X-Accel-Buffering": "no"}
+        )
+    collected = [line async for line in lines]
+    # ML Lab returned the logs as one string; it stays that way for its clients.
+    return envelope.success("\n".join(collected) + ("\n" if collected else ""))
+
+
+volumes_router = APIRouter(prefix="/api/projects/{project}/volumes", tags=["services"])
+
+
+@volumes_router.get("", summary="Data kept from deleted services (by service name)")
+async def list_kept_data(request: Request, ctx: ProjectContext = Depends(project_context)) -> dict:
+    return envelope.success(await manager(request).kept_data(ctx.project))
+
+
+@volumes_router.delete("/{service}", summary="Delete the data kept from a deleted service")
+async def purge_kept_data(
+    request: Request, service: str, ctx: ProjectContext = Depends(project_context)
+) -> dict:
+    name = normalize_name(service, what="service name")
+    if name not in await manager(request).kept_data(ctx.project):
+        raise ApiError(404, f"No data is kept for a deleted service {name!r}.", code="not_found")
+    await manager(request).purge_kept_data(ctx.project, name)
+    return envelope.success(None, message=f"Data of {name!r} deleted.")

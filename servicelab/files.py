@@ -1,0 +1,567 @@
+"""The project data store: versioned files under keys like ML Lab's `models/net.pt.v3`.
+
+A key is `<data type>/<file name>`; every upload of a name adds a version, stored under
+`<data type>/<file name>.v<N>` (N from 1). A key without a version means the latest one.
+
+`FileStore` is the narrow interface the API uses, so that an object store can be added
+beside `LocalFileStore`, which keeps each version as a plain file with a JSON sidecar:
+
+    <root>/<project>/<data type>/<name>.v<N>            the bytes
+    <root>/<project>/<data type>/<name>.v<N>.meta.json  FileInfo, written atomically
+
+A version becomes visible when its sidecar appears (the sidecar is renamed into place
+after the bytes are), so readers never see a half-written file and the store needs no
+database. File names may not end in `.v<digits>`, which keeps every key unambiguous.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import builtins
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from servicelab.spec import MAX_NAME_LENGTH, NAME_PATTERN
+
+DATA_TYPES = ("datasets", "models", "experiments", "backups")
+CHUNK_SIZE = 1024 * 1024
+MAX_KEY_LENGTH = 1024
+MAX_PART_LENGTH = 200
+
+#: One part of a file name (names may have folders: `experiments/run-1/log.txt`).
+_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.,+=@ -]*$")
+_VERSION_SUFFIX = re.compile(r"^(?P<name>.+)\.v(?P<version>[1-9][0-9]{0,8})$")
+_META_SUFFIX = ".meta.json"
+_TMP_PREFIX = ".tmp-"
+
+
+class FileStoreError(Exception):
+    """Base of the store's errors; `str()` is a message for users."""
+
+
+class InvalidKey(FileStoreError, ValueError):
+    """A malformed key, file name, data type or project name (the API answers 400)."""
+
+
+class FileNotFound(FileStoreError, LookupError):
+    """No such file or version (404)."""
+
+
+class InvalidRange(FileStoreError, ValueError):
+    """A byte range outside the file (416)."""
+
+
+class FileTooLarge(FileStoreError, ValueError):
+    """An upload larger than the store's limit (413)."""
+
+
+@dataclass(frozen=True)
+class FileKey:
+    """A parsed key; `version=None` means the latest version."""
+
+    data_type: str
+    name: str
+    version: int | None = None
+
+    def __str__(self) -> str:
+        base = f"{self.data_type}/{self.name}"
+        return base if self.version is None else f"{base}.v{self.version}"
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    key: str
+    name: str
+    data_type: str
+    version: int
+    size: int
+    sha256: str
+    created: datetime
+    uploader: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["created"] = self.created.isoformat()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FileInfo:
+        data = dict(data)
+        data["created"] = datetime.fromisoformat(data["created"])
+        return cls(**data)
+
+
+# --- validation -----------------------------------------------------------------------
+
+
+def validate_project(project: str) -> str:
+    if (
+        not isinstance(project, str)
+        or len(project) > MAX_NAME_LENGTH
+        or not NAME_PATTERN.match(project)
+    ):
+        raise InvalidKey(
+            f"Invalid project name {project!r}: use 3 to {MAX_NAME_LENGTH} letters, digits "
+            "or '-', starting and ending with a letter or digit."
+        )
+    return project
+
+
+def validate_data_type(data_type: str) -> str:
+    if data_type not in DATA_TYPES:
+        raise InvalidKey(f"Invalid data type {data_type!r}: use one of {', '.join(DATA_TYPES)}.")
+    return data_type
+
+
+def validate_name(name: str) -> str:
+    """Check a file name (without data type and version); raise InvalidKey saying why."""
+    if not isinstance(name, str) or not name:
+        raise InvalidKey("The file name is empty: give a name such as 'train.csv'.")
+    if "\\" in name or "\x00" in name:
+        raise InvalidKey(f"Invalid file name {name!r}: backslashes and NUL are not allowed.")
+    if name.startswith("/"):
+        raise InvalidKey(f"Invalid file name {name!r}: it must be relative, not start with '/'.")
+    if len(name) > MAX_KEY_LENGTH:
+        raise InvalidKey(f"Invalid file name: longer than {MAX_KEY_LENGTH} characters.")
+    for part in name.split("/"):
+        if part in ("", ".", ".."):
+            raise InvalidKey(
+                f"Invalid file name {name!r}: empty, '.' and '..' path parts are not allowed."
+            )
+        if len(part) > MAX_PART_LENGTH or not _PART.match(part) or part != part.strip():
+            raise InvalidKey(
+                f"Invalid file name {name!r}: each part must start with a letter, digit or "
+                "'_', use only letters, digits, spaces and _ . , + = @ -, not end in a space, "
+                f"and have at most {MAX_PART_LENGTH} characters."
+            )
+        if part.endswith(_META_SUFFIX):
+            raise InvalidKey(f"Invalid file name {name!r}: '{_META_SUFFIX}' is reserved.")
+        if _VERSION_SUFFIX.match(part):
+            raise InvalidKey(
+                f"Invalid file name {name!r}: {part!r} ends like a version ('.v<N>'); remove "
+                "that suffix, the store adds versions itself."
+            )
+    return name
+
+
+def parse_key(key: str) -> FileKey:
+    """`datasets/a.csv` -> latest version of a.csv; `datasets/a.csv.v2` -> version 2."""
+    if not isinstance(key, str) or not key:
+        raise InvalidKey("The file key is empty: use '<data type>/<file name>'.")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidKey(f"Invalid file key: longer than {MAX_KEY_LENGTH} characters.")
+    data_type, sep, rest = key.partition("/")
+    if not sep:
+        raise InvalidKey(
+            f"Invalid file key {key!r}: use '<data type>/<file name>', e.g. 'datasets/a.csv'."
+        )
+    validate_data_type(data_type)
+    version: int | None = None
+    match = _VERSION_SUFFIX.match(rest)
+    if match:
+        rest, version = match["name"], int(match["version"])
+    validate_name(rest)
+    return FileKey(data_type, rest, version)
+
+
+def split_version(name: str) -> tuple[str, int | None]:
+    """`model.zip.v3` -> (`model.zip`, 3); a name without version -> (name, None)."""
+    match = _VERSION_SUFFIX.match(name)
+    return (match["name"], int(match["version"])) if match else (name, None)
+
+
+# --- the interface --------------------------------------------------------------------
+
+
+class FileStore(abc.ABC):
+    """Versioned files per project. All methods validate their inputs (InvalidKey)."""
+
+    @abc.abstractmethod
+    async def put(
+        self,
+        project: str,
+        data_type: str,
+        file_name: str,
+        chunks: AsyncIterator[bytes],
+        uploader: str | None = None,
+        *,
+        versioning: bool = True,
+        max_size: int | None = None,
+    ) -> FileInfo:
+        """Store a new version from `chunks`, in constant memory.
+
+        Concurrent uploads of one name each get their own version. With
+        `versioning=False` the older versions are removed once the new one is stored.
+        """
+
+    @abc.abstractmethod
+    async def info(self, project: str, key: str) -> FileInfo:
+        """The version `key` names (the latest if it has no version)."""
+
+    @abc.abstractmethod
+    async def open_range(
+        self, project: str, key: str, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Bytes `start` up to `end` (exclusive; None: to the end) of a version.
+
+        Awaiting this resolves the key and checks the range (FileNotFound, InvalidRange)
+        before any byte is sent, so an HTTP handler can still choose its status code.
+        """
+
+    @abc.abstractmethod
+    async def list(
+        self,
+        project: str,
+        prefix: str | None = None,
+        data_type: str | None = None,
+        *,
+        all_versions: bool = False,
+    ) -> builtins.list[FileInfo]:
+        """Files whose key (`<type>/<name>`) starts with `prefix`, sorted by key.
+
+        Only the latest version of each name unless `all_versions`.
+        """
+
+    @abc.abstractmethod
+    async def delete(self, project: str, key: str) -> builtins.list[FileInfo]:
+        """Delete one version (a versioned key) or every version of a name; returns what
+        was deleted."""
+
+    @abc.abstractmethod
+    async def delete_project(self, project: str) -> None:
+        """Remove all files of a project; a project without files is not an error."""
+
+
+# --- local files ----------------------------------------------------------------------
+
+
+class LocalFileStore(FileStore):
+    """Versions as plain files under `root` (the lab uses `<data dir>/files`)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    # paths
+
+    def _project_dir(self, project: str) -> Path:
+        return self.root / validate_project(project)
+
+    def _name_path(self, project: str, data_type: str, name: str) -> Path:
+        """Where the versions of a name live, without the `.v<N>` suffix."""
+        return self._project_dir(project) / data_type / name
+
+    @staticmethod
+    def _version_path(base: Path, version: int) -> Path:
+        return base.with_name(f"{base.name}.v{version}")
+
+    @staticmethod
+    def _meta_path(data_path: Path) -> Path:
+        return data_path.with_name(data_path.name + _META_SUFFIX)
+
+    # writing
+
+    async def put(
+        self,
+        project: str,
+        data_type: str,
+        file_name: str,
+        chunks: AsyncIterator[bytes],
+        uploader: str | None = None,
+        *,
+        versioning: bool = True,
+        max_size: int | None = None,
+    ) -> FileInfo:
+        validate_data_type(data_type)
+        validate_name(file_name)
+        base = self._name_path(project, data_type, file_name)
+        await asyncio.to_thread(base.parent.mkdir, parents=True, exist_ok=True)
+        tmp = base.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+        digest = hashlib.sha256()
+        size = 0
+        handle = await asyncio.to_thread(_open_binary, tmp, "xb")
+        try:
+            try:
+                # Network chunks are small; gather ~1 MiB before each trip to a thread.
+                buffer: list[bytes] = []
+                buffered = 0
+                async for chunk in chunks:
+                    if not chunk:
+                        continue
+                    size += len(chunk)
+                    if max_size is not None and size > max_size:
+                        raise FileTooLarge(
+                            f"The file is larger than the limit of {max_size} bytes."
+                        )
+                    buffer.append(chunk)
+                    buffered += len(chunk)
+                    if buffered >= CHUNK_SIZE:
+                        await asyncio.to_thread(_write_chunks, handle, digest, buffer)
+                        buffer, buffered = [], 0
+                if buffer:
+                    await asyncio.to_thread(_write_chunks, handle, digest, buffer)
+                await asyncio.to_thread(_flush_and_sync, handle)
+            finally:
+                await asyncio.to_thread(handle.close)
+            info = await asyncio.to_thread(
+                self._claim_version,
+                base,
+                tmp,
+                data_type,
+                file_name,
+                size,
+                digest.hexdigest(),
+                uploader,
+            )
+        finally:
+            await asyncio.to_thread(_unlink_quietly, tmp)
+        if not versioning:
+            for old in await self._versions(project, data_type, file_name):
+                if old.version < info.version:
+                    await asyncio.to_thread(self._remove_version, base, old.version)
+        return info
+
+    def _claim_version(
+        self,
+        base: Path,
+        tmp: Path,
+        data_type: str,
+        name: str,
+        size: int,
+        sha256: str,
+        uploader: str | None,
+    ) -> FileInfo:
+        """Link the finished temp file to the next free `.v<N>`; a link fails if the name
+        exists, so two uploads racing for N both survive: the loser takes N+1."""
+        version = max(_data_versions(base), default=0) + 1
+        while True:
+            target = self._version_path(base, version)
+            try:
+                os.link(tmp, target)
+                break
+            except FileExistsError:
+                version += 1
+        info = FileInfo(
+            key=str(FileKey(data_type, name, version)),
+            name=name,
+            data_type=data_type,
+            version=version,
+            size=size,
+            sha256=sha256,
+            created=datetime.now(UTC),
+            uploader=uploader,
+        )
+        _atomic_write_json(self._meta_path(target), info.to_dict())
+        _fsync_dir(base.parent)
+        return info
+
+    def _remove_version(self, base: Path, version: int) -> None:
+        # The sidecar first: the version disappears for readers in one step.
+        data = self._version_path(base, version)
+        _unlink_quietly(self._meta_path(data))
+        _unlink_quietly(data)
+
+    # reading
+
+    async def _versions(self, project: str, data_type: str, name: str) -> builtins.list[FileInfo]:
+        base = self._name_path(project, data_type, name)
+        return await asyncio.to_thread(self._read_versions, base)
+
+    def _read_versions(self, base: Path) -> builtins.list[FileInfo]:
+        infos = []
+        for version in sorted(_data_versions(base)):
+            info = _read_meta(self._meta_path(self._version_path(base, version)))
+            if info is not None:
+                infos.append(info)
+        return infos
+
+    async def _resolve(self, project: str, key: str) -> tuple[FileInfo, Path]:
+        parsed = parse_key(key)
+        base = self._name_path(project, parsed.data_type, parsed.name)
+        if parsed.version is not None:
+            path = self._version_path(base, parsed.version)
+            info = await asyncio.to_thread(_read_meta, self._meta_path(path))
+        else:
+            versions = await asyncio.to_thread(self._read_versions, base)
+            info = versions[-1] if versions else None
+            path = self._version_path(base, info.version) if info else base
+        if info is None:
+            raise FileNotFound(f"No file {key!r} in project {project!r}.")
+        return info, path
+
+    async def info(self, project: str, key: str) -> FileInfo:
+        info, _ = await self._resolve(project, key)
+        return info
+
+    async def open_range(
+        self, project: str, key: str, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        info, path = await self._resolve(project, key)
+        end = info.size if end is None else min(end, info.size)
+        if start < 0 or start > end or (start == end and info.size > 0 and start >= info.size):
+            raise InvalidRange(f"Range {start}-{end} is outside {info.key} ({info.size} bytes).")
+        try:
+            # Opened now: a delete after this point cannot break the stream (POSIX unlink).
+            handle = await asyncio.to_thread(_open_binary, path, "rb")
+        except FileNotFoundError:
+            raise FileNotFound(f"No file {key!r} in project {project!r}.") from None
+        return _read_range(handle, start, end)
+
+    async def list(
+        self,
+        project: str,
+        prefix: str | None = None,
+        data_type: str | None = None,
+        *,
+        all_versions: bool = False,
+    ) -> builtins.list[FileInfo]:
+        if data_type is not None:
+            validate_data_type(data_type)
+        if prefix is not None and ("\x00" in prefix or "\\" in prefix):
+            raise InvalidKey(f"Invalid prefix {prefix!r}: backslashes and NUL are not allowed.")
+        types = [data_type] if data_type else list(DATA_TYPES)
+        if prefix:
+            # Only walk the data types the prefix can match.
+            types = [t for t in types if f"{t}/".startswith(prefix) or prefix.startswith(f"{t}/")]
+        project_dir = self._project_dir(project)
+        infos = await asyncio.to_thread(_scan, project_dir, types)
+        if prefix:
+            infos = [i for i in infos if f"{i.data_type}/{i.name}".startswith(prefix)]
+        if not all_versions:
+            latest: dict[tuple[str, str], FileInfo] = {}
+            for info in infos:
+                current = latest.get((info.data_type, info.name))
+                if current is None or info.version > current.version:
+                    latest[(info.data_type, info.name)] = info
+            infos = list(latest.values())
+        return sorted(infos, key=lambda i: (i.data_type, i.name, i.version))
+
+    # deleting
+
+    async def delete(self, project: str, key: str) -> builtins.list[FileInfo]:
+        parsed = parse_key(key)
+        base = self._name_path(project, parsed.data_type, parsed.name)
+        if parsed.version is not None:
+            info, _ = await self._resolve(project, key)
+            doomed = [info]
+        else:
+            doomed = await asyncio.to_thread(self._read_versions, base)
+            if not doomed:
+                raise FileNotFound(f"No file {key!r} in project {project!r}.")
+        for info in doomed:
+            await asyncio.to_thread(self._remove_version, base, info.version)
+        if parsed.version is None:
+            # Also versions whose upload never finished (bytes without sidecar).
+            for version in await asyncio.to_thread(_data_versions, base):
+                await asyncio.to_thread(self._remove_version, base, version)
+        return doomed
+
+    async def delete_project(self, project: str) -> None:
+        project_dir = self._project_dir(project)
+        await asyncio.to_thread(shutil.rmtree, project_dir, ignore_errors=True)
+
+
+# --- blocking helpers (run in threads) ------------------------------------------------
+
+
+def _open_binary(path: Path, mode: str) -> BinaryIO:
+    return cast(BinaryIO, open(path, mode))  # noqa: SIM115 - closed by the caller
+
+
+def _write_chunks(handle: BinaryIO, digest: Any, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        handle.write(chunk)
+        digest.update(chunk)
+
+
+def _flush_and_sync(handle: BinaryIO) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+    try:
+        with open(tmp, "x", encoding="utf-8") as handle:
+            json.dump(data, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        _unlink_quietly(tmp)
+
+
+def _read_meta(path: Path) -> FileInfo | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return FileInfo.from_dict(json.load(handle))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _data_versions(base: Path) -> list[int]:
+    """Version numbers that have bytes on disk, finished or not."""
+    prefix = base.name + ".v"
+    try:
+        entries = os.listdir(base.parent)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    versions = []
+    for entry in entries:
+        if entry.startswith(prefix) and not entry.endswith(_META_SUFFIX):
+            number = entry[len(prefix) :]
+            if number.isdigit() and not number.startswith("0"):
+                versions.append(int(number))
+    return versions
+
+
+def _scan(project_dir: Path, types: list[str]) -> list[FileInfo]:
+    """Every finished version under the given data types (read from sidecars)."""
+    infos = []
+    for data_type in types:
+        top = project_dir / data_type
+        for folder, dirs, files in os.walk(top):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for entry in files:
+                if entry.endswith(_META_SUFFIX) and not entry.startswith("."):
+                    info = _read_meta(Path(folder) / entry)
+                    if info is not None:
+                        infos.append(info)
+    return infos
+
+
+async def _read_range(handle: BinaryIO, start: int, end: int) -> AsyncIterator[bytes]:
+    try:
+        await asyncio.to_thread(handle.seek, start)
+        remaining = end - start
+        while remaining > 0:
+            chunk = await asyncio.to_thread(handle.read, min(CHUNK_SIZE, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            yield chunk
+    finally:
+        await asyncio.to_thread(handle.close)

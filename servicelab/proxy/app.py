@@ -1,0 +1,542 @@
+"""`ProxyApp`: the ASGI front door for `/api/projects/{p}/services/{s}/{port}/...`.
+
+A raw ASGI application wrapping the lab's own app: requests under a service route are
+authorised, resolved and forwarded here, everything else (and lifespan) goes to the
+wrapped app untouched. No framework routing sits in the hot path: one `startswith`, one
+precompiled regular expression, one pass over the headers.
+
+The upstream client is one pooled `aiohttp.ClientSession` (keep-alive, no connection
+limit, no decompression, no cookie jar): measured here it was an order of magnitude faster
+as a proxy client than httpx at 32 concurrent requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, unquote
+
+import aiohttp
+from yarl import URL
+
+from servicelab.credentials import COOKIE_NAME, QUERY_PARAM, TokenSource, find_token
+from servicelab.envelope import error_bytes
+from servicelab.proxy import websocket
+from servicelab.proxy.contract import (
+    AuthError,
+    Authorizer,
+    Principal,
+    ProxySettings,
+    RouteError,
+    RouteResolver,
+    Upstream,
+)
+from servicelab.proxy.headers import (
+    IncomingRequest,
+    is_browser,
+    parse_request,
+    response_headers,
+    strip_lab_query,
+)
+from servicelab.proxy.metrics import UNROUTED, RouteStats, record, stats_for
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+logger = logging.getLogger("servicelab.proxy")
+
+_ROUTE_START = b"/api/projects/"
+_ROUTE = re.compile(rb"/api/projects/([^/]+)/services/([^/]+)/([0-9]{1,5})(/.*)?", re.DOTALL)
+_JSON = [(b"content-type", b"application/json")]
+_COOKIE_SAFE = re.compile(r"[A-Za-z0-9._~+/=\-]+")
+#: Headers aiohttp would add on its own; the client's (or none) go instead.
+_SKIP_AUTO = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
+
+
+@dataclass(slots=True)
+class _Reply:
+    """A response the proxy makes itself (errors and redirects)."""
+
+    status: int
+    body: bytes = b""
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Route:
+    """An admitted request: authorised, resolved, its credentials taken out."""
+
+    project: str
+    service: str
+    port: int
+    prefix: bytes
+    path: bytes
+    query: bytes
+    req: IncomingRequest
+    principal: Principal
+    source: TokenSource | None
+    upstream: Upstream
+    stats: RouteStats
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """Mutable per-request state shared by the body generator and the response loop."""
+
+    bytes_in: int = 0
+    bytes_out: int = 0
+    body_done: bool = True
+    finished: bool = False
+    client_gone: bool = False
+
+
+class _ClientGone(Exception):
+    """The client disconnected while its request body was being forwarded."""
+
+
+def _error(status: int, message: str, retry_after: int | None = None) -> _Reply:
+    headers = list(_JSON)
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    return _Reply(status, error_bytes(status, message), headers)
+
+
+async def _send_reply(send: Send, reply: _Reply) -> None:
+    headers = reply.headers
+    headers.append((b"content-length", str(len(reply.body)).encode()))
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body, "more_body": False})
+
+
+def _client_ip(scope: Scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else ""
+
+
+class ProxyApp:
+    """Wrap `app`, proxying service routes with `resolver` and `authorizer`.
+
+    Call `startup()`/`shutdown()` (or let the ASGI lifespan do it) to open and close the
+    pooled upstream client; it is also opened on first use.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        resolver: RouteResolver,
+        authorizer: Authorizer,
+        settings: ProxySettings | None = None,
+    ) -> None:
+        self.app = app
+        self.resolver = resolver
+        self.authorizer = authorizer
+        self.settings = settings or ProxySettings()
+        self._session: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=None,
+            sock_connect=self.settings.connect_timeout,
+            sock_read=self.settings.read_timeout,
+        )
+        self._allowed_origins = frozenset(
+            o.rstrip("/").lower().encode() for o in self.settings.allowed_origins
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        self._open_session()
+
+    async def shutdown(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=0, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=10
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                timeout=self._timeout,
+                # Services may send big cookies and long redirect URLs.
+                max_line_size=65536,
+                max_field_size=65536,
+            )
+        return self._session
+
+    # -- ASGI entry --------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http" or kind == "websocket":
+            raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+            if raw_path.startswith(_ROUTE_START):
+                match = _ROUTE.fullmatch(raw_path)
+                if match is not None:
+                    if kind == "http":
+                        await self._http(scope, receive, send, match, raw_path)
+                    else:
+                        await self._websocket(scope, receive, send, match, raw_path)
+                    return
+        elif kind == "lifespan":
+            await self.app(scope, self._lifespan_receive(receive), send)
+            return
+        await self.app(scope, receive, send)
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def wrapped() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.startup()
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+            return message
+
+        return wrapped
+
+    # -- admission: the same for HTTP and WebSocket ------------------------------------
+
+    async def _admit(
+        self, scope: Scope, match: re.Match[bytes], raw_path: bytes, ws: bool
+    ) -> _Route | _Reply:
+        project = unquote(match[1].decode("latin-1"))
+        service = unquote(match[2].decode("latin-1"))
+        port = int(match[3])
+        rest = match[4]
+        if not 0 < port < 65536:
+            return _error(404, f"No port {port} on service {service!r}.")
+        query_string: bytes = scope.get("query_string", b"")
+        if rest is None:
+            if not ws:
+                # Relative links in the service's pages only work below a trailing slash.
+                location = raw_path + b"/" + (b"?" + query_string if query_string else b"")
+                return _Reply(307, b"", [(b"location", location)])
+            rest = b"/"
+        settings = self.settings
+        req = parse_request(scope["headers"], settings.trust_forwarded_headers)
+        query_token, query = strip_lab_query(query_string)
+
+        # Who is asking (see servicelab.credentials for the order of the sources).
+        authorization = req.authorization.decode("latin-1") if req.authorization else None
+        cookies = {COOKIE_NAME: req.lab_cookie} if req.lab_cookie else {}
+        params = {QUERY_PARAM: query_token} if query_token else {}
+        found = find_token(authorization, cookies, params)
+        try:
+            try:
+                principal = await self.authorizer.authorize(found.token if found else None, project)
+            except AuthError as exc:
+                # An Authorization header that is no lab token may be the service's own
+                # (its Basic auth, its API keys) when the lab cookie or parameter is there.
+                if exc.status != 401 or found is None or found.source is not TokenSource.HEADER:
+                    raise
+                found = find_token(None, cookies, params)
+                if found is None:
+                    raise
+                principal = await self.authorizer.authorize(found.token, project)
+        except AuthError as exc:
+            method = scope.get("method", "GET")
+            browser = not ws and method in ("GET", "HEAD") and is_browser(req.accept)
+            if exc.status == 401 and browser:
+                original = raw_path + (b"?" + query if query else b"")
+                target = quote(original.decode("latin-1"), safe="/")
+                location = f"{settings.login_path}?next={target}".encode()
+                return _Reply(302, b"", [(b"location", location)])
+            reply = _error(exc.status, exc.message)
+            if exc.status == 401:
+                reply.headers.append((b"www-authenticate", b'Bearer realm="servicelab"'))
+            return reply
+        source = found.source if found is not None else None
+
+        if ws and source is TokenSource.COOKIE and not self._origin_allowed(scope, req):
+            return _error(403, "WebSocket from a foreign origin refused (cross-site request).")
+
+        if source is TokenSource.QUERY and not ws and scope["method"] in ("GET", "HEAD"):
+            token = found.token if found is not None else ""
+            if not _COOKIE_SAFE.fullmatch(token):
+                return _error(400, "lab_token holds characters a cookie cannot carry.")
+            cookie = f"{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Lax"
+            if self._scheme(scope, req) == "https":
+                cookie += "; Secure"
+            location = raw_path + (b"?" + query if query else b"")
+            return _Reply(
+                302,
+                b"",
+                [
+                    (b"location", location),
+                    (b"set-cookie", cookie.encode()),
+                    (b"cache-control", b"no-store"),
+                ],
+            )
+
+        try:
+            upstream = await self.resolver.resolve(project, service, port)
+        except RouteError as exc:
+            return _error(exc.status, exc.message, exc.retry_after)
+
+        prefix = raw_path[: len(raw_path) - len(rest)]
+        return _Route(
+            project=project,
+            service=service,
+            port=port,
+            prefix=prefix,
+            path=rest if upstream.strip_prefix else raw_path,
+            query=query,
+            req=req,
+            principal=principal,
+            source=source,
+            upstream=upstream,
+            stats=stats_for(project, service, port),
+        )
+
+    def _scheme(self, scope: Scope, req: IncomingRequest) -> str:
+        if req.forwarded_proto:
+            return req.forwarded_proto.split(b",")[0].strip().decode("latin-1").lower()
+        scheme: str = scope.get("scheme", "http")
+        return {"ws": "http", "wss": "https"}.get(scheme, scheme)
+
+    def _origin_allowed(self, scope: Scope, req: IncomingRequest) -> bool:
+        origin = req.origin
+        if origin is None:
+            # Browsers always send Origin with a WebSocket; its absence means no browser,
+            # so no cross-site forgery with someone else's cookie.
+            return True
+        origin = origin.rstrip(b"/").lower()
+        if origin in self._allowed_origins:
+            return True
+        host = req.forwarded_host or req.host
+        if host is None:
+            return False
+        own = f"{self._scheme(scope, req)}://".encode() + host.split(b",")[0].strip().lower()
+        return origin == own
+
+    def _upstream_headers(self, scope: Scope, route: _Route) -> list[tuple[str, str]]:
+        req = route.req
+        headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in req.passed]
+        if req.cookies:
+            headers.append(("Cookie", "; ".join(c.decode("latin-1") for c in req.cookies)))
+        if req.authorization is not None and route.source is not TokenSource.HEADER:
+            headers.append(("Authorization", req.authorization.decode("latin-1")))
+        client = _client_ip(scope)
+        if req.forwarded_for:
+            client = f"{req.forwarded_for.decode('latin-1')}, {client}"
+        headers.append(("X-Forwarded-For", client))
+        headers.append(("X-Forwarded-Proto", self._scheme(scope, req)))
+        host = req.forwarded_host or req.host
+        if host is not None:
+            headers.append(("X-Forwarded-Host", host.decode("latin-1")))
+        headers.append(("X-Forwarded-Prefix", route.prefix.decode("latin-1")))
+        if route.principal.user:
+            headers.append(("X-Lab-User", route.principal.user))
+        headers.append(("X-Lab-Project", route.principal.project))
+        return headers
+
+    # -- HTTP --------------------------------------------------------------------------
+
+    async def _http(
+        self, scope: Scope, receive: Receive, send: Send, match: re.Match[bytes], raw_path: bytes
+    ) -> None:
+        started = time.perf_counter()
+        method: str = scope["method"]
+        log_path = raw_path.decode("latin-1")
+        admitted = await self._admit(scope, match, raw_path, ws=False)
+        if isinstance(admitted, _Reply):
+            await _send_reply(send, admitted)
+            stats = stats_for(*UNROUTED)
+            record(stats, method, log_path, _client_ip(scope), admitted.status, 0, 0, started)
+            return
+        route = admitted
+        exchange = _Exchange()
+        status = 502
+        try:
+            status = await self._forward(scope, receive, send, route, exchange)
+        except asyncio.CancelledError:
+            if not exchange.client_gone:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            status = 499
+        finally:
+            record(
+                route.stats,
+                method,
+                log_path,
+                _client_ip(scope),
+                499 if exchange.client_gone else status,
+                exchange.bytes_in,
+                exchange.bytes_out,
+                started,
+            )
+
+    async def _forward(
+        self, scope: Scope, receive: Receive, send: Send, route: _Route, exchange: _Exchange
+    ) -> int:
+        session = self._session or self._open_session()
+        address = route.upstream.address
+        origin = address.url
+        target = origin + route.path.decode("latin-1")
+        if route.query:
+            target += "?" + route.query.decode("latin-1")
+        data = None
+        if route.req.has_body:
+            exchange.body_done = False
+            data = _request_body(receive, exchange)
+        try:
+            response = await session.request(
+                scope["method"],
+                URL(target, encoded=True),
+                headers=self._upstream_headers(scope, route),
+                data=data,
+                allow_redirects=False,
+                skip_auto_headers=_SKIP_AUTO,
+            )
+        except _ClientGone:
+            exchange.client_gone = True
+            return 499
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            reply = _error(504, f"Service {route.service!r} did not answer in time.")
+            await _send_reply(send, reply)
+            return 504
+        except aiohttp.ClientError as exc:
+            if isinstance(exc.__cause__, _ClientGone) or exchange.client_gone:
+                exchange.client_gone = True
+                return 499
+            logger.info("upstream %s of %s/%s: %r", origin, route.project, route.service, exc)
+            reply = _error(
+                502,
+                f"Service {route.service!r} refused the connection on port {route.port}; "
+                "it may still be starting or have stopped.",
+            )
+            await _send_reply(send, reply)
+            return 502
+        try:
+            headers = response_headers(
+                response.raw_headers,
+                origin.lower().encode(),
+                route.prefix,
+                route.upstream.strip_prefix,
+            )
+            await send(
+                {"type": "http.response.start", "status": response.status, "headers": headers}
+            )
+            content = response.content
+            chunk = await content.readany()
+            if content.at_eof():
+                # The whole body is here (the usual small response): no watcher needed.
+                exchange.bytes_out += len(chunk)
+                exchange.finished = True
+                await send({"type": "http.response.body", "body": chunk, "more_body": False})
+                return response.status
+            exchange.bytes_out += len(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            # A long response (a download, SSE): stop reading the service once the client
+            # is gone, since the ASGI server drops our sends silently after that.
+            watcher = None
+            task = asyncio.current_task()
+            if exchange.body_done and task is not None:
+                watcher = asyncio.create_task(_watch_disconnect(receive, task, exchange))
+            try:
+                while True:
+                    chunk = await content.readany()
+                    if not chunk:
+                        break
+                    exchange.bytes_out += len(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                exchange.finished = True
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
+            return response.status
+        except BaseException:
+            response.close()
+            raise
+        finally:
+            response.release()
+
+    # -- WebSocket ---------------------------------------------------------------------
+
+    async def _websocket(
+        self, scope: Scope, receive: Receive, send: Send, match: re.Match[bytes], raw_path: bytes
+    ) -> None:
+        started = time.perf_counter()
+        log_path = raw_path.decode("latin-1")
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        admitted = await self._admit(scope, match, raw_path, ws=True)
+        if isinstance(admitted, _Reply):
+            await websocket.reject(scope, send, admitted.status, admitted.body, admitted.headers)
+            stats = stats_for(*UNROUTED)
+            record(stats, "WS", log_path, _client_ip(scope), admitted.status, 0, 0, started)
+            return
+        route = admitted
+        session = self._session or self._open_session()
+        target = "ws" + route.upstream.address.url[4:] + route.path.decode("latin-1")
+        if route.query:
+            target += "?" + route.query.decode("latin-1")
+        headers = [
+            (n, v)
+            for n, v in self._upstream_headers(scope, route)
+            if n.lower().encode() not in websocket.HANDSHAKE
+        ]
+        counts = websocket.Counts()
+        status = await websocket.proxy(
+            scope,
+            receive,
+            send,
+            session,
+            URL(target, encoded=True),
+            headers,
+            self.settings.connect_timeout,
+            route.stats,
+            counts,
+        )
+        record(
+            route.stats,
+            "WS",
+            log_path,
+            _client_ip(scope),
+            status,
+            counts.bytes_in,
+            counts.bytes_out,
+            started,
+        )
+
+
+async def _request_body(receive: Receive, exchange: _Exchange) -> AsyncIterator[bytes]:
+    """The client's body as it arrives: never more than one chunk held."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            exchange.client_gone = True
+            raise _ClientGone()
+        body = message.get("body", b"")
+        if body:
+            exchange.bytes_in += len(body)
+            yield body
+        if not message.get("more_body", False):
+            exchange.body_done = True
+            return
+
+
+async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], exchange: _Exchange) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+    if not exchange.finished:
+        exchange.client_gone = True
+        task.cancel()

@@ -1,0 +1,237 @@
+"""Header, cookie, query and Location rewriting for the proxy, on raw bytes.
+
+Everything here works on the bytes an ASGI server hands over, so that what the proxy does
+not have to touch reaches the other side byte for byte (cookie order and spelling, percent
+encoding, repeated headers). Fast paths first: most requests carry no lab credential in
+their query and no `Connection` header naming extra hop-by-hop headers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import unquote_plus
+
+from servicelab.credentials import COOKIE_NAME, QUERY_PARAM
+
+#: Hop-by-hop headers (RFC 9110 §7.6.1) and their common non-standard relatives. Never
+#: forwarded either way; names listed in `Connection` are removed too.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+
+#: Request headers the proxy sets itself, so a client cannot forge them.
+_FORWARDED = frozenset(
+    {
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-prefix",
+        b"x-forwarded-port",
+        b"x-real-ip",
+        b"forwarded",
+    }
+)
+_LAB = frozenset({b"x-lab-user", b"x-lab-project"})
+
+#: Headers a WebSocket client library makes itself for the upstream handshake.
+WS_HANDSHAKE = frozenset(
+    {
+        b"sec-websocket-key",
+        b"sec-websocket-version",
+        b"sec-websocket-extensions",
+        b"sec-websocket-protocol",
+        b"sec-websocket-accept",
+    }
+)
+
+_COOKIE_PREFIX = COOKIE_NAME.encode()
+_QUERY_PREFIX = QUERY_PARAM.encode()
+
+
+@dataclass(slots=True)
+class IncomingRequest:
+    """What the proxy needs from a request's headers, collected in one pass."""
+
+    #: End-to-end headers to pass on unchanged (no hop-by-hop, forwarded, X-Lab-*, Cookie,
+    #: Authorization, Expect).
+    passed: list[tuple[bytes, bytes]] = field(default_factory=list)
+    authorization: bytes | None = None
+    #: Cookie header values with the lab cookie already removed (empty ones dropped).
+    cookies: list[bytes] = field(default_factory=list)
+    lab_cookie: str | None = None
+    accept: bytes = b""
+    host: bytes | None = None
+    origin: bytes | None = None
+    #: From a trusted front proxy only.
+    forwarded_for: bytes | None = None
+    forwarded_proto: bytes | None = None
+    forwarded_host: bytes | None = None
+    has_body: bool = False
+
+
+def parse_request(headers: list[tuple[bytes, bytes]], trust_forwarded: bool) -> IncomingRequest:
+    req = IncomingRequest()
+    passed = req.passed
+    connection: bytes | None = None
+    for name, value in headers:
+        # ASGI servers give lower-case names already; nothing below relies on more.
+        if name in HOP_BY_HOP or name.startswith(b"proxy-"):
+            if name == b"connection":
+                connection = value if connection is None else connection + b"," + value
+            elif name == b"transfer-encoding":
+                req.has_body = True
+            continue
+        if name == b"host":
+            req.host = value
+            passed.append((name, value))
+        elif name == b"cookie":
+            token, rest = strip_lab_cookie(value)
+            if token is not None and req.lab_cookie is None:
+                req.lab_cookie = token
+            if rest:
+                req.cookies.append(rest)
+        elif name == b"authorization":
+            if req.authorization is None:
+                req.authorization = value
+        elif name in _FORWARDED:
+            if trust_forwarded:
+                if name == b"x-forwarded-for":
+                    req.forwarded_for = value
+                elif name == b"x-forwarded-proto":
+                    req.forwarded_proto = value
+                elif name == b"x-forwarded-host":
+                    req.forwarded_host = value
+        elif name in _LAB or name == b"expect":
+            # X-Lab-* are the proxy's word, never the client's. `Expect: 100-continue` was
+            # answered by the ASGI server already; the upstream gets the body at once.
+            continue
+        else:
+            if name == b"accept":
+                req.accept = value
+            elif name == b"origin":
+                req.origin = value
+            elif name == b"content-length":
+                req.has_body = value.strip() not in (b"0", b"")
+            passed.append((name, value))
+    if connection is not None:
+        named = {t.strip().lower() for t in connection.split(b",")} - {b"close", b"keep-alive"}
+        if named:
+            req.passed = [(n, v) for n, v in passed if n not in named]
+    return req
+
+
+def strip_lab_cookie(value: bytes) -> tuple[str | None, bytes]:
+    """Remove the lab cookie from one Cookie header value, keeping the others as they were.
+
+    Returns (the lab token or None, the rest). The rest keeps every other cookie byte for
+    byte: services may sign or checksum their own cookies.
+    """
+    if _COOKIE_PREFIX not in value:
+        return None, value
+    token: str | None = None
+    kept: list[bytes] = []
+    for piece in value.split(b";"):
+        name, eq, val = piece.partition(b"=")
+        if eq and name.strip() == _COOKIE_PREFIX:
+            if token is None:
+                raw = val.strip()
+                if len(raw) >= 2 and raw[:1] == b'"' and raw[-1:] == b'"':
+                    raw = raw[1:-1]
+                token = raw.decode("latin-1") or None
+            continue
+        kept.append(piece)
+    return token, b";".join(kept).lstrip()
+
+
+def strip_lab_query(query: bytes) -> tuple[str | None, bytes]:
+    """Remove `lab_token` from a raw query string; keep every other byte as it was."""
+    if not query or (_QUERY_PREFIX not in query and b"%" not in query):
+        return None, query
+    token: str | None = None
+    kept: list[bytes] = []
+    for piece in query.split(b"&"):
+        name, _, val = piece.partition(b"=")
+        if name == _QUERY_PREFIX or (b"%" in name and _unquote(name) == QUERY_PARAM):
+            if token is None:
+                token = _unquote(val) or None
+            continue
+        kept.append(piece)
+    if len(kept) == query.count(b"&") + 1:
+        return None, query
+    return token, b"&".join(kept)
+
+
+def _unquote(value: bytes) -> str:
+    return unquote_plus(value.decode("latin-1"))
+
+
+def is_browser(accept: bytes) -> bool:
+    return b"text/html" in accept
+
+
+def rewrite_location(location: bytes, upstream_origin: bytes, prefix: bytes, strip: bool) -> bytes:
+    """Point a redirect from the service back through the proxy.
+
+    `upstream_origin` is `http://host:port` of the service (lower case). An absolute URL to
+    it loses its origin; with `strip` an absolute path gets the route prefix, unless the
+    service put it there itself (it saw `X-Forwarded-Prefix`). Relative references and
+    other origins are left alone.
+    """
+    n = len(upstream_origin)
+    if location[:n].lower() == upstream_origin and location[n : n + 1] in (b"", b"/", b"?", b"#"):
+        path = location[n:]
+        if path[:1] != b"/":
+            path = b"/" + path
+    elif location[:1] == b"/" and location[1:2] != b"/":
+        path = location
+    else:
+        return location
+    if strip and not (
+        path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] in (b"", b"/", b"?", b"#")
+    ):
+        return prefix + path
+    return path
+
+
+def response_headers(
+    raw: tuple[tuple[bytes, bytes], ...] | list[tuple[bytes, bytes]],
+    upstream_origin: bytes,
+    prefix: bytes,
+    strip: bool,
+) -> list[tuple[bytes, bytes]]:
+    """The service's response headers as the client gets them: hop-by-hop headers gone,
+    `Location` pointed back through the proxy, everything else (every `Set-Cookie`)
+    as it came, in order."""
+    out: list[tuple[bytes, bytes]] = []
+    connection: bytes | None = None
+    chunked = False
+    for name, value in raw:
+        lname = name.lower()
+        if lname in HOP_BY_HOP or lname.startswith(b"proxy-"):
+            if lname == b"connection":
+                connection = value if connection is None else connection + b"," + value
+            elif lname == b"transfer-encoding":
+                chunked = True
+            continue
+        if lname == b"location":
+            value = rewrite_location(value, upstream_origin, prefix, strip)
+        out.append((lname, value))
+    if chunked:
+        # RFC 9112 §6.3: with Transfer-Encoding, a Content-Length is to be ignored.
+        out = [(n, v) for n, v in out if n != b"content-length"]
+    if connection is not None:
+        named = {t.strip().lower() for t in connection.split(b",")} - {b"close", b"keep-alive"}
+        if named:
+            out = [(n, v) for n, v in out if n not in named]
+    return out

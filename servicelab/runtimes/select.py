@@ -1,0 +1,45 @@
+"""Pick the runtime a lab runs its services on."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from servicelab.config import Settings
+from servicelab.runtimes.base import Runtime, RuntimeUnavailable
+
+log = logging.getLogger("servicelab.runtimes")
+
+
+def docker_answers() -> bool:
+    from servicelab.runtimes.docker import DockerRuntime
+
+    return asyncio.run(DockerRuntime.available(timeout=2.0))
+
+
+def make_runtime(settings: Settings) -> Runtime:
+    """`local`, `docker`, or with `auto` Docker when an engine answers, else local processes."""
+    choice = settings.runtime
+    if choice == "auto":
+        choice = "docker" if docker_answers() else "local"
+        log.info("runtime: %s (SERVICELAB_RUNTIME=auto)", choice)
+    if choice == "docker":
+        from servicelab.runtimes.docker import DockerRuntime
+
+        if settings.runtime == "docker" and not docker_answers():
+            raise RuntimeUnavailable(
+                "SERVICELAB_RUNTIME=docker, but no Docker engine answers at DOCKER_HOST: "
+                "start one, or use SERVICELAB_RUNTIME=local."
+            )
+        return DockerRuntime(
+            settings.instance_id,
+            lab_in_container=settings.lab_in_container,
+            runtime_image=settings.runtime_image,
+        )
+    from servicelab.runtimes.local import LocalRuntime
+
+    return LocalRuntime(
+        settings.data_dir.resolve() / "services",
+        settings.instance_id,
+        uv_cache_dir=settings.data_dir.resolve() / "cache" / "uv",
+    )
