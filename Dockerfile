@@ -20,10 +20,15 @@ ENV PATH=/opt/servicelab/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 
+# Dependencies first, in a layer of their own: changing the code does not reinstall them.
 COPY pyproject.toml README.md /src/
+RUN mkdir -p /src/servicelab /src/lab_client \
+ && touch /src/servicelab/__init__.py /src/lab_client/__init__.py \
+ && pip install --no-cache-dir /src \
+ && pip uninstall -y servicelab
 COPY servicelab /src/servicelab
 COPY lab_client /src/lab_client
-RUN pip install --no-cache-dir /src && rm -rf /src
+RUN pip install --no-cache-dir --no-deps /src && rm -rf /src
 
 # Settings (see servicelab/config.py; each can be overridden with --env). The data
 # directory is not one: it is /data, the volume, given to `serve` below.

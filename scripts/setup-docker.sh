@@ -9,7 +9,8 @@
 # Images (each rebuilt only when its inputs change; the inputs' hash is an image label):
 #   servicelab/base:bookworm            debootstrap minbase, imported
 #   servicelab/python:bookworm          base + python3, venv, pip, tini, curl, git
-#   servicelab/runtime:test             images/runtime/Dockerfile (code services)
+#   servicelab/runtime:test             images/runtime/Dockerfile (code services),
+#                                       also tagged :latest, the lab's default
 #   servicelab/example-fastapi:test     examples/fastapi-service/
 #
 # Environment knobs:
@@ -200,6 +201,15 @@ if [ -f "$ROOT/servicelab/execute.py" ]; then
     build_image "$RUNTIME_IMAGE" \
         "$(inputs_hash "$python_id" images/runtime servicelab/execute.py .dockerignore)" \
         -f "$ROOT/images/runtime/Dockerfile" --build-arg "BASE_IMAGE=$PYTHON_IMAGE" "$ROOT"
+    # servicelab's default runtime image (SERVICELAB_RUNTIME_IMAGE) is :latest; give it
+    # this build unless someone else's image holds that tag (it has no hash label then).
+    latest=servicelab/runtime:latest
+    if ! image_exists "$latest" ||
+        { [ -n "$(image_hash "$latest")" ] &&
+            [ "$(image_hash "$latest")" != "$(image_hash "$RUNTIME_IMAGE")" ]; }; then
+        docker tag "$RUNTIME_IMAGE" "$latest"
+        log "tagged $RUNTIME_IMAGE as $latest"
+    fi
 else
     # Written by another part of the project; until it exists there is no runtime image.
     log "warning: servicelab/execute.py is missing; skipped $RUNTIME_IMAGE"

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from servicelab import envelope
 from servicelab.access import LabAuthorizer, LabResolver
 from servicelab.api import auth as auth_api
+from servicelab.api import files as files_api
 from servicelab.api import projects as projects_api
 from servicelab.api import services as services_api
 from servicelab.api.deps import require_admin
@@ -24,6 +25,7 @@ from servicelab.db import Database
 from servicelab.proxy import ProxyApp, ProxySettings, render_metrics
 from servicelab.runtimes.select import make_runtime
 from servicelab.services import ServiceManager
+from servicelab.web import mount_web
 
 log = logging.getLogger("servicelab")
 
@@ -87,6 +89,7 @@ def create_app(
     app.include_router(projects_api.router)
     app.include_router(services_api.router)
     app.include_router(services_api.volumes_router)
+    files_api.install(app)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:
@@ -95,6 +98,8 @@ def create_app(
     @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require_admin)])
     def metrics() -> Response:
         return Response(render_metrics(), media_type="text/plain; version=0.0.4")
+
+    mount_web(app)
 
     proxy_settings = ProxySettings(
         allowed_origins=list(settings.allowed_origins),

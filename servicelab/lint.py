@@ -96,6 +96,10 @@ BUILD_ONLY_VARIABLES = frozenset({"DEBIAN_FRONTEND"})
 
 UBUNTU_BASES = ("ubuntu", "servicelab/runtime", "mltooling/ml-workspace", "buildpack-deps")
 
+#: Base images known to EXPOSE a port and have a HEALTHCHECK, which images built on them
+#: inherit (the guide's custom-image pattern starts `FROM servicelab/runtime`).
+SERVICE_BASES = ("servicelab/runtime", "mltooling/ml-workspace")
+
 _VARIABLE = re.compile(
     r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<modifier>:?[-+?][^}]*)?\}"
     r"|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))"
@@ -372,12 +376,32 @@ def _check_secrets(doc: Dockerfile, emit: _Emit) -> None:
                 )
 
 
+def _parent_stage(stage: Stage, doc: Dockerfile) -> Stage | None:
+    """The earlier stage this one is built FROM, if any."""
+    wanted = {stage.image.lower(), _base_image(stage, doc).lower()}
+    for earlier in reversed(doc.stages[: stage.index]):
+        if earlier.name and earlier.name.lower() in wanted:
+            return earlier
+    return None
+
+
+def _stage_chain(stage: Stage, doc: Dockerfile) -> list[Stage]:
+    """The stages an image is made of, from the one FROM an external image to `stage`."""
+    parent = _parent_stage(stage, doc)
+    return [*(_stage_chain(parent, doc) if parent else []), stage]
+
+
 def _check_final_stage(stage: Stage, doc: Dockerfile, emit: _Emit) -> None:
+    chain = _stage_chain(stage, doc)
+    root = _base_image(chain[0], doc).split("@", 1)[0].removeprefix("docker.io/")
+    # Built on a service base, the image inherits its EXPOSE and HEALTHCHECK.
+    from_service_base = root.startswith(SERVICE_BASES)
     env: dict[str, str | None] = dict(doc.global_args)
-    exposed = False
+    exposed = from_service_base
     healthcheck: Instruction | None = None
     commands: list[Instruction] = []
-    for instruction in stage.instructions:
+    # A stage FROM an earlier stage has everything that one set up: check it all.
+    for instruction in [i for part in chain for i in part.instructions]:
         keyword, args = instruction.keyword, instruction.args
         if keyword == "ARG":
             env.update({k: v if v is not None else env.get(k) for k, v in parse_arg(args).items()})
@@ -432,14 +456,14 @@ def _check_final_stage(stage: Stage, doc: Dockerfile, emit: _Emit) -> None:
             "no EXPOSE instruction in the final stage: a service must "
             "list its HTTP port(s), e.g. `EXPOSE 8080`",
         )
-    if healthcheck is None:
+    if healthcheck is None and not from_service_base:
         emit(
             "SL002",
             stage.line,
             "no HEALTHCHECK: add one (e.g. `HEALTHCHECK CMD curl -f "
             "http://127.0.0.1:8080/health`) so servicelab can tell whether it is healthy",
         )
-    elif healthcheck.args.upper().split()[:1] == ["NONE"]:
+    elif healthcheck is not None and healthcheck.args.upper().split()[:1] == ["NONE"]:
         emit(
             "SL002",
             healthcheck.line,
@@ -476,7 +500,7 @@ def _check_final_stage(stage: Stage, doc: Dockerfile, emit: _Emit) -> None:
                 f"default: add `ENV {name}=<default>` so the image runs without parameters",
             )
 
-    _check_base(stage, doc, emit)
+    _check_base(chain[0], doc, emit)
 
 
 def lint_text(text: str, path: str = "Dockerfile", ignore: Iterable[str] = ()) -> list[Finding]:
@@ -534,8 +558,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="comma-separated rule codes to skip, e.g. SL005,SL007",
     )
     parser.add_argument("--strict", action="store_true", help="also exit 1 on warnings")
-    parser.add_argument("--quiet", action="store_true", help="print only the findings")
-    args = parser.parse_args(argv)
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the findings")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, or bad usage (already explained by argparse)
+        return int(stop.code or 0)
 
     ignore = [code.strip().upper() for code in args.ignore.split(",") if code.strip()]
     unknown = [code for code in ignore if code not in RULES]

@@ -215,8 +215,9 @@ class ServiceManager:
             await self._set(row, phase=Phase.FAILED, healthy=False, reason=reason)
             return
         now = time.monotonic()
-        if row.phase != Phase.FAILED.value or row.reason != reason:
+        if watch.last_reason != reason:
             # First time we see this failure: record it and schedule the restart.
+            watch.last_reason = reason
             delay = min(MAX_BACKOFF, 2.0 ** min(row.restarts, 10))
             if now - watch.started > STABLE_AFTER and watch.ever_healthy:
                 delay = 1.0
@@ -383,8 +384,10 @@ class ServiceManager:
         created_by: str | None,
         replace_existing: bool = False,
         progress: ProgressCallback | None = None,
-    ) -> Service:
-        """Create a service (or, with `replace_existing`, update it to `spec`)."""
+    ) -> tuple[Service, bool]:
+        """Create a service (or, with `replace_existing`, update it to `spec`).
+
+        Returns the service and whether it was created."""
         spec = replace(
             spec, project=project.name, name=normalize_name(spec.name, what="service name")
         )
@@ -399,7 +402,7 @@ class ServiceManager:
                     f"A service named {spec.name!r} already exists in project {project.name!r}: "
                     "choose another name, or update it with PUT.",
                 )
-            return await self.update(project, existing, spec, progress=progress)
+            return await self.update(project, existing, spec, progress=progress), False
         row = Service(
             project_id=project.id,
             name=spec.name,
@@ -414,7 +417,7 @@ class ServiceManager:
             await self._start_instance(row, project, spec, progress=progress)
             await self._update_route(project.name, row)
         self.wake()
-        return row
+        return row, True
 
     async def update(
         self,
@@ -504,7 +507,7 @@ class ServiceManager:
             raise ServiceError(404, f"Service {name!r} was not found in project {project.name!r}.")
         return row
 
-    async def list(self, project: Project) -> list[Service]:
+    async def list_services(self, project: Project) -> list[Service]:
         def rows() -> list[Service]:
             with self.db.session() as session:
                 return list(
@@ -587,7 +590,7 @@ class ServiceManager:
         project = await asyncio.to_thread(find)
         if project is None:
             return
-        for row in await self.list(project):
+        for row in await self.list_services(project):
             await self.delete(project, row.name, purge=True)
 
     def logs(
@@ -604,7 +607,7 @@ class ServiceManager:
 
     async def kept_data(self, project: Project) -> list[str]:
         prefix = f"{project.name}--"
-        live = {f"{project.name}--{row.name}" for row in await self.list(project)}
+        live = {f"{project.name}--{row.name}" for row in await self.list_services(project)}
         return sorted(
             key[len(prefix) :]
             for key in await self.runtime.kept_data()

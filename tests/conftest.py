@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from servicelab.app import create_app
 from servicelab.config import Settings
 
-from .labtools import ADMIN_PASSWORD, LabProcess
+from .labtools import ADMIN_PASSWORD, LabProcess, stop_local_services
 
 
 @pytest.fixture(scope="session")
@@ -127,6 +127,7 @@ def lab(tmp_path: Path, database_url: str) -> Iterator[Lab]:
 def sqlite_lab(tmp_path: Path) -> Iterator[Lab]:
     """An in-process lab on SQLite only, for tests whose subject is not the database."""
     yield from open_lab(make_settings(tmp_path / "data"))
+    stop_local_services(tmp_path / "data")
 
 
 @pytest.fixture
@@ -137,3 +138,4 @@ def lab_process(tmp_path: Path) -> Iterator[LabProcess]:
     lab = LabProcess(data_dir, env={"SERVICELAB_RUNTIME": "local"}).start()
     yield lab
     lab.stop()
+    stop_local_services(data_dir)

@@ -105,6 +105,22 @@ class LabProcess:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
 
 
+def stop_local_services(data_dir: Path, instance_id: str = "servicelab") -> None:
+    """Stop the services a lab left running: local services outlive their lab by design."""
+    import asyncio
+
+    from servicelab.runtimes.local import LocalRuntime
+
+    async def stop_all() -> None:
+        runtime = LocalRuntime(data_dir / "services", instance_id)
+        for instance in await runtime.adopt():
+            await runtime.stop(instance.handle, timeout=5)
+        await runtime.close()
+
+    if (data_dir / "services").exists():
+        asyncio.run(stop_all())
+
+
 def login(url: str, username: str, password: str) -> str:
     response = httpx.get(f"{url}/api/auth/login", auth=(username, password), timeout=30)
     assert response.status_code == 200, response.text

@@ -22,10 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-try:
-    from tests.gitserver import Repo, make_repo, serve_http
-except ImportError:  # tests/ is not a package: pytest puts tests/ itself on sys.path
-    from gitserver import Repo, make_repo, serve_http  # type: ignore[no-redef]
+from .gitserver import Repo, make_repo, serve_http
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 240
@@ -467,6 +464,7 @@ def test_environment_yml_comes_first(tmp_path: Path) -> None:
 # --- data keys --------------------------------------------------------------------------
 
 TOKEN = "secret-token-123"
+Served = tuple[str, dict[str, bytes]]
 
 
 class _DataHandler(BaseHTTPRequestHandler):
@@ -494,7 +492,8 @@ class _DataHandler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def lab() -> Iterator[tuple[str, dict[str, bytes]]]:
+def data_server() -> Iterator[Served]:
+    """A stand-in for the lab's download route: (endpoint, key -> bytes it serves)."""
     files: dict[str, bytes] = {}
     handler = type("Handler", (_DataHandler,), {"files": files})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -531,8 +530,8 @@ def link_member(name: str, target: str) -> tuple[tarfile.TarInfo, None]:
     return info, None
 
 
-def test_data_key_python_file(lab: tuple[str, dict[str, bytes]], tmp_path: Path) -> None:
-    endpoint, files = lab
+def test_data_key_python_file(data_server: Served, tmp_path: Path) -> None:
+    endpoint, files = data_server
     files["models/serve.py.v2"] = app("from a data script").encode()
     result = execute("models/serve.py.v2", "--workdir", str(tmp_path), env=lab_env(endpoint))
     assert result.returncode == 0, result.stderr
@@ -540,8 +539,8 @@ def test_data_key_python_file(lab: tuple[str, dict[str, bytes]], tmp_path: Path)
     assert TOKEN not in result.stderr + result.stdout
 
 
-def test_data_key_zip_of_a_folder(lab: tuple[str, dict[str, bytes]], tmp_path: Path) -> None:
-    endpoint, files = lab
+def test_data_key_zip_of_a_folder(data_server: Served, tmp_path: Path) -> None:
+    endpoint, files = data_server
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
         zf.writestr("svc/__main__.py", app("from a zip"))
@@ -553,8 +552,8 @@ def test_data_key_zip_of_a_folder(lab: tuple[str, dict[str, bytes]], tmp_path: P
     assert "from a zip" in result.stdout and f"cwd {tmp_path / 'code' / 'svc'}" in result.stdout
 
 
-def test_data_key_tarball(lab: tuple[str, dict[str, bytes]], tmp_path: Path) -> None:
-    endpoint, files = lab
+def test_data_key_tarball(data_server: Served, tmp_path: Path) -> None:
+    endpoint, files = data_server
     files["experiments/svc.tar.gz"] = tarball([
         file_member("__main__.py", app("from a tarball")),
         link_member("same.py", "__main__.py"),
@@ -576,9 +575,9 @@ def test_data_key_tarball(lab: tuple[str, dict[str, bytes]], tmp_path: Path) -> 
     ],
 )
 def test_unsafe_tarballs_are_refused(
-    lab: tuple[str, dict[str, bytes]], tmp_path: Path, members: list, why: str | None
+    data_server: Served, tmp_path: Path, members: list, why: str | None
 ) -> None:
-    endpoint, files = lab
+    endpoint, files = data_server
     if why is None:
         members[0][0].type, why = tarfile.CHRTYPE, "devices"
     files["models/bad.tar.gz"] = tarball([file_member("__main__.py", app("no")), *members])
@@ -591,8 +590,8 @@ def test_unsafe_tarballs_are_refused(
     assert not (work.parent / "evil.py").exists()
 
 
-def test_zip_with_traversal_is_refused(lab: tuple[str, dict[str, bytes]], tmp_path: Path) -> None:
-    endpoint, files = lab
+def test_zip_with_traversal_is_refused(data_server: Served, tmp_path: Path) -> None:
+    endpoint, files = data_server
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
         zf.writestr("__main__.py", app("no"))
@@ -602,8 +601,8 @@ def test_zip_with_traversal_is_refused(lab: tuple[str, dict[str, bytes]], tmp_pa
     assert result.returncode == 1 and "Refusing archive member '../evil.py'" in result.stderr
 
 
-def test_data_key_errors(lab: tuple[str, dict[str, bytes]], tmp_path: Path) -> None:
-    endpoint, files = lab
+def test_data_key_errors(data_server: Served, tmp_path: Path) -> None:
+    endpoint, files = data_server
     files["models/svc.py"] = app("x").encode()
     result = execute("models/svc.py", env=lab_env(endpoint, token="wrong-token"))
     assert result.returncode == 1

@@ -157,7 +157,9 @@ def _wheel(name: str, version: str, module_source: str) -> bytes:
     dist_info = f"{name}-{version}.dist-info"
     files = {
         f"{name}.py": module_source.encode(),
-        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{dist_info}/METADATA": (
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+        ),
         f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
         b"Tag: py3-none-any\n",
     }
@@ -296,3 +298,87 @@ def test_example_image_answers_and_becomes_healthy(
         for leftover in docker_client.containers.list(all=True, filters={"volume": volume.name}):
             leftover.remove(force=True)
         volume.remove(force=True)
+
+
+# --- the lab itself -------------------------------------------------------------------------
+
+LAB_IMAGE = "servicelab/lab:test"
+
+
+@pytest.mark.slow
+def test_lab_image_serves_and_becomes_healthy(
+    docker_client: Any, run_container: Callable[..., Any]
+) -> None:
+    """The root Dockerfile: `servicelab serve` on 8080 with /data, healthy by /healthz.
+
+    The tag is kept after the test, so that the next build reuses its dependency layer.
+    """
+    try:
+        docker_client.images.build(
+            path=str(ROOT),
+            tag=LAB_IMAGE,
+            buildargs={"BASE_IMAGE": "servicelab/python:bookworm"},
+            rm=True,
+            forcerm=True,
+        )
+    except docker.errors.BuildError as error:
+        output = "".join(str(chunk.get("stream", chunk)) for chunk in error.build_log)
+        pytest.fail(f"building the lab image failed:\n{output[-5000:]}")
+    password = f"pw-{uuid.uuid4().hex}"
+    container = run_container(
+        LAB_IMAGE,
+        environment={"SERVICELAB_ADMIN_PASSWORD": password},
+        ports=publish(8080),
+        volumes={"/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"}},
+    )
+    url = f"http://127.0.0.1:{host_port(container, 8080)}"
+    assert wait_for_http(container, url + "/healthz").json()["data"]["status"] == "ok"
+    with httpx.Client(base_url=url, trust_env=False, timeout=10) as client:
+        login = client.get("/api/auth/login", auth=("admin", password))
+        assert login.status_code == 200, login.text
+    assert wait_for_health(container) == "healthy"
+    assert password not in logs(container)
+
+
+# --- Podman ------------------------------------------------------------------------------------
+
+PODMAN_SOCKET = "unix:///run/podman/podman.sock"
+
+
+@pytest.fixture(scope="session")
+def podman_client(docker_client: Any) -> Iterator[Any]:
+    """Podman's Docker-compatible API, with the test images loaded (set up once)."""
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "setup-podman.sh")],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"scripts/setup-podman.sh failed:\n{result.stdout}\n{result.stderr}")
+    client = docker.DockerClient(base_url=PODMAN_SOCKET, timeout=120)
+    yield client
+    client.close()
+
+
+@pytest.mark.podman
+def test_example_image_on_podman(podman_client: Any) -> None:
+    container = podman_client.containers.run(
+        EXAMPLE_IMAGE,
+        detach=True,
+        environment={"GREETING": "Hi from Podman"},
+        ports=publish(8080),
+        labels={TEST_LABEL: "test_images"},
+    )
+    try:
+        url = f"http://127.0.0.1:{host_port(container, 8080)}"
+        assert wait_for_http(container, url + "/").json()["greeting"] == "Hi from Podman"
+        # Podman runs no health checks by itself: run the image's HEALTHCHECK once.
+        check = subprocess.run(
+            ["podman", "healthcheck", "run", container.id], capture_output=True, text=True
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+        container.reload()
+        assert container.attrs["State"]["Health"]["Status"] == "healthy"
+    finally:
+        container.remove(force=True, v=True)

@@ -155,20 +155,46 @@ def test_debian_frontend_in_env_and_lab_defaults_are_warnings() -> None:
 
 def test_multi_stage_rules_apply_to_the_final_stage() -> None:
     text = (
-        "FROM ubuntu:24.04 AS build\n"
+        "FROM ubuntu AS build\n"
         "VOLUME /cache\n"
         "ENV BUILD_TOKEN=in-the-file\n"
         "RUN make\n"
-        "FROM build\n"
+        "FROM ubuntu:24.04\n"
         "EXPOSE 8080\n"
         'HEALTHCHECK CMD ["true"]\n'
         'CMD ["app"]\n'
     )
-    # The first stage's VOLUME is not in the image; its secret is still in the file.
+    # The build stage's base and VOLUME are not the image's; its secret is still in the file.
     assert [(f.code, f.line) for f in lint_text(text)] == [("SL009", 3)]
     # EXPOSE only in a build stage does not count.
     text = "FROM ubuntu:24.04 AS build\nEXPOSE 80\nFROM ubuntu:24.04\nHEALTHCHECK CMD true\n"
     assert [(f.code, f.line) for f in lint_text(text)] == [("SL001", 3)]
+
+
+def test_a_stage_from_an_earlier_stage_inherits_it() -> None:
+    text = (
+        "FROM ubuntu AS base\n"
+        "VOLUME /cache\n"
+        "EXPOSE 8080\n"
+        "FROM base AS app\n"
+        'HEALTHCHECK CMD ["true"]\n'
+        "FROM app\n"
+        'CMD ["app"]\n'
+    )
+    # EXPOSE and HEALTHCHECK come from earlier stages; so do the VOLUME and the base image.
+    assert [(f.code, f.line) for f in lint_text(text)] == [("SL004", 1), ("SL008", 2)]
+
+
+def test_the_guides_custom_image_pattern_passes() -> None:
+    text = (
+        "FROM servicelab/runtime:1.0\n"
+        "COPY ml-service /workspace/ml-service\n"
+        "ENV EXECUTE_CODE=/workspace/ml-service\n"
+        "RUN python /resources/scripts/execute_code.py --requirements-only\n"
+        'CMD ["python", "/resources/scripts/execute_code.py", "--code-only"]\n'
+    )
+    # EXPOSE and HEALTHCHECK are inherited from the runtime image.
+    assert codes(text) == []
 
 
 def test_continuations_comments_and_escape_directive() -> None:
@@ -240,6 +266,8 @@ def test_cli_bad_input_is_explained(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "no such file" in capsys.readouterr().err
     assert main(["--ignore", "SL999", str(tmp_path)]) == 2
     assert "unknown rule code" in capsys.readouterr().err
+    assert main(["--no-such-option"]) == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
     (tmp_path / "Dockerfile").write_bytes(b"\xff\xfe\x00")
     assert main([str(tmp_path)]) == 2
     assert "cannot read" in capsys.readouterr().err

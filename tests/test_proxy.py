@@ -190,16 +190,23 @@ def test_strip_lab_query() -> None:
 
 
 def test_rewrite_location() -> None:
-    origin, prefix = b"http://127.0.0.1:9000", b"/api/projects/p/services/s/80"
-    assert rewrite_location(b"http://127.0.0.1:9000/x?y", origin, prefix, True) == prefix + b"/x?y"
-    assert rewrite_location(b"/x", origin, prefix, True) == prefix + b"/x"
-    assert rewrite_location(prefix + b"/x", origin, prefix, True) == prefix + b"/x"
-    assert rewrite_location(b"/x", origin, prefix, False) == b"/x"
-    assert rewrite_location(b"x", origin, prefix, True) == b"x"
-    assert rewrite_location(b"//evil/x", origin, prefix, True) == b"//evil/x"
-    assert rewrite_location(b"http://127.0.0.1:90001/", origin, prefix, True) == (
-        b"http://127.0.0.1:90001/"
-    )
+    prefix = b"/api/projects/p/services/s/80"
+    origins = (b"http://127.0.0.1:9000", b"http://lab.example", b"https://lab.example")
+
+    def rewrite(location: bytes, strip: bool = True) -> bytes:
+        return rewrite_location(location, origins, prefix, strip)
+
+    assert rewrite(b"http://127.0.0.1:9000/x?y") == prefix + b"/x?y"
+    assert rewrite(b"HTTP://127.0.0.1:9000") == prefix + b"/"
+    assert rewrite(b"https://lab.example/items/") == prefix + b"/items/"
+    assert rewrite(b"/x") == prefix + b"/x"
+    assert rewrite(prefix + b"/x") == prefix + b"/x"
+    assert rewrite(b"/x", strip=False) == b"/x"
+    assert rewrite(b"http://127.0.0.1:9000/x", strip=False) == b"/x"
+    assert rewrite(b"x") == b"x"
+    assert rewrite(b"//evil/x") == b"//evil/x"
+    assert rewrite(b"http://127.0.0.1:90001/") == b"http://127.0.0.1:90001/"
+    assert rewrite(b"http://lab.example.evil/") == b"http://lab.example.evil/"
 
 
 # -- routing and auth -------------------------------------------------------------------
@@ -376,6 +383,7 @@ def test_strip_prefix_on_and_off_keep_raw_bytes(client: httpx.Client) -> None:
         (ECHO, "relative", "target"),
         (ECHO, "foreign", "https://example.org/elsewhere"),
         (ECHO, "prefixed", f"{ECHO}/target"),
+        (ECHO, "host", f"{ECHO}/target"),
         (FULL, "path", "/target"),
         (FULL, "prefixed", f"{FULL}/target"),
     ],
@@ -390,6 +398,16 @@ def test_repeated_response_headers_are_kept(client: httpx.Client) -> None:
     response = client.get(f"{ECHO}/setcookies", headers=_bearer())
     assert response.headers.get_list("set-cookie") == ["a=1; Path=/", "b=2; Path=/; HttpOnly"]
     assert response.headers.get_list("x-repeated") == ["one", "two"]
+
+
+def test_head_and_expect_continue(client: httpx.Client) -> None:
+    head = client.head(f"{ECHO}/setcookies", headers=_bearer())
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == "7"
+    echo = _echo(
+        client.put(f"{ECHO}/up", headers={**_bearer(), "Expect": "100-continue"}, content=b"x" * 10)
+    )
+    assert echo["body"] == "x" * 10 and "expect" not in _headers(echo)
 
 
 # -- errors -----------------------------------------------------------------------------
@@ -445,6 +463,19 @@ def test_sse_events_arrive_one_by_one(client: httpx.Client) -> None:
         # event 1 back, this test would hang (and time out) instead of passing.
         assert client.get(f"{ECHO}/release?id={key}", headers=_bearer()).text == "released"
         assert [line for line in lines if line] == ["data: two"]
+
+
+def test_a_client_leaving_a_stream_stops_it(client: httpx.Client) -> None:
+    key = f"gone-{time.monotonic_ns()}"
+    with client.stream("GET", f"{ECHO}/sse?id={key}", headers=_bearer()) as response:
+        assert next(response.iter_lines()) == "data: one"
+    # Leaving the block closes the connection mid-stream; the proxy notices, stops
+    # reading the service (which would never end here) and counts a 499.
+    gone = 'servicelab_proxy_requests_total{code="499",port="8080",project="alpha",service="echo"}'
+    end = time.monotonic() + 10
+    while gone not in client.get("/metrics").text:
+        assert time.monotonic() < end, "the abandoned stream was never ended"
+        time.sleep(0.05)  # polling interval, bounded by the deadline above
 
 
 @pytest.mark.slow
@@ -531,6 +562,12 @@ def test_websocket_with_cookie_must_come_from_an_allowed_origin(proxy: Proc) -> 
         url, additional_headers=_bearer(), origin=Origin("http://evil.example")
     ) as ws:
         assert _ws_roundtrip(ws, "x") == "x"
+
+
+def test_websocket_to_a_plain_http_endpoint_is_a_bad_gateway(proxy: Proc) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        ws_connect(f"{proxy.ws_url}{ECHO}/not-a-websocket", additional_headers=_bearer())
+    assert refused.value.response.status_code == 502
 
 
 def test_websocket_without_token_is_refused(proxy: Proc) -> None:

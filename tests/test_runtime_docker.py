@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import secrets
 import tarfile
 import urllib.request
@@ -19,14 +20,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from servicelab.runtimes.base import Address, Handle, SpecError
-from servicelab.runtimes.docker import (
-    LABEL_INSTANCE,
-    DockerRuntime,
-    choose_connection_port,
-    exposed_ports,
-)
+from servicelab.runtimes.base import Address, Handle, RuntimeUnavailable, SpecError
+from servicelab.runtimes.docker import LABEL_INSTANCE, DockerRuntime
 from servicelab.runtimes.docker_health import health_config
+from servicelab.runtimes.docker_rules import choose_connection_port, exposed_ports
 from servicelab.runtimes.docker_stream import split_lines
 from servicelab.spec import Phase, Resources, ServiceSpec
 
@@ -127,7 +124,7 @@ def test_connection_port_rule() -> None:
 
 
 def test_exposed_ports_keeps_tcp_only() -> None:
-    config = {"ExposedPorts": {"8080/tcp": {}, "53/udp": {}, "7000": {}}}
+    config: dict[str, Any] = {"ExposedPorts": {"8080/tcp": {}, "53/udp": {}, "7000": {}}}
     assert exposed_ports(config) == [7000, 8080]
     assert exposed_ports({}) == []
 
@@ -214,11 +211,11 @@ async def runtime(docker_images: None, instance_id: str) -> AsyncIterator[Docker
         await asyncio.to_thread(_remove_everything_of, instance_id)
 
 
-def _remove_everything_of(instance_id: str) -> None:
+def _remove_everything_of(instance_id: str, base_url: str | None = None) -> None:
     """Remove what a test left behind: its containers, volumes and networks."""
     import docker
 
-    client = docker.from_env()
+    client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
     label = {"label": f"{LABEL_INSTANCE}={instance_id}"}
     for container in client.containers.list(all=True, filters=label):
         container.remove(force=True)
@@ -273,8 +270,9 @@ async def http_get(runtime: DockerRuntime, handle: Handle, path: str = "/") -> s
         status, body = await asyncio.to_thread(_get, address, path)
         return (body,) if status == 200 else None
 
-    (body,) = await eventually(attempt, f"GET {path}")
-    return body
+    answer = await eventually(attempt, f"GET {path}")
+    assert answer is not None
+    return answer[0]
 
 
 async def start(runtime: DockerRuntime, spec: ServiceSpec, **env: str) -> Handle:
@@ -311,6 +309,13 @@ async def test_prepare_explains_bad_specs(runtime: DockerRuntime) -> None:
         await runtime.prepare(_spec(image="servicelab-test/no-such-image:1", pull_policy="never"))
     with pytest.raises(SpecError, match="pull policy"):
         await runtime.prepare(_spec(pull_policy="sometimes"))
+    # Nothing can be pulled here (and a CI registry has no such image): a clear error.
+    progress: list[str] = []
+    with pytest.raises(SpecError, match="Could not pull image .*'always'"):
+        await runtime.prepare(_spec(pull_policy="always"), progress.append)
+    assert progress[0] == f"Pulling {SERVICE_IMAGE}"
+    with pytest.raises(SpecError, match="Invalid image 'Bad Image!!'"):
+        await runtime.prepare(_spec(image="Bad Image!!"))
     with pytest.raises(SpecError, match="not both"):
         await runtime.prepare(_spec(code="/srv/app"))
     with pytest.raises(SpecError, match="6 MiB"):
@@ -357,6 +362,7 @@ async def test_serves_with_env_labels_and_health(
     await runtime.stop(handle, timeout=5)
     assert await runtime.address(handle, 8080) is None
     assert (await runtime.status(handle)).phase is Phase.STOPPED
+    assert [line async for line in runtime.logs(handle)] == []  # gone, not an error
     await runtime.stop(handle)  # stopping again is no error
     # A runtime that did not stop it (a restarted lab) sees it vanished.
     other = DockerRuntime(instance_id)
@@ -552,6 +558,10 @@ async def test_available(docker_images: None, monkeypatch: pytest.MonkeyPatch) -
     assert await DockerRuntime.available() is True
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     assert await DockerRuntime.available() is False
+    runtime = DockerRuntime("test-no-engine")
+    with pytest.raises(RuntimeUnavailable, match="does not answer"):
+        await runtime.prepare(_spec())
+    await runtime.close()
 
 
 # --- the contract shared with the other runtimes -----------------------------------------
@@ -573,3 +583,128 @@ async def test_contract(
 async def test_contract_adopt_finds_exactly_one(runtime: DockerRuntime, instance_id: str) -> None:
     handle = await contract.check_adopt(runtime, lambda: DockerRuntime(instance_id), echo_spec())
     assert json.loads(json.dumps(handle)) == handle
+
+
+# --- Podman's Docker-compatible API ------------------------------------------------------
+
+PODMAN_SOCKET = "/run/podman/podman.sock"
+PODMAN_URL = f"unix://{PODMAN_SOCKET}"
+
+
+@pytest.fixture(scope="session")
+def podman_images() -> Iterator[str]:
+    """Podman's API URL, with the test images built there (skip when it is missing)."""
+    import docker
+
+    if not os.path.exists(PODMAN_SOCKET):
+        pytest.skip(f"no Podman API at {PODMAN_SOCKET}; run scripts/setup-podman.sh")
+    client = docker.DockerClient(base_url=PODMAN_URL, timeout=60)
+    try:
+        client.images.get(PYTHON_IMAGE)
+    except Exception:
+        pytest.skip(f"{PYTHON_IMAGE} is missing on Podman; run scripts/setup-podman.sh")
+    _build(client, SERVICE_IMAGE, SERVICE_DOCKERFILE)
+    _build(client, ECHO_IMAGE, ECHO_DOCKERFILE)
+    client.close()
+    yield PODMAN_URL
+
+
+@pytest.fixture
+async def podman_runtime(
+    podman_images: str, instance_id: str
+) -> AsyncIterator[Callable[[], DockerRuntime]]:
+    """Makes runtimes (a first one, restarted labs...) on Podman's API."""
+    import docker
+
+    clients: list[Any] = []
+    runtimes: list[DockerRuntime] = []
+
+    def make() -> DockerRuntime:
+        clients.append(docker.DockerClient(base_url=podman_images, timeout=60))
+        runtimes.append(DockerRuntime(instance_id, client=clients[-1]))
+        return runtimes[-1]
+
+    try:
+        yield make
+    finally:
+        for runtime in runtimes:
+            await runtime.close()
+        await asyncio.to_thread(_remove_everything_of, instance_id, podman_images)
+        for client in clients:
+            client.close()
+
+
+@pytest.mark.podman
+async def test_podman_deploy_address_logs_stop_and_own_healthcheck(
+    podman_runtime: Callable[[], DockerRuntime],
+) -> None:
+    runtime = podman_runtime()
+    handle = await start(runtime, _spec(), PRINT_LINES="2")
+    assert await http_get(runtime, handle) == "hello"
+
+    async def health(phase: Phase) -> Any:
+        status = await runtime.status(handle)
+        return status if status.phase is phase else None
+
+    # Podman without systemd runs no HEALTHCHECK: the runtime runs it itself.
+    status = await eventually(lambda: health(Phase.RUNNING), "healthy on Podman")
+    assert status.healthy is True
+    assert status.extra["health_checked_by"] == "servicelab"
+    await http_get(runtime, handle, "/sick")
+    status = await eventually(lambda: health(Phase.UNHEALTHY), "unhealthy on Podman")
+    assert status.healthy is False
+
+    lines = [line async for line in runtime.logs(handle)]
+    assert lines[:2] == ["startup line 0", "startup line 1"]
+    assert [a.key for a in await podman_runtime().adopt()] == [handle["key"]]
+    await runtime.stop(handle, timeout=5)
+    assert (await runtime.status(handle)).phase is Phase.STOPPED
+    assert await runtime.address(handle, 8080) is None
+
+
+@pytest.mark.podman
+@pytest.mark.parametrize("check", contract.ALL_CHECKS, ids=lambda c: c.__name__)
+async def test_podman_contract(
+    podman_runtime: Callable[[], DockerRuntime],
+    check: Callable[[DockerRuntime, ServiceSpec], Awaitable[None]],
+) -> None:
+    await check(podman_runtime(), echo_spec())
+
+
+@pytest.mark.podman
+async def test_podman_contract_adopt(podman_runtime: Callable[[], DockerRuntime]) -> None:
+    await contract.check_adopt(podman_runtime(), podman_runtime, echo_spec())
+
+
+@pytest.mark.docker
+async def test_lab_in_container_reaches_services_by_name(instance_id: str) -> None:
+    """A lab in a container joins each project network and calls services by name."""
+    import docker
+
+    client = docker.from_env()
+    lab = client.containers.run(
+        PYTHON_IMAGE, ["sleep", "600"], detach=True, labels={LABEL_INSTANCE: instance_id}
+    )
+    runtime = DockerRuntime(instance_id, lab_in_container=True, lab_container=lab.name)
+    try:
+        handle = await start(runtime, _spec())
+        assert handle["ports"] == {}  # nothing published on the host
+        address = await runtime.address(handle, 8080)
+        assert address == Address(handle["container_name"], 8080)
+        assert await runtime.address(handle, 1234) is None
+
+        def fetch() -> tuple[int, bytes]:
+            result = lab.exec_run(["curl", "-fsS", f"{address.url}/"])
+            return result.exit_code, result.output
+
+        async def answers() -> bool:
+            code, output = await asyncio.to_thread(fetch)
+            return code == 0 and output == b"hello"
+
+        await eventually(answers, "the service by name from the lab's container")
+        await runtime.stop(handle, timeout=5)
+    finally:
+        await runtime.close()
+        await asyncio.to_thread(lab.remove, force=True)
+        await asyncio.to_thread(_remove_everything_of, instance_id)
+        client.close()

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from servicelab.runtimes.base import Handle, SpecError
-from servicelab.runtimes.local import EXECUTOR_PATH, LocalRuntime, _alive
+from servicelab.runtimes.local import EXECUTOR_PATH, LocalRuntime, _alive, _exit_reason
 from servicelab.runtimes.supervisor import proc_start_ticks
 from servicelab.spec import Phase, ServiceSpec
 
@@ -74,7 +74,9 @@ def service_processes(code: Path, root: Path) -> list[int]:
         if (
             str(code) in args
             and data_dir.startswith(str(root))
-            and not any("servicelab.execute" in a or "supervisor.py" in a for a in args)
+            and not any(
+                a.endswith(("servicelab.execute", "execute.py", "supervisor.py")) for a in args
+            )
             and proc_start_ticks(int(entry.name)) is not None
         ):
             pids.append(int(entry.name))
@@ -369,3 +371,32 @@ async def test_requirements_install_into_the_service_venv(
     async with serving(rt, spec) as (spec, handle, address):
         assert (await get(address)).text == "six 1.17.0"
         assert (Path(handle["dir"]) / "venv").is_dir()
+
+
+async def test_a_handle_that_is_not_ours_is_harmless(runtime: LocalRuntime) -> None:
+    for handle in ({}, {"dir": "/nonexistent", "instance": "x"}, {"dir": 3, "instance": None}):
+        assert (await runtime.status(handle)).phase == Phase.FAILED
+        assert await runtime.address(handle, 8091) is None
+        assert [line async for line in runtime.logs(handle)] == []
+        await runtime.stop(handle)
+
+
+@pytest.mark.parametrize(
+    ("state", "reason"),
+    [
+        ({"signal": 9}, "killed by signal SIGKILL"),
+        ({"exit_code": 137}, "exited with code 137 (SIGKILL)"),
+        ({"exit_code": 2, "last_stderr": ["[execute] running x ...", "usage: bad"]},
+         "exited with code 2: usage: bad"),
+        ({"exit_code": 1, "last_stderr": ["Traceback (most recent call last):",
+                                          "KeyError: 'x'", "  during cleanup",
+                                          "[execute] the code exited with code 1."]},
+         "exited with code 1: KeyError: 'x'"),
+        ({"exit_code": 1, "last_stderr": ["[execute] error: requirements.txt failed"]},
+         "exited with code 1: [execute] error: requirements.txt failed"),
+        ({"exit_code": 127, "error": "could not start 'x': No such file"},
+         "could not start 'x': No such file"),
+    ],
+)
+def test_exit_reasons(state: dict[str, object], reason: str) -> None:
+    assert _exit_reason(state) == reason

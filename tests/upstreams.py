@@ -56,6 +56,7 @@ def announce(sock: socket.socket) -> None:
 
 def upstream_app() -> web.Application:
     releases: dict[str, asyncio.Event] = {}
+    closes: dict[str, int | None] = {}
 
     def release_event(key: str) -> asyncio.Event:
         return releases.setdefault(key, asyncio.Event())
@@ -89,6 +90,7 @@ def upstream_app() -> web.Application:
             "relative": "target",
             "foreign": "https://example.org/elsewhere",
             "prefixed": request.headers.get("X-Forwarded-Prefix", "") + "/target",
+            "host": f"http://{request.host}/target",  # as FastAPI's slash redirect does
         }[kind]
         raise web.HTTPFound(location)
 
@@ -159,11 +161,11 @@ def upstream_app() -> web.Application:
         await sock.prepare(request)
         async for _ in sock:
             pass
-        app["last_close"] = sock.close_code
+        closes["last"] = sock.close_code
         return sock
 
     async def last_close(request: web.Request) -> web.StreamResponse:
-        return web.json_response({"code": app.get("last_close")})
+        return web.json_response({"code": closes.get("last")})
 
     app = web.Application(client_max_size=0)
     app.router.add_get("/setcookies", set_cookies)

@@ -35,7 +35,7 @@ def db_session(request: Request) -> Iterator[Session]:
 
 
 def authority(request: Request) -> TokenAuthority:
-    return request.app.state.authority  # type: ignore[no-any-return]
+    return request.app.state.authority
 
 
 def csrf_token_for(secret_key: bytes, token_id: str) -> str:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from servicelab import envelope
@@ -38,7 +38,7 @@ MASK = "********"
 
 
 def manager(request: Request) -> ServiceManager:
-    return request.app.state.services  # type: ignore[no-any-return]
+    return request.app.state.services
 
 
 # -- input ------------------------------------------------------------------------------
@@ -229,7 +229,7 @@ def _raise(exc: ServiceError) -> ApiError:
 
 @router.get("", summary="The project's services")
 async def list_services(request: Request, ctx: ProjectContext = Depends(project_context)) -> dict:
-    rows = await manager(request).list(ctx.project)
+    rows = await manager(request).list_services(ctx.project)
     return envelope.success([service_out(r, ctx.name, request) for r in rows])
 
 
@@ -242,7 +242,7 @@ async def deploy_service(
     name: str | None = Query(default=None, description="Service name; from the image if absent"),
     body: dict[str, Any] | None = Body(default=None, description="Environment variables"),
     ctx: ProjectContext = Depends(project_context),
-) -> dict:
+) -> JSONResponse:
     env = {str(k): _env_value(k, v) for k, v in (body or {}).items()}
     code = None
     if not image or image == request.app.state.settings.runtime_image:
@@ -276,7 +276,7 @@ async def put_service(
     service: str,
     body: SpecIn,
     ctx: ProjectContext = Depends(project_context),
-) -> dict:
+) -> JSONResponse:
     spec = body.to_spec(ctx.name, normalize_name(service, what="service name"))
     if spec.code and not spec.ports:
         spec.ports = _code_port(spec.env)
@@ -287,9 +287,9 @@ async def put_service(
 
 async def _deploy(
     request: Request, ctx: ProjectContext, spec: ServiceSpec, *, replace_existing: bool
-) -> dict:
+) -> JSONResponse:
     try:
-        row = await manager(request).deploy(
+        row, created = await manager(request).deploy(
             ctx.project,
             spec,
             created_by=ctx.identity.username,
@@ -297,7 +297,11 @@ async def _deploy(
         )
     except ServiceError as exc:
         raise _raise(exc) from exc
-    return envelope.success(service_out(row, ctx.name, request), status=201, message="Deployed.")
+    status, message = (201, "Deployed.") if created else (200, "Updated.")
+    return JSONResponse(
+        envelope.success(service_out(row, ctx.name, request), status=status, message=message),
+        status_code=status,
+    )
 
 
 @router.get("/{service}", summary="One service")

@@ -116,6 +116,14 @@ async def _send_reply(send: Send, reply: _Reply) -> None:
     await send({"type": "http.response.body", "body": reply.body, "more_body": False})
 
 
+def _name(raw: bytes) -> str:
+    name = raw.decode("latin-1")
+    return unquote(name) if "%" in name else name
+
+
+_PROTO = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+
+
 def _client_ip(scope: Scope) -> str:
     client = scope.get("client")
     return client[0] if client else ""
@@ -169,6 +177,8 @@ class ProxyApp:
                 connector=connector,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=False,
+                # Bigger reads: fewer, larger chunks per streamed GiB (bounded per connection).
+                read_bufsize=1 << 18,
                 timeout=self._timeout,
                 # Services may send big cookies and long redirect URLs.
                 max_line_size=65536,
@@ -211,8 +221,8 @@ class ProxyApp:
     async def _admit(
         self, scope: Scope, match: re.Match[bytes], raw_path: bytes, ws: bool
     ) -> _Route | _Reply:
-        project = unquote(match[1].decode("latin-1"))
-        service = unquote(match[2].decode("latin-1"))
+        project = _name(match[1])
+        service = _name(match[2])
         port = int(match[3])
         rest = match[4]
         if not 0 < port < 65536:
@@ -304,7 +314,7 @@ class ProxyApp:
         if req.forwarded_proto:
             return req.forwarded_proto.split(b",")[0].strip().decode("latin-1").lower()
         scheme: str = scope.get("scheme", "http")
-        return {"ws": "http", "wss": "https"}.get(scheme, scheme)
+        return _PROTO.get(scheme, scheme)
 
     def _origin_allowed(self, scope: Scope, req: IncomingRequest) -> bool:
         origin = req.origin
@@ -350,7 +360,12 @@ class ProxyApp:
         started = time.perf_counter()
         method: str = scope["method"]
         log_path = raw_path.decode("latin-1")
-        admitted = await self._admit(scope, match, raw_path, ws=False)
+        try:
+            admitted = await self._admit(scope, match, raw_path, ws=False)
+        except Exception:
+            # A resolver or authorizer bug or outage: the client gets the envelope.
+            logger.exception("proxy admission failed for %s", log_path)
+            admitted = _error(500, "The lab could not check this request; try again later.")
         if isinstance(admitted, _Reply):
             await _send_reply(send, admitted)
             stats = stats_for(*UNROUTED)
@@ -422,9 +437,10 @@ class ProxyApp:
             await _send_reply(send, reply)
             return 502
         try:
+            host = (route.req.forwarded_host or route.req.host or b"").lower()
             headers = response_headers(
                 response.raw_headers,
-                origin.lower().encode(),
+                (origin.lower().encode(), b"http://" + host, b"https://" + host),
                 route.prefix,
                 route.upstream.strip_prefix,
             )
@@ -476,7 +492,11 @@ class ProxyApp:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        admitted = await self._admit(scope, match, raw_path, ws=True)
+        try:
+            admitted = await self._admit(scope, match, raw_path, ws=True)
+        except Exception:
+            logger.exception("proxy admission failed for %s", log_path)
+            admitted = _error(500, "The lab could not check this request; try again later.")
         if isinstance(admitted, _Reply):
             await websocket.reject(scope, send, admitted.status, admitted.body, admitted.headers)
             stats = stats_for(*UNROUTED)

@@ -180,23 +180,33 @@ def is_browser(accept: bytes) -> bool:
     return b"text/html" in accept
 
 
-def rewrite_location(location: bytes, upstream_origin: bytes, prefix: bytes, strip: bool) -> bytes:
+def rewrite_location(
+    location: bytes, origins: tuple[bytes, ...], prefix: bytes, strip: bool
+) -> bytes:
     """Point a redirect from the service back through the proxy.
 
-    `upstream_origin` is `http://host:port` of the service (lower case). An absolute URL to
-    it loses its origin; with `strip` an absolute path gets the route prefix, unless the
-    service put it there itself (it saw `X-Forwarded-Prefix`). Relative references and
-    other origins are left alone.
+    `origins` are the lower-case `scheme://host[:port]` forms that mean "this service":
+    its own address, and the lab's address as the service saw it in `Host` (frameworks
+    build absolute redirects from it, e.g. FastAPI's trailing-slash redirect). Such an
+    absolute URL loses its origin; then, with `strip`, an absolute path gets the route
+    prefix, unless the service put it there itself (it read `X-Forwarded-Prefix`).
+    Relative references and other origins are left alone.
     """
-    n = len(upstream_origin)
-    if location[:n].lower() == upstream_origin and location[n : n + 1] in (b"", b"/", b"?", b"#"):
-        path = location[n:]
-        if path[:1] != b"/":
-            path = b"/" + path
-    elif location[:1] == b"/" and location[1:2] != b"/":
+    if location[:1] == b"/":
+        if location[1:2] == b"/":
+            return location  # scheme-relative: another host
         path = location
     else:
-        return location
+        lowered = location[:200].lower()
+        for origin in origins:
+            n = len(origin)
+            if lowered.startswith(origin) and location[n : n + 1] in (b"", b"/", b"?", b"#"):
+                path = location[n:]
+                if path[:1] != b"/":
+                    path = b"/" + path
+                break
+        else:
+            return location
     if strip and not (
         path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] in (b"", b"/", b"?", b"#")
     ):
@@ -206,7 +216,7 @@ def rewrite_location(location: bytes, upstream_origin: bytes, prefix: bytes, str
 
 def response_headers(
     raw: tuple[tuple[bytes, bytes], ...] | list[tuple[bytes, bytes]],
-    upstream_origin: bytes,
+    origins: tuple[bytes, ...],
     prefix: bytes,
     strip: bool,
 ) -> list[tuple[bytes, bytes]]:
@@ -225,7 +235,7 @@ def response_headers(
                 chunked = True
             continue
         if lname == b"location":
-            value = rewrite_location(value, upstream_origin, prefix, strip)
+            value = rewrite_location(value, origins, prefix, strip)
         out.append((lname, value))
     if chunked:
         # RFC 9112 §6.3: with Transfer-Encoding, a Content-Length is to be ignored.

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import secrets
 import socket
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
 import docker
@@ -58,8 +58,23 @@ from servicelab.runtimes.docker_health import (
     HealthRunner,
     health_config,
 )
+from servicelab.runtimes.docker_rules import (
+    PULL_POLICIES,
+    check_resources,
+    choose_connection_port,
+    code_port,
+    docker_name,
+    explain,
+    exposed_ports,
+    mib,
+    parse_time,
+    pull_failed,
+    pull_progress_line,
+    start_error,
+    timestamp,
+)
 from servicelab.runtimes.docker_stream import iterate_in_thread, split_lines
-from servicelab.spec import CODE_SERVICE_PORT, Phase, ServiceSpec
+from servicelab.spec import Phase, ServiceSpec
 
 T = TypeVar("T")
 
@@ -71,12 +86,6 @@ LABEL_KEY = "servicelab.key"
 #: Where the service's volume is mounted, as ML Lab's best practices say.
 DATA_MOUNT = "/data"
 
-#: Ports preferred as the connection port when an image exposes several: the usual HTTP
-#: port of service images first, then the port of code services.
-PREFERRED_PORTS = (8080, CODE_SERVICE_PORT)
-
-PULL_POLICIES = ("if-not-present", "always", "never")
-
 #: How long `address()` may reuse what it saw of a container: it is called for each
 #: proxied request, and one inspect per request would make the engine the bottleneck.
 ADDRESS_CACHE_SECONDS = 1.0
@@ -86,51 +95,6 @@ MAX_REMEMBERED_STOPS = 10_000
 
 #: A DNS label (the container name on the project network) has at most 63 characters.
 MAX_CONTAINER_NAME = 63
-
-
-def exposed_ports(image_config: dict[str, Any] | None) -> list[int]:
-    """The TCP ports an image (or container) `Config` exposes, sorted."""
-    ports = set()
-    for key in (image_config or {}).get("ExposedPorts") or {}:
-        number, _, proto = key.partition("/")
-        if (proto or "tcp") == "tcp" and number.isdigit():
-            ports.add(int(number))
-    return sorted(ports)
-
-
-def choose_connection_port(given: int | None, ports: list[int]) -> int | None:
-    """The given port, else 8080 if there, else 8091 if there, else the lowest port."""
-    if given is not None:
-        return given
-    for preferred in PREFERRED_PORTS:
-        if preferred in ports:
-            return preferred
-    return min(ports) if ports else None
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:g} MiB"
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    """An engine timestamp (RFC 3339 with nanoseconds), or None for Docker's zero time."""
-    if not value or value.startswith("0001-"):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
-
-
-def _timestamp(when: datetime) -> float:
-    """Seconds since the epoch; a naive datetime is taken as UTC (the engine's clock)."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
-
-
-def _explain(exc: docker.errors.APIError) -> str:
-    return str(exc.explanation or exc).strip()
 
 
 class DockerRuntime(Runtime):
@@ -163,8 +127,8 @@ class DockerRuntime(Runtime):
         name_prefix: the start of every container, network and volume name; by default
             the instance id (the default lab's is "servicelab"), so that two labs on one
             engine never share a volume.
-        client: a ready `docker.DockerClient`; by default one from the environment
-            (`DOCKER_HOST`...), made on first use.
+        client: a ready `docker.DockerClient` (closed by its owner, not by `close`); by
+            default one from the environment (`DOCKER_HOST`...), made on first use.
         run_health_checks: True: run every HEALTHCHECK ourselves; False: never; None:
             only where the engine does not (Podman).
         """
@@ -172,11 +136,13 @@ class DockerRuntime(Runtime):
         self.lab_in_container = lab_in_container
         self.publish_host = publish_host
         self.runtime_image = runtime_image
-        self.name_prefix = name_prefix or _docker_name(instance_id)
+        self.name_prefix = name_prefix or docker_name(instance_id)
         self.run_health_checks = run_health_checks
         self.lab_container = lab_container or (socket.gethostname() if lab_in_container else None)
         self.api_timeout = api_timeout
         self._client = client
+        # A client given by the caller is the caller's to close.
+        self._owns_client = client is None
         self._client_lock = asyncio.Lock()
         self._project_locks: dict[str, asyncio.Lock] = {}
         self._is_podman: bool | None = None
@@ -277,13 +243,13 @@ class DockerRuntime(Runtime):
             raise SpecError(
                 f"Unknown pull policy {spec.pull_policy!r}: use one of {', '.join(PULL_POLICIES)}."
             )
-        _check_resources(spec)
+        check_resources(spec)
         image = spec.image or self.runtime_image
         attrs = await self._ensure_image(image, spec.pull_policy, progress)
         if spec.code:
             # Code services listen on $PORT, by default 8091 (ML Lab's workspace),
             # whatever else the runtime image exposes.
-            port = _code_port(spec)
+            port = code_port(spec)
             ports = list(spec.ports) or [port]
             connection = spec.connection_port or port
         else:
@@ -321,15 +287,15 @@ class DockerRuntime(Runtime):
                         "'never' forbids pulling it: build or load it there first."
                     ) from None
             except docker.errors.APIError as exc:
-                raise SpecError(f"Invalid image {image!r}: {_explain(exc)}") from exc
-        await self._pull(image, progress)
+                raise SpecError(f"Invalid image {image!r}: {explain(exc)}") from exc
+        await self._pull(image, policy, progress)
         try:
             found = await self._call(client.images.get, image)
         except docker.errors.ImageNotFound:
             raise SpecError(f"Image {image} not found after pulling it.") from None
         return dict(found.attrs)
 
-    async def _pull(self, image: str, progress: ProgressCallback | None) -> None:
+    async def _pull(self, image: str, policy: str, progress: ProgressCallback | None) -> None:
         client = await self._docker()
         repository, tag = docker.utils.parse_repository_tag(image)
         if not tag:
@@ -345,12 +311,12 @@ class DockerRuntime(Runtime):
             )
             async for event in events:
                 if "error" in event:
-                    raise SpecError(_pull_failed(image, str(event["error"])))
-                line = _pull_progress_line(event, last)
+                    raise SpecError(pull_failed(image, str(event["error"]), policy))
+                line = pull_progress_line(event, last)
                 if line and progress:
                     progress(line)
         except docker.errors.APIError as exc:
-            raise SpecError(_pull_failed(image, _explain(exc))) from exc
+            raise SpecError(pull_failed(image, explain(exc), policy)) from exc
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
             raise RuntimeUnavailable(f"The Docker engine does not answer: {exc}") from exc
 
@@ -398,7 +364,7 @@ class DockerRuntime(Runtime):
                 try:
                     container = await self._call(client.containers.create, image, **kwargs)
                 except docker.errors.NotFound as exc:
-                    if "network" not in _explain(exc).lower():
+                    if "network" not in explain(exc).lower():
                         raise
                     # Another lab on this engine removed the project's network just now.
                     await self._ensure_network(spec.project)
@@ -409,14 +375,14 @@ class DockerRuntime(Runtime):
                     "checked?): deploy again to pull it."
                 ) from None
             except docker.errors.APIError as exc:
-                raise _start_error(exc, spec) from exc
+                raise start_error(exc, spec) from exc
             try:
                 await self._call(container.start)
                 await self._call(container.reload)
             except docker.errors.APIError as exc:
                 with contextlib.suppress(docker.errors.APIError):
                     await self._call(container.remove, force=True)
-                raise _start_error(exc, spec) from exc
+                raise start_error(exc, spec) from exc
         return self._handle(container.attrs)
 
     def _project_lock(self, project: str) -> asyncio.Lock:
@@ -441,7 +407,7 @@ class DockerRuntime(Runtime):
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:  # 409: made by someone else just now
                     raise RuntimeError_(
-                        f"Could not create the network {name}: {_explain(exc)}"
+                        f"Could not create the network {name}: {explain(exc)}"
                     ) from exc
             else:
                 found = [network]
@@ -456,11 +422,11 @@ class DockerRuntime(Runtime):
         try:
             await self._call(network.connect, self.lab_container)
         except docker.errors.APIError as exc:
-            text = _explain(exc).lower()
+            text = explain(exc).lower()
             if "already exists" not in text and "already attached" not in text:
                 raise RuntimeError_(
                     f"Could not connect the lab's container {self.lab_container} to the "
-                    f"network {name}: {_explain(exc)}"
+                    f"network {name}: {explain(exc)}"
                 ) from exc
 
     async def _ensure_volume(self, spec: ServiceSpec) -> str:
@@ -517,7 +483,7 @@ class DockerRuntime(Runtime):
                 return RuntimeStatus(phase=Phase.STOPPED, reason="stopped")
             return RuntimeStatus(phase=Phase.FAILED, reason="container vanished")
         state = attrs.get("State") or {}
-        started_at = _parse_time(state.get("StartedAt"))
+        started_at = parse_time(state.get("StartedAt"))
         exit_code = state.get("ExitCode")
         error = (state.get("Error") or "").strip()
         extra = {
@@ -542,7 +508,7 @@ class DockerRuntime(Runtime):
             oom = bool(state.get("OOMKilled"))
             if oom:
                 limit = (attrs.get("HostConfig") or {}).get("Memory") or 0
-                reason = "killed: out of memory" + (f" (limit {_mib(limit)})" if limit else "")
+                reason = "killed: out of memory" + (f" (limit {mib(limit)})" if limit else "")
             elif status == "created":
                 reason = f"could not start: {error}"
             else:
@@ -670,17 +636,13 @@ class DockerRuntime(Runtime):
         since: datetime | None = None,
         follow: bool = False,
     ) -> AsyncIterator[str]:
-        client = await self._docker()
+        if tail == 0 and not follow:
+            return
         options: dict[str, Any] = {
-            "stdout": True,
-            "stderr": True,
-            "stream": True,
             "follow": follow,
             "tail": "all" if tail is None else max(0, int(tail)),
         }
-        if tail == 0 and not follow:
-            return
-        since_ts = _timestamp(since) if since is not None else None
+        since_ts = timestamp(since) if since is not None else None
         if tail == 0 and follow:
             # "Only new lines" as a time, not as tail=0: a line written after this call
             # but before the engine opened the stream would otherwise be lost.
@@ -689,9 +651,39 @@ class DockerRuntime(Runtime):
         if since_ts is not None:
             # The SDK ignores a `since` of 0 or less; just after the epoch means all.
             options["since"] = max(since_ts, 1e-6)
+        container_id = handle["container_id"]
+        if not (tail and await self._engine_is_podman()):
+            async for line in self._log_lines(container_id, options):
+                yield line
+            return
+        # Podman 4's `tail` loses, joins and invents lines (k8s-file log driver), so
+        # count lines here instead: the last `tail` of everything there is now, then,
+        # when following, whatever comes after them.
+        options["tail"] = "all"
+        if not follow:
+            last: deque[str] = deque(maxlen=tail)
+            async for line in self._log_lines(container_id, options):
+                last.append(line)
+            for line in last:
+                yield line
+            return
+        count = 0
+        async for _ in self._log_lines(container_id, {**options, "follow": False}):
+            count += 1
+        skip = max(0, count - tail)
+        async for line in self._log_lines(container_id, options):
+            if skip:
+                skip -= 1
+                continue
+            yield line
+
+    async def _log_lines(self, container_id: str, options: dict[str, Any]) -> AsyncIterator[str]:
+        client = await self._docker()
 
         def open_stream() -> Any:
-            return client.api.logs(handle["container_id"], **options)
+            return client.api.logs(
+                container_id, stdout=True, stderr=True, stream=True, **options
+            )
 
         try:
             async for line in iterate_in_thread(open_stream, split_lines):
@@ -725,7 +717,7 @@ class DockerRuntime(Runtime):
                 # 409: someone removes it already.
                 if exc.status_code != 409:
                     raise RuntimeError_(
-                        f"Could not stop container {handle.get('container_name')}: {_explain(exc)}"
+                        f"Could not stop container {handle.get('container_name')}: {explain(exc)}"
                     ) from exc
         project = handle.get("project")
         if project:
@@ -762,7 +754,7 @@ class DockerRuntime(Runtime):
                     f"The data of service {spec.name} (volume {name}) is still in use by a "
                     "container: stop the service first."
                 ) from exc
-            raise RuntimeError_(f"Could not delete volume {name}: {_explain(exc)}") from exc
+            raise RuntimeError_(f"Could not delete volume {name}: {explain(exc)}") from exc
 
     async def kept_data(self) -> list[str]:
         client = await self._docker()
@@ -793,77 +785,12 @@ class DockerRuntime(Runtime):
         for container_id in list(self._health):
             await self._forget(container_id)
         self._inspect_cache.clear()
-        if self._client is not None:
+        if self._client is not None and self._owns_client:
             client, self._client = self._client, None
             await asyncio.to_thread(client.close)
-
-
-def _docker_name(text: str) -> str:
-    """`text` made fit for Docker names: [a-zA-Z0-9][a-zA-Z0-9_.-]*."""
-    cleaned = re.sub(r"[^a-zA-Z0-9_.-]+", "-", text).lstrip("_.-")
-    return cleaned or "servicelab"
-
-
-def _code_port(spec: ServiceSpec) -> int:
-    value = spec.env.get("PORT")
-    if value is None:
-        return CODE_SERVICE_PORT
-    if not value.isdigit():
-        raise SpecError(f"PORT must be a port number, not {value!r}.")
-    return int(value)
 
 
 def _running_for(started_at: datetime | None) -> float:
     if started_at is None:
         return 0.0
     return max(0.0, time.time() - started_at.timestamp())
-
-
-def _check_resources(spec: ServiceSpec) -> None:
-    r = spec.resources
-    if r.cpus is not None and r.cpus <= 0:
-        raise SpecError(f"cpus must be more than 0, not {r.cpus}.")
-    # Docker refuses limits below 6 MiB.
-    if r.memory is not None and r.memory < 6 * 2**20:
-        raise SpecError(f"A memory limit must be at least 6 MiB, not {r.memory} bytes.")
-    if r.gpus is not None and r.gpus < 0:
-        raise SpecError(f"gpus must be 0 or more, not {r.gpus}.")
-
-
-def _pull_failed(image: str, why: str) -> str:
-    return (
-        f"Image {image} not found: it is not on the Docker engine and pulling it failed "
-        f"({why}). Check the name and tag, or build or load the image on the engine."
-    )
-
-
-def _pull_progress_line(event: dict[str, Any], last: dict[str, str]) -> str | None:
-    """One line per layer and status change; the many byte-count updates are skipped."""
-    status = str(event.get("status") or "").strip()
-    if not status:
-        return None
-    layer = str(event.get("id") or "")
-    if layer and last.get(layer) == status:
-        return None
-    if layer:
-        last[layer] = status
-        return f"{layer}: {status}"
-    return status
-
-
-def _start_error(exc: docker.errors.APIError, spec: ServiceSpec) -> RuntimeError_:
-    text = _explain(exc)
-    lowered = text.lower()
-    if "port is already allocated" in lowered or "address already in use" in lowered:
-        return RuntimeError_(
-            f"Could not start service {spec.name}: a port it publishes is in use on the "
-            f"host ({text})."
-        )
-    if "could not select device driver" in lowered:
-        return SpecError(
-            f"Service {spec.name} asks for GPUs, but the Docker engine has no GPU support "
-            "(install the NVIDIA container toolkit there, or deploy without GPUs)."
-        )
-    if "executable file not found" in lowered or "no such file or directory" in lowered:
-        return SpecError(f"Could not start service {spec.name}: {text}")
-    return RuntimeError_(f"Could not start service {spec.name}: {text}")

@@ -194,10 +194,11 @@ class LocalRuntime(Runtime):
             "cwd": str(data_dir),
             "handle": handle,
         }
-        write_json_atomic(instance_dir / "config.json", config)
+        config_path = str(instance_dir / "config.json")
+        write_json_atomic(Path(config_path), config)
         with open(instance_dir / "supervisor.log", "ab") as supervisor_log:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(SUPERVISOR_PATH), str(instance_dir / "config.json")],
+                [sys.executable, "-I", "-S", str(SUPERVISOR_PATH), config_path],
                 env=proc_env,
                 cwd=str(data_dir),
                 stdin=subprocess.DEVNULL,
@@ -333,21 +334,24 @@ class LocalRuntime(Runtime):
         log_dir = Path(handle["dir"]) / "logs"
         since_stamp = _format_since(since)
         reader = _LogReader(log_dir)
-        lines = await asyncio.to_thread(reader.read_existing, tail, since_stamp)
-        for line in lines:
-            yield _present(line, timestamps)
-        if not follow:
-            return
-        while True:
-            # Check "ended" before reading, so that lines written just before the end
-            # are still read in this last round.
-            ended = not await asyncio.to_thread(self._is_live_instance, handle)
-            for line in await asyncio.to_thread(reader.read_new):
-                if since_stamp is None or line[:STAMP_LEN] >= since_stamp:
-                    yield _present(line, timestamps)
-            if ended:
+        try:
+            lines = await asyncio.to_thread(reader.read_existing, tail, since_stamp)
+            for line in lines:
+                yield _present(line, timestamps)
+            if not follow:
                 return
-            await asyncio.sleep(FOLLOW_INTERVAL)
+            while True:
+                # Check "ended" before reading, so that lines written just before the end
+                # are still read in this last round.
+                ended = not await asyncio.to_thread(self._is_live_instance, handle)
+                for line in await asyncio.to_thread(reader.read_new):
+                    if since_stamp is None or line[:STAMP_LEN] >= since_stamp:
+                        yield _present(line, timestamps)
+                if ended:
+                    return
+                await asyncio.sleep(FOLLOW_INTERVAL)
+        finally:
+            reader.close()
 
     def _is_live_instance(self, handle: Handle) -> bool:
         state = _read_json(_state_path(handle))
@@ -612,7 +616,12 @@ def _exit_reason(state: dict[str, Any]) -> str:
             name = f"signal {state['signal']}"
         reason = f"killed by signal {name}"
     else:
-        reason = f"exited with code {state.get('exit_code')}"
+        code = state.get("exit_code")
+        reason = f"exited with code {code}"
+        # The executor (like a shell) turns a death by signal N of the code into 128+N.
+        if isinstance(code, int) and 128 < code < 128 + signal.NSIG:
+            with contextlib.suppress(ValueError):
+                reason += f" ({signal.Signals(code - 128).name})"
     # The executor's progress lines ("[execute] running ...") say nothing of the cause;
     # its errors ("[execute] error: requirements.txt failed ...") do.
     stderr = [
@@ -659,6 +668,11 @@ class _LogReader:
         self.previous = log_dir / "previous.log"
         self._file: Any = None
         self._rest = b""
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def read_existing(self, tail: int | None, since: str | None) -> list[str]:
         # Open current first: if a rotation happens between the two opens, we may read a

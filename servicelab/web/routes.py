@@ -1,0 +1,356 @@
+"""The web UI: server-rendered pages (Jinja2) with htmx fragments that refresh themselves.
+
+Pages only *read*, through the same functions the JSON API uses (so a page shows exactly
+what the API answers). Every change (deploy, stop, delete, upload, tokens...) is sent by the
+browser to the JSON API itself with the session's `X-CSRF-Token`, so the API's checks and
+error messages are the only ones. The two exceptions are log-in and log-out, which set and
+clear the session cookie and must work as plain HTML forms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from anyio import from_thread
+from fastapi import APIRouter, Depends, FastAPI, Form, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session
+
+from servicelab.api import auth as auth_api
+from servicelab.api import projects as projects_api
+from servicelab.api.deps import (
+    ProjectContext,
+    authority,
+    db_session,
+    project_context,
+    require_admin,
+)
+from servicelab.api.errors import ApiError
+from servicelab.api.services import service_out
+from servicelab.auth import AuthFailed, Forbidden, Identity
+from servicelab.db import Project
+from servicelab.services import ServiceError, ServiceManager
+from servicelab.spec import InvalidName
+
+from .session import (
+    LoginRequired,
+    base_path,
+    csrf_token,
+    login_url,
+    safe_next,
+    session_identity,
+    web_user,
+)
+
+HERE = Path(__file__).resolve().parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+#: What a page answers with, besides its HTML: no framing (clickjacking), scripts and
+#: styles only from the lab itself (the htmx file is served by the lab, not a CDN).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+# -- formatting helpers for templates ---------------------------------------------------
+
+
+def human_size(value: int | None) -> str:
+    if value is None:
+        return "—"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{value} B"  # pragma: no cover - the loop always returns
+
+
+def short_time(value: str | None) -> str:
+    """`2026-11-27 11:30` from an ISO time; the full time goes in a `title`."""
+    if not value:
+        return "—"
+    try:
+        return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return value
+
+
+templates.env.filters["size"] = human_size
+templates.env.filters["when"] = short_time
+
+
+# -- errors as pages ----------------------------------------------------------------------
+
+
+def _error_status(exc: Exception) -> tuple[int, str]:
+    if isinstance(exc, ApiError | ServiceError):
+        return exc.status, exc.message
+    if isinstance(exc, Forbidden):
+        return 403, str(exc)
+    return 400, str(exc)
+
+
+class WebRoute(APIRoute):
+    """A UI route: a missing session becomes a log-in redirect, an API error a page."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            fragment = request.headers.get("hx-request") == "true"
+            try:
+                return await handler(request)
+            except (LoginRequired, AuthFailed):
+                target = login_url(request)
+                if fragment:
+                    return Response(status_code=401, headers={"HX-Redirect": target})
+                return RedirectResponse(target, status_code=303)
+            except (ApiError, ServiceError, Forbidden, InvalidName) as exc:
+                status, message = _error_status(exc)
+                if fragment:
+                    return HTMLResponse(
+                        f'<p class="notice error">{_escape(message)}</p>', status_code=status
+                    )
+                identity = session_identity(request)
+                return render(
+                    request,
+                    "error.html",
+                    {"status": status, "message": message},
+                    identity,
+                    status_code=status,
+                )
+
+        return route
+
+
+def _escape(text: str) -> str:
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    )
+
+
+router = APIRouter(route_class=WebRoute, include_in_schema=False)
+
+
+def render(
+    request: Request,
+    template: str,
+    context: dict[str, Any],
+    identity: Identity | None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    base = base_path(request)
+    full = {
+        "base": base,
+        "user": identity,
+        "csrf": csrf_token(request, identity) if identity else "",
+        **context,
+    }
+    response = templates.TemplateResponse(request, template, full, status_code=status_code)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def _manager(request: Request) -> ServiceManager:
+    return request.app.state.services
+
+
+def _services(request: Request, project: Project) -> list[dict[str, Any]]:
+    """The project's services as the API shows them (secrets masked), from a sync route."""
+    rows = from_thread.run(_manager(request).list_services, project)
+    return [service_out(row, project.name, request) for row in rows]
+
+
+def _files(request: Request, project: str) -> list[dict[str, Any]] | None:
+    """Every version of every file of the project, newest version first; None without store."""
+    store = getattr(request.app.state, "files", None)
+    if store is None:
+        return None
+    from servicelab.api.files import file_out  # the data store's API is optional
+
+    infos = from_thread.run(partial(store.list, project, all_versions=True))
+    infos.sort(key=lambda i: (i.data_type, i.name, -i.version))
+    return [file_out(i) for i in infos]
+
+
+# -- log-in and log-out -------------------------------------------------------------------
+
+
+@router.get("/")
+def home(request: Request) -> Response:
+    return RedirectResponse(f"{base_path(request)}/projects", status_code=303)
+
+
+@router.get("/login")
+def login_page(request: Request, next: str | None = None) -> Response:
+    target = safe_next(next, base_path(request))
+    if session_identity(request) is not None:
+        return RedirectResponse(target, status_code=303)
+    return render(request, "login.html", {"next": target, "error": None, "username": ""}, None)
+
+
+@router.post("/login")
+def login_submit(
+    request: Request,
+    username: str = Form(default=""),
+    password: str = Form(default=""),
+    next: str = Form(default=""),
+    session: Session = Depends(db_session),
+) -> Response:
+    target = safe_next(next, base_path(request))
+    try:
+        if not username or not password:
+            raise ApiError(400, "Give your username and password.")
+        user = auth_api._check_credentials(session, username, password)
+    except ApiError as exc:
+        context = {"next": target, "error": exc.message, "username": username}
+        return render(request, "login.html", context, None, status_code=exc.status)
+    response = RedirectResponse(target, status_code=303)
+    auth_api._start_session(request, response, session, user)
+    return response
+
+
+@router.post("/logout")
+def logout_submit(
+    request: Request,
+    csrf_token_field: str = Form(default="", alias="csrf_token"),
+    session: Session = Depends(db_session),
+) -> Response:
+    identity = session_identity(request)
+    response = RedirectResponse(f"{base_path(request)}/login", status_code=303)
+    if identity is None:
+        return response
+    # Log-out ends a session: without this check any site could log the user out.
+    if csrf_token_field != csrf_token(request, identity):
+        raise Forbidden("Missing or wrong CSRF token: reload the page and log out again.")
+    auth_api.logout(request, response, session)
+    return response
+
+
+# -- projects -----------------------------------------------------------------------------
+
+
+@router.get("/projects")
+def projects_page(
+    request: Request,
+    identity: Identity = Depends(web_user),
+    session: Session = Depends(db_session),
+) -> Response:
+    projects = projects_api.list_projects(identity, session)["data"]
+    return render(request, "projects.html", {"projects": projects, "nav": "projects"}, identity)
+
+
+def _web_project(
+    project: str,
+    request: Request,
+    identity: Identity = Depends(web_user),
+    session: Session = Depends(db_session),
+) -> ProjectContext:
+    return project_context(project, request, identity, session)
+
+
+@router.get("/projects/{project}")
+def project_page(request: Request, ctx: ProjectContext = Depends(_web_project)) -> Response:
+    context = {
+        "project": projects_api.get_project(ctx)["data"],
+        "can_manage": authority(request).can_manage(ctx.identity, ctx.project),
+        "services": _services(request, ctx.project),
+        "files": _files(request, ctx.name),
+        "data_types": _data_types(),
+        "nav": "projects",
+    }
+    return render(request, "project.html", context, ctx.identity)
+
+
+def _data_types() -> list[str]:
+    from servicelab.files import DATA_TYPES
+
+    return list(DATA_TYPES)
+
+
+@router.get("/projects/{project}/services-table")
+def services_fragment(request: Request, ctx: ProjectContext = Depends(_web_project)) -> Response:
+    context = {"project": {"name": ctx.name}, "services": _services(request, ctx.project)}
+    return render(request, "_services.html", context, ctx.identity)
+
+
+@router.get("/projects/{project}/data-table")
+def data_fragment(request: Request, ctx: ProjectContext = Depends(_web_project)) -> Response:
+    context = {"project": {"name": ctx.name}, "files": _files(request, ctx.name)}
+    return render(request, "_files.html", context, ctx.identity)
+
+
+# -- one service ----------------------------------------------------------------------------
+
+
+def _service(request: Request, ctx: ProjectContext, service: str) -> dict[str, Any]:
+    row = from_thread.run(_manager(request).get, ctx.project, service)
+    return service_out(row, ctx.name, request)
+
+
+@router.get("/projects/{project}/services/{service}")
+def service_page(
+    request: Request, service: str, ctx: ProjectContext = Depends(_web_project)
+) -> Response:
+    context = {
+        "project": {"name": ctx.name},
+        "service": _service(request, ctx, service),
+        "nav": "projects",
+    }
+    return render(request, "service.html", context, ctx.identity)
+
+
+@router.get("/projects/{project}/services/{service}/status")
+def service_status_fragment(
+    request: Request, service: str, ctx: ProjectContext = Depends(_web_project)
+) -> Response:
+    context = {"project": {"name": ctx.name}, "service": _service(request, ctx, service)}
+    return render(request, "_service_status.html", context, ctx.identity)
+
+
+# -- the user's tokens and the admin's users ------------------------------------------------
+
+
+@router.get("/tokens")
+def tokens_page(
+    request: Request,
+    identity: Identity = Depends(web_user),
+    session: Session = Depends(db_session),
+) -> Response:
+    context = {
+        "tokens": auth_api.list_tokens(identity, session)["data"],
+        "projects": projects_api.list_projects(identity, session)["data"],
+        "nav": "tokens",
+    }
+    return render(request, "tokens.html", context, identity)
+
+
+@router.get("/admin/users")
+def users_page(
+    request: Request,
+    identity: Identity = Depends(web_user),
+    session: Session = Depends(db_session),
+) -> Response:
+    users = auth_api.list_users(require_admin(identity), session)["data"]
+    return render(request, "users.html", {"users": users, "nav": "users"}, identity)
+
+
+def mount_web(app: FastAPI) -> None:
+    """Serve the UI from `app`: the pages at `/`, the static files at `/static`."""
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="web-static")
