@@ -7,6 +7,9 @@ bin=.venv/bin
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "Command-line tools"
+scripts/setup-tools.sh
+
 step "PostgreSQL"
 SERVICELAB_TEST_POSTGRES_URL=$(scripts/setup-postgres.sh)
 export SERVICELAB_TEST_POSTGRES_URL
@@ -15,6 +18,12 @@ if [ -x scripts/setup-docker.sh ]; then
   step "Docker engine and images"
   scripts/setup-docker.sh
   export SERVICELAB_TEST_DOCKER=1
+fi
+
+if [ -x scripts/setup-podman.sh ]; then
+  step "Podman's Docker-compatible API"
+  scripts/setup-podman.sh
+  export SERVICELAB_TEST_PODMAN=1
 fi
 
 if [ -x scripts/setup-browser.sh ]; then
@@ -28,4 +37,5 @@ $bin/ruff check .
 $bin/mypy servicelab lab_client
 
 step "pytest"
+export SERVICELAB_NO_SKIPS=1
 exec $bin/pytest -p no:cacheprovider "$@"

@@ -47,6 +47,16 @@ def name_from_image(image: str) -> str:
     return normalize_name(cleaned, what="service name derived from the image")
 
 
+def name_from_code(code: str) -> str:
+    """Derive a service name from an EXECUTE_CODE source: the subdirectory of a VCS URL,
+    else the last path part without its ref and extension (`repo.git@v1` -> `repo`)."""
+    source, _, fragment = code.partition("#")
+    subdirectory = re.search(r"(?:^|&)subdirectory=([^&]+)", fragment)
+    last = (subdirectory.group(1) if subdirectory else source).rstrip("/").rsplit("/", 1)[-1]
+    last = re.sub(r"\.(py|git|zip|tar\.gz|tgz)$", "", last.split("@", 1)[0])
+    return name_from_image(last or "code")
+
+
 def is_secret_key(key: str) -> bool:
     return key.upper().endswith(SECRET_SUFFIXES) or key.upper() == "LAB_API_TOKEN"
 

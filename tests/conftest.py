@@ -139,3 +139,16 @@ def lab_process(tmp_path: Path) -> Iterator[LabProcess]:
     yield lab
     lab.stop()
     stop_local_services(data_dir)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under `make test` every prerequisite is installed, so a skipped test is a failure:
+    a skip must never be counted as a pass."""
+    if not os.environ.get("SERVICELAB_NO_SKIPS"):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if skipped:
+        for report in skipped:
+            reporter.write_line(f"SKIPPED (not allowed under make test): {report.nodeid}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -28,7 +28,7 @@ from servicelab.app import create_app
 from servicelab.web.session import safe_next
 
 from .conftest import make_settings
-from .labtools import ADMIN_PASSWORD, ROOT, LabProcess
+from .labtools import ADMIN_PASSWORD, ROOT, LabProcess, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = ROOT / "screenshots"
@@ -37,6 +37,8 @@ ECHO_SERVICE = ROOT / "tests" / "services" / "echo-service"
 SLOW = 60_000
 
 browser_test = pytest.mark.browser
+# Playwright's `expect` waits 5 s by default; pages here wait on a lab and its services.
+expect.set_options(timeout=15_000)
 
 
 # -- plain checks, no browser -------------------------------------------------------------
@@ -89,8 +91,14 @@ def test_pages_and_links_follow_the_base_path(tmp_path: Path) -> None:
 # -- browser fixtures ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def browser() -> Iterator[Browser]:
+    """Chromium, for one test.
+
+    Function-scoped and set up after `lab_process` (see `page`), so it is closed before the
+    lab's teardown runs: Playwright's sync API keeps an asyncio loop running while it is
+    open, and the lab's teardown uses `asyncio.run`.
+    """
     if not CHROMIUM.exists():
         if os.environ.get("SERVICELAB_TEST_BROWSER") or os.environ.get("CI"):
             pytest.fail("Debian's chromium is missing: run scripts/setup-browser.sh")
@@ -115,7 +123,7 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser, lab_process: LabProcess) -> Iterator[Page]:
+def page(lab_process: LabProcess, browser: Browser) -> Iterator[Page]:
     context = browser.new_context(
         base_url=lab_process.url, viewport={"width": 1280, "height": 860}, accept_downloads=True
     )
@@ -232,6 +240,13 @@ def test_a_user_deploys_watches_and_removes_a_service(
     service_page.close()
     shot(p, "service")
 
+    # Stop and start again from the service page; its status follows by itself.
+    status = p.locator("#service-status [data-status]")
+    p.click("#service-status button:has-text('Stop')")
+    expect(status).to_have_text("stopped", timeout=SLOW)
+    p.click("#service-status button:has-text('Start')")
+    expect(status).to_have_text("running", timeout=SLOW)
+
     # "Get Project API Token": shown once, then used with curl.
     open_user_menu(p)
     p.click("text=Get Project API Token")
@@ -305,13 +320,19 @@ def test_csrf_and_the_way_back_after_log_in(page: Page, lab_process: LabProcess)
             json={"EXECUTE_CODE": str(ECHO_SERVICE)},
         )
         assert r.status_code == 201, r.text
+        wait_until(
+            lambda: api.get("/api/projects/shop/services/echo").json()["data"]["isHealthy"],
+            timeout=60,
+            what="the echo service to be healthy",
+        )
 
     # A browser sent to the log-in page by the proxy comes back to the service after it.
     service = "/api/projects/shop/services/echo/8091/"
     p.goto(service)
     expect(p).to_have_url(f"{url}/login?next={quote(service, safe='/')}")
     log_in(p)
-    expect(p).to_have_url(f"{url}{service}")
+    expect(p).to_have_url(f"{url}{service}", timeout=SLOW)
+    expect(p.locator("body")).to_have_text("ok", timeout=SLOW)
 
     # A POST with the session cookie but without the CSRF token is refused...
     refused = p.request.post(f"{url}/api/projects", data={"name": "forged"})

@@ -53,6 +53,9 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    #: CPU time the proxy process spent per request (user + system): unlike requests/s,
+    #: hardly moved by other load on a shared machine.
+    cpu_us_per_request: float | None = None
 
 
 def free_port() -> int:
@@ -152,19 +155,31 @@ http {{
             yield "node http", read_listening(proc)
 
 
-def wrk(name: str, url: str, connections: int, duration: int, auth: bool) -> WrkResult:
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(
+    name: str, url: str, connections: int, duration: int, auth: bool, pid: int | None = None
+) -> WrkResult:
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
     if auth:
         cmd += ["-H", f"Authorization: Bearer {TOKEN}"]
     # A short warm-up fills connection pools and caches.
     subprocess.run([*cmd[:3], "-d2s", *cmd[4:], url], capture_output=True, check=True)
+    cpu_before = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(pid) - cpu_before if pid else None
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors += int(non2xx.group(1)) if non2xx else 0
-    return WrkResult(name, connections, rps, _percentile(out, "50%"), _percentile(out, "99%"),
-                     errors)
+    return WrkResult(
+        name, connections, rps, _percentile(out, "50%"), _percentile(out, "99%"), errors,
+        cpu * 1e6 / total if cpu is not None and total else None,
+    )
 
 
 def _percentile(out: str, which: str) -> float:
@@ -223,7 +238,7 @@ def main() -> None:
             ]
             serve = [sys.executable, str(HERE / "serve.py"), str(up_port), TOKEN]
             with (
-                running(chp_cmd, stdout=subprocess.DEVNULL),
+                running(chp_cmd, stdout=subprocess.DEVNULL) as chp_proc,
                 running(serve, stdout=subprocess.PIPE) as lab,
             ):
                 lab_port = read_listening(lab)
@@ -231,18 +246,20 @@ def main() -> None:
                 wait_http(f"http://127.0.0.1:{chp_port}{SMALL}")
                 wait_http(f"http://127.0.0.1:{lab_port}{ROUTE}{SMALL}", auth)
                 targets = [
-                    (f"direct ({kind})", f"http://127.0.0.1:{up_port}{SMALL}", False),
-                    ("servicelab", f"http://127.0.0.1:{lab_port}{ROUTE}{SMALL}", True),
-                    ("CHP", f"http://127.0.0.1:{chp_port}{SMALL}", False),
+                    (f"direct ({kind})", f"http://127.0.0.1:{up_port}{SMALL}", False, None),
+                    ("servicelab", f"http://127.0.0.1:{lab_port}{ROUTE}{SMALL}", True, lab.pid),
+                    ("CHP", f"http://127.0.0.1:{chp_port}{SMALL}", False, chp_proc.pid),
                 ]
                 for c in conns:
-                    runs: dict[str, list[WrkResult]] = {name: [] for name, _, _ in targets}
+                    runs: dict[str, list[WrkResult]] = {t[0]: [] for t in targets}
                     for _ in range(args.rounds):
-                        for name, url, needs_auth in targets:
-                            result = wrk(name, url, c, args.duration, needs_auth)
+                        for name, url, needs_auth, pid in targets:
+                            result = wrk(name, url, c, args.duration, needs_auth, pid)
                             runs[name].append(result)
+                            cpu = result.cpu_us_per_request
                             print(f"  {name:<16} c={c:<3} {result.requests_per_s:>9.0f} req/s  "
-                                  f"p50 {result.p50_ms:.3f} ms  p99 {result.p99_ms:.3f} ms",
+                                  f"p50 {result.p50_ms:.3f} ms  p99 {result.p99_ms:.3f} ms"
+                                  + (f"  cpu {cpu:.0f} us/req" if cpu else ""),
                                   flush=True)
                     for name in runs:
                         ordered = sorted(runs[name], key=lambda r: r.requests_per_s)
@@ -256,10 +273,12 @@ def main() -> None:
         return next(r for r in results if r.target.startswith(name) and r.connections == c)
 
     print("\nmedian runs:")
-    print(f"{'target':<16} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    print(f"{'target':<16} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
+          f"{'cpu us/req':>10}")
     for r in results:
+        cpu_text = f"{r.cpu_us_per_request:>10.1f}" if r.cpu_us_per_request else f"{'-':>10}"
         print(f"{r.target:<16} {r.connections:>5} {r.requests_per_s:>10.0f} {r.p50_ms:>8.3f} "
-              f"{r.p99_ms:>8.3f} {r.errors:>6}")
+              f"{r.p99_ms:>8.3f} {r.errors:>6} {cpu_text}")
     summary: dict[str, float] = {}
     for c in conns:
         lab_r, direct, chp_r = find("servicelab", c), find("direct", c), find("CHP", c)
@@ -267,6 +286,10 @@ def main() -> None:
         summary[f"servicelab/CHP req/s c={c}"] = lab_r.requests_per_s / chp_r.requests_per_s
         summary[f"servicelab added p50 ms c={c}"] = lab_r.p50_ms - direct.p50_ms
         summary[f"CHP added p50 ms c={c}"] = chp_r.p50_ms - direct.p50_ms
+        if lab_r.cpu_us_per_request and chp_r.cpu_us_per_request:
+            summary[f"CHP/servicelab CPU per request c={c}"] = (
+                chp_r.cpu_us_per_request / lab_r.cpu_us_per_request
+            )
     summary["1 GiB download through servicelab MiB/s"] = mib_s
     summary["1 GiB download direct MiB/s"] = direct_mib_s
     summary["servicelab peak RSS MiB before download"] = rss_before

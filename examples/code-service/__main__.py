@@ -17,7 +17,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 GREETING = os.environ.get("GREETING", "Hello from a code service")
-DATA_DIR = Path(os.environ.get("_DATA_PATH") or os.environ.get("DATA_DIR") or "/data")
+# servicelab tells every service where its persistent folder is; /data in containers.
+DATA_DIR = Path(os.environ.get("LAB_DATA_DIR") or "/data")
+# Inside a container, listen on all of its addresses (only published ports reach it);
+# as a local process, on loopback only, so that nothing bypasses the lab's proxy.
+IN_CONTAINER = Path("/.dockerenv").exists() or Path("/run/.containerenv").exists()
+HOST = "0.0.0.0" if IN_CONTAINER else "127.0.0.1"
 LAB_VARIABLES = ("LAB_ENDPOINT", "LAB_API_TOKEN", "LAB_PROJECT", "LAB_SERVICE_PATH")
 
 _visits_lock = threading.Lock()
@@ -83,7 +88,7 @@ def _stop(signum: int, frame: object) -> None:
 def main() -> None:
     signal.signal(signal.SIGTERM, _stop)  # `docker stop` and servicelab's stop send it
     port = int(os.environ.get("PORT") or 8091)
-    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    server = ThreadingHTTPServer((HOST, port), Handler)
     print(f"code service listening on port {port}", flush=True)
     try:
         server.serve_forever()

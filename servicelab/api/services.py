@@ -24,6 +24,7 @@ from servicelab.spec import (
     HealthCheck,
     Resources,
     ServiceSpec,
+    name_from_code,
     name_from_image,
     normalize_name,
 )
@@ -143,9 +144,7 @@ def _name_for(name: str | None, image: str | None, code: str | None) -> str:
     if image:
         return name_from_image(image)
     if code:
-        base = code.split("#", 1)[0].split("@", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-        base = re.sub(r"\.(py|git|zip|tar\.gz|tgz)$", "", base)
-        return name_from_image(base or "code")
+        return name_from_code(code)
     raise ApiError(400, "Give the service a 'name'.")
 
 

@@ -35,14 +35,11 @@ tools.register(app)
 def _root(
     debug: Annotated[
         bool,
-        typer.Option(
-            "--debug", help="Show tracebacks of errors. [env: SERVICELAB_DEBUG]", envvar=None
-        ),
+        typer.Option("--debug", help="Show tracebacks of errors. [env: SERVICELAB_DEBUG]"),
     ] = False,
 ) -> None:
     """Deploy ML models and other code as secured web services."""
-    if debug:
-        State.debug = True
+    State.debug = debug
 
 
 def main() -> None:

@@ -69,7 +69,9 @@ def _hint(exc: LabApiError) -> str:
 
 
 class State:
-    debug: bool = bool(os.environ.get("SERVICELAB_DEBUG"))
+    """Set by the root callback (`--debug`) for the command being run."""
+
+    debug: bool = False
 
 
 def one_line(message: str) -> str:
@@ -78,7 +80,7 @@ def one_line(message: str) -> str:
 
 def fail(message: str, code: Exit) -> None:
     """Print `Error: message` on stderr (one line) and end with `code`."""
-    if State.debug:
+    if State.debug or os.environ.get("SERVICELAB_DEBUG", "") not in ("", "0"):
         traceback.print_exc()
     err_console().print(f"[bold red]Error:[/] {one_line(message)}", highlight=False, markup=True)
     raise typer.Exit(int(code))

@@ -80,14 +80,10 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
 
 def derive_name(image: str | None, code: str | None) -> str:
     """The name the lab would give a service without --name (it needs one for PUT)."""
-    from servicelab.spec import InvalidName, name_from_image
+    from servicelab.spec import InvalidName, name_from_code, name_from_image
 
-    source = image or (code or "")
-    if code:
-        source = code.split("#", 1)[0].split("@", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-        source = re.sub(r"\.(py|git|zip|tar\.gz|tgz)$", "", source) or "code"
     try:
-        return name_from_image(source)
+        return name_from_code(code) if code else name_from_image(image or "")
     except InvalidName as exc:
         raise CliError(f"{exc} Pass --name.", Exit.USAGE) from None
 

@@ -91,6 +91,8 @@ class _Route:
 class _Exchange:
     """Mutable per-request state shared by the body generator and the response loop."""
 
+    #: What the client was told (for the log and metrics), 502 until a response starts.
+    status: int = 502
     bytes_in: int = 0
     bytes_out: int = 0
     body_done: bool = True
@@ -177,8 +179,6 @@ class ProxyApp:
                 connector=connector,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=False,
-                # Bigger reads: fewer, larger chunks per streamed GiB (bounded per connection).
-                read_bufsize=1 << 18,
                 timeout=self._timeout,
                 # Services may send big cookies and long redirect URLs.
                 max_line_size=65536,
@@ -373,23 +373,21 @@ class ProxyApp:
             return
         route = admitted
         exchange = _Exchange()
-        status = 502
         try:
-            status = await self._forward(scope, receive, send, route, exchange)
+            exchange.status = await self._forward(scope, receive, send, route, exchange)
         except asyncio.CancelledError:
             if not exchange.client_gone:
                 raise
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            status = 499
         finally:
             record(
                 route.stats,
                 method,
                 log_path,
                 _client_ip(scope),
-                499 if exchange.client_gone else status,
+                499 if exchange.client_gone else exchange.status,
                 exchange.bytes_in,
                 exchange.bytes_out,
                 started,
@@ -447,6 +445,7 @@ class ProxyApp:
             await send(
                 {"type": "http.response.start", "status": response.status, "headers": headers}
             )
+            exchange.status = response.status
             content = response.content
             chunk = await content.readany()
             if content.at_eof():
@@ -520,7 +519,6 @@ class ProxyApp:
             session,
             URL(target, encoded=True),
             headers,
-            self.settings.connect_timeout,
             route.stats,
             counts,
         )

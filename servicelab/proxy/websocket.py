@@ -66,7 +66,6 @@ async def proxy(
     session: aiohttp.ClientSession,
     url: URL,
     headers: list[tuple[str, str]],
-    connect_timeout: float,
     stats: RouteStats,
     counts: Counts,
 ) -> int:
@@ -81,8 +80,9 @@ async def proxy(
             autoping=True,
             max_msg_size=0,
             compress=0,
+            # The handshake has the session's connect and read timeouts; an open socket
+            # may then be silent as long as it likes.
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10.0),
-            # The handshake shares the session's sock_connect timeout.
         )
     except aiohttp.WSServerHandshakeError as exc:
         status = exc.status if exc.status >= 400 else 502
