@@ -34,6 +34,10 @@ def normalize_name(name: str, *, what: str = "name") -> str:
             f"Invalid {what} {name!r}: use at least 3 letters, digits or '-', "
             "starting and ending with a letter or digit."
         )
+    if "--" in name:
+        # `<project>--<service>` names containers, volumes and folders: a double dash
+        # inside a name would make two services share them.
+        raise InvalidName(f"Invalid {what} {name!r}: use no double dash '--'.")
     return name.lower()[:MAX_NAME_LENGTH].rstrip("-")
 
 

@@ -83,7 +83,9 @@ class Lab:
 
     def create_user(self, name: str, password: str = "password-123", admin: bool = False) -> str:
         """Create a user and return a session token for it."""
-        r = self.post("/api/auth/users", json={"username": name, "password": password, "admin": admin})
+        r = self.post(
+            "/api/auth/users", json={"username": name, "password": password, "admin": admin}
+        )
         assert r.status_code == 201, r.text
         r = self.client.get("/api/auth/login", auth=(name, password))
         assert r.status_code == 200, r.text

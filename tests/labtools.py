@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import socket
@@ -118,7 +119,9 @@ def stop_local_services(data_dir: Path, instance_id: str = "servicelab") -> None
         await runtime.close()
 
     if (data_dir / "services").exists():
-        asyncio.run(stop_all())
+        # A thread of its own: the caller may already run an event loop (Playwright does).
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, stop_all()).result()
 
 
 def login(url: str, username: str, password: str) -> str:

@@ -20,11 +20,15 @@ def test_login_basic_returns_token_and_sets_safe_cookie(lab: Lab) -> None:
 
 
 def test_login_post_json_and_form(lab: Lab) -> None:
-    r = lab.client.post("/api/auth/login", json={"username": "admin", "password": "admin-password-for-tests"})
+    r = lab.client.post(
+        "/api/auth/login", json={"username": "admin", "password": "admin-password-for-tests"}
+    )
     assert r.status_code == 200
     assert r.json()["data"]["user"]["username"] == "admin"
     assert r.json()["data"]["csrfToken"]
-    r = lab.client.post("/api/auth/login", data={"username": "admin", "password": "admin-password-for-tests"})
+    r = lab.client.post(
+        "/api/auth/login", data={"username": "admin", "password": "admin-password-for-tests"}
+    )
     assert r.status_code == 200
 
 
@@ -62,7 +66,9 @@ def test_me_shows_user_but_no_secret(lab: Lab) -> None:
 
 def test_cookie_auth_needs_csrf_token_for_writes(lab: Lab) -> None:
     c = lab.client
-    login = c.post("/api/auth/login", json={"username": "admin", "password": "admin-password-for-tests"})
+    login = c.post(
+        "/api/auth/login", json={"username": "admin", "password": "admin-password-for-tests"}
+    )
     csrf = login.json()["data"]["csrfToken"]
     # The client now holds the session cookie, like a browser.
     r = c.post("/api/projects", json={"name": "csrf-test"})
@@ -86,7 +92,9 @@ def test_user_token_created_listed_and_revoked(lab: Lab) -> None:
     assert lab.get("/api/projects", secret).status_code == 200
     assert lab.delete(f"/api/auth/tokens/{token_id}").status_code == 200
     # Revocation takes effect everywhere within 5 s, caches included.
-    wait_until(lambda: lab.get("/api/projects", secret).status_code == 401, timeout=5, what="revocation")
+    wait_until(
+        lambda: lab.get("/api/projects", secret).status_code == 401, timeout=5, what="revocation"
+    )
     assert lab.get("/api/auth/tokens").json()["data"] == []
 
 

@@ -16,7 +16,9 @@ from .labtools import ROOT, free_port, wait_until
 
 def start(data_dir: Path, port: int, log: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "SERVICELAB_ADMIN_PASSWORD"}
-    env.update(SERVICELAB_DATA_DIR=str(data_dir), SERVICELAB_PORT=str(port), SERVICELAB_RUNTIME="local")
+    env.update(
+        SERVICELAB_DATA_DIR=str(data_dir), SERVICELAB_PORT=str(port), SERVICELAB_RUNTIME="local"
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "servicelab", "serve"],
         env=env,
@@ -50,14 +52,20 @@ def test_printed_login_steps_list_projects_with_curl(tmp_path: Path) -> None:
         assert login_line, output
         result = subprocess.run(
             ["curl", "-su", f"admin:{password.group(1)}", login_line.group(1)],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         token = json.loads(result.stdout)["data"]
-        list_line = re.search(r"curl -sH 'Authorization: Bearer <token>' (\S+/api/projects)", output)
+        list_line = re.search(
+            r"curl -sH 'Authorization: Bearer <token>' (\S+/api/projects)", output
+        )
         assert list_line, output
         result = subprocess.run(
             ["curl", "-sH", f"Authorization: Bearer {token}", list_line.group(1)],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         assert json.loads(result.stdout)["data"] == []
     finally:

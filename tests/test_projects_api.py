@@ -112,7 +112,9 @@ def test_restart_keeps_users_projects_and_tokens(tmp_path, database_url: str) ->
         bob = lab.create_user("bob")
         lab.create_project("kept", bob)
         with_user["project_token"] = lab.get("/api/projects/kept/token", bob).json()["data"]
-        with_user["user_token"] = lab.post("/api/auth/tokens", bob, json={"name": "t"}).json()["data"]["token"]
+        with_user["user_token"] = lab.post("/api/auth/tokens", bob, json={"name": "t"}).json()[
+            "data"
+        ]["token"]
     for lab in open_lab(settings):
         assert lab.get("/api/projects/kept", with_user["project_token"]).status_code == 200
         me = lab.get("/api/auth/me", with_user["user_token"]).json()["data"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -18,7 +19,9 @@ NO_MAIN = str(ROOT / "tests" / "services" / "no-main")
 
 def deploy(api: httpx.Client, project: str, name: str, code: str = ECHO, **env: str) -> dict:
     r = api.post(
-        f"/api/projects/{project}/services", params={"name": name}, json={"EXECUTE_CODE": code, **env}
+        f"/api/projects/{project}/services",
+        params={"name": name},
+        json={"EXECUTE_CODE": code, **env},
     )
     assert r.status_code == 201, r.text
     return dict(r.json()["data"])
@@ -61,7 +64,11 @@ def service_pids(data_dir: Path, key: str) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if marker in environ.split(b"\0") and b"echo-service" in cmdline and b"execute" not in cmdline:
+        if (
+            marker in environ.split(b"\0")
+            and b"echo-service" in cmdline
+            and b"execute" not in cmdline
+        ):
             pids.append(int(entry.name))
     return pids
 
@@ -86,9 +93,19 @@ def test_deploy_reach_and_lab_variables(api: httpx.Client, lab_process: LabProce
     # The service's token opens its project, and only that one.
     token = env["LAB_API_TOKEN"]
     assert token.startswith("slp_")
-    assert httpx.get(f"{lab_process.url}/api/projects/demo", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert (
+        httpx.get(
+            f"{lab_process.url}/api/projects/demo", headers={"Authorization": f"Bearer {token}"}
+        ).status_code
+        == 200
+    )
     api.post("/api/projects", json={"name": "other"})
-    assert httpx.get(f"{lab_process.url}/api/projects/other", headers={"Authorization": f"Bearer {token}"}).status_code == 403
+    assert (
+        httpx.get(
+            f"{lab_process.url}/api/projects/other", headers={"Authorization": f"Bearer {token}"}
+        ).status_code
+        == 403
+    )
     # No service listing ever shows a token.
     listing = api.get("/api/projects/demo/services").text
     assert token not in listing
@@ -111,9 +128,7 @@ def test_data_survives_restart_and_redeploy(api: httpx.Client) -> None:
     wait_running(api, "demo", "keeper")
     assert proxied(api, "demo", "keeper", "data").text == "precious"
     # A redeploy with a changed spec (PUT) keeps /data too.
-    r = api.put(
-        "/api/projects/demo/services/keeper", json={"code": ECHO, "env": {"VERSION": "2"}}
-    )
+    r = api.put("/api/projects/demo/services/keeper", json={"code": ECHO, "env": {"VERSION": "2"}})
     assert r.status_code == 200, r.text
     assert r.json()["metadata"]["message"] == "Updated."
     wait_running(api, "demo", "keeper")
@@ -125,7 +140,10 @@ def test_data_survives_restart_and_redeploy(api: httpx.Client) -> None:
     deploy(api, "demo", "keeper")
     wait_running(api, "demo", "keeper")
     assert proxied(api, "demo", "keeper", "data").text == "precious"
-    assert api.delete("/api/projects/demo/services/keeper", params={"purge": "true"}).status_code == 200
+    assert (
+        api.delete("/api/projects/demo/services/keeper", params={"purge": "true"}).status_code
+        == 200
+    )
     assert api.get("/api/projects/demo/volumes").json()["data"] == []
 
 
@@ -140,27 +158,40 @@ def test_put_is_idempotent(api: httpx.Client) -> None:
     assert service(api, "demo", "same")["startedAt"] == started
 
 
-def test_logs_tail_and_follow(api: httpx.Client, lab_process: LabProcess) -> None:
+def test_logs_tail_since_and_follow(api: httpx.Client, lab_process: LabProcess) -> None:
+    logs_url = "/api/projects/demo/services/talker/logs"
     deploy(api, "demo", "talker")
     wait_running(api, "demo", "talker")
-    assert proxied(api, "demo", "talker", "log", params={"n": "5", "text": "hello"}).status_code == 200
-    logs = wait_until(
-        lambda: "hello 4" in (t := api.get("/api/projects/demo/services/talker/logs", params={"tail": 3}).json()["data"]) and t,
-        what="log lines",
+    proxied(api, "demo", "talker", "log", params={"n": "5", "text": "hello"})
+    wait_until(lambda: "hello 4" in api.get(logs_url).json()["data"], what="log lines")
+
+    tail = api.get(logs_url, params={"tail": 3}).json()["data"].splitlines()
+    full = api.get(logs_url).json()["data"].splitlines()
+    assert len(tail) == 3
+    assert "\n".join(tail) in "\n".join(full)  # the last lines, in order
+    assert "hello 0" not in tail
+
+    since = datetime.now(UTC).isoformat()
+    proxied(api, "demo", "talker", "log", params={"n": "1", "text": "later"})
+    recent = wait_until(
+        lambda: "later 0" in (t := api.get(logs_url, params={"since": since}).json()["data"]) and t,
+        what="lines since",
     )
-    assert logs.splitlines()[0].startswith("hello 2") or "hello" in logs.splitlines()[0]
-    assert len(logs.splitlines()) == 3
+    assert "hello 0" not in recent
 
     received: list[str] = []
-    with httpx.Client(base_url=lab_process.url, headers=api.headers, timeout=30) as follower:
-        with follower.stream("GET", "/api/projects/demo/services/talker/logs", params={"follow": "true", "tail": 0}) as stream:
-            lines = stream.iter_lines()
-            proxied(api, "demo", "talker", "log", params={"n": "1", "text": "live"})
-            for line in lines:
-                received.append(line)
-                if "live 0" in line:
-                    break
+    with (
+        httpx.Client(base_url=lab_process.url, headers=api.headers, timeout=30) as follower,
+        follower.stream("GET", logs_url, params={"follow": "true", "tail": 0}) as stream,
+    ):
+        lines = stream.iter_lines()
+        proxied(api, "demo", "talker", "log", params={"n": "1", "text": "live"})
+        for line in lines:
+            received.append(line)
+            if "live 0" in line:
+                break
     assert any("live 0" in line for line in received)
+    assert not any("hello 0" in line for line in received)
 
 
 def test_crashing_service_is_restarted_and_says_why(api: httpx.Client) -> None:
@@ -197,7 +228,12 @@ def test_delete_stops_process_and_revokes_token(api: httpx.Client, lab_process: 
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
     wait_until(
-        lambda: httpx.get(f"{lab_process.url}/api/projects/demo", headers={"Authorization": f"Bearer {token}"}).status_code == 401,
+        lambda: (
+            httpx.get(
+                f"{lab_process.url}/api/projects/demo", headers={"Authorization": f"Bearer {token}"}
+            ).status_code
+            == 401
+        ),
         timeout=5,
         what="service token revoked",
     )
@@ -216,19 +252,36 @@ def test_clear_errors(api: httpx.Client) -> None:
         return str(r.json()["errors"]["message"])
 
     post = "/api/projects/demo/services"
-    assert "Invalid service name" in error(api.post(post, params={"name": "-bad"}, json={"EXECUTE_CODE": ECHO}), 400)
-    assert "__main__.py" in error(api.post(post, params={"name": "nomain"}, json={"EXECUTE_CODE": NO_MAIN}), 400)
-    assert "does not exist" in error(api.post(post, params={"name": "nowhere"}, json={"EXECUTE_CODE": "/no/such/dir"}), 400).lower() or True
-    assert "not found" in error(api.post("/api/projects/nope/services", params={"name": "x1"}, json={"EXECUTE_CODE": ECHO}), 404)
+    assert "Invalid service name" in error(
+        api.post(post, params={"name": "-bad"}, json={"EXECUTE_CODE": ECHO}), 400
+    )
+    assert "__main__.py" in error(
+        api.post(post, params={"name": "nomain"}, json={"EXECUTE_CODE": NO_MAIN}), 400
+    )
+    assert (
+        "does not exist"
+        in error(
+            api.post(post, params={"name": "nowhere"}, json={"EXECUTE_CODE": "/no/such/dir"}), 400
+        ).lower()
+        or True
+    )
+    assert "not found" in error(
+        api.post("/api/projects/nope/services", params={"name": "x1"}, json={"EXECUTE_CODE": ECHO}),
+        404,
+    )
     assert "EXECUTE_CODE" in error(api.post(post, params={"name": "empty"}, json={}), 400)
     msg = error(api.post(post, params={"image": "nginx:latest", "name": "web"}), 400)
     assert "docker" in msg.lower()
     deploy(api, "demo", "twice")
-    assert "already exists" in error(api.post(post, params={"name": "twice"}, json={"EXECUTE_CODE": ECHO}), 409)
+    assert "already exists" in error(
+        api.post(post, params={"name": "twice"}, json={"EXECUTE_CODE": ECHO}), 409
+    )
     assert "not found" in error(api.get("/api/projects/demo/services/ghost"), 404).lower()
     assert "logs" not in error(api.get("/api/projects/demo/services/ghost/logs"), 404)
     assert error(api.put(f"{post}/x-spec", json={"code": ECHO, "ports": [70000]}), 400)
-    assert error(api.put(f"{post}/x-spec", json={"code": ECHO, "resources": {"memory": "lots"}}), 400)
+    assert error(
+        api.put(f"{post}/x-spec", json={"code": ECHO, "resources": {"memory": "lots"}}), 400
+    )
 
 
 def test_lab_killed_and_restarted_keeps_exactly_one_copy(tmp_path: Path) -> None:

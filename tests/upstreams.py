@@ -57,18 +57,21 @@ def announce(sock: socket.socket) -> None:
 def upstream_app() -> web.Application:
     releases: dict[str, asyncio.Event] = {}
     closes: dict[str, int | None] = {}
+    transports: set[Any] = set()
 
     def release_event(key: str) -> asyncio.Event:
         return releases.setdefault(key, asyncio.Event())
 
     async def echo(request: web.Request) -> web.StreamResponse:
+        transports.add(request.transport)
         body = await request.read()
         return web.json_response(
             {
                 "method": request.method,
                 "raw_path": request.raw_path,
-                "headers": [[k.decode("latin-1"), v.decode("latin-1")]
-                            for k, v in request.raw_headers],
+                "headers": [
+                    [k.decode("latin-1"), v.decode("latin-1")] for k, v in request.raw_headers
+                ],
                 "body": body.decode("latin-1"),
             }
         )
@@ -167,6 +170,22 @@ def upstream_app() -> web.Application:
     async def last_close(request: web.Request) -> web.StreamResponse:
         return web.json_response({"code": closes.get("last")})
 
+    async def status(request: web.Request) -> web.StreamResponse:
+        code = int(request.match_info["code"])
+        response = web.Response(status=code, headers={"X-Status": str(code)})
+        if request.query.get("close"):
+            response.force_close()  # Connection: close, then the service hangs up
+        return response
+
+    async def hang_up_idle(request: web.Request) -> web.StreamResponse:
+        # Closes the kept-alive connections earlier echo requests came on, as a service
+        # does when its keep-alive timeout passes.
+        for transport in transports:
+            if transport is not request.transport and transport is not None:
+                transport.close()
+        transports.clear()
+        return web.Response(text="closed")
+
     app = web.Application(client_max_size=0)
     app.router.add_get("/setcookies", set_cookies)
     app.router.add_get("/redirect/{kind}", redirect)
@@ -180,6 +199,8 @@ def upstream_app() -> web.Application:
     app.router.add_get("/ws", ws)
     app.router.add_get("/ws-close", ws_close_code)
     app.router.add_get("/last-close", last_close)
+    app.router.add_get("/status/{code}", status)
+    app.router.add_get("/hang-up-idle", hang_up_idle)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app
 
@@ -243,8 +264,13 @@ async def inner_app(scope: MutableMapping[str, Any], receive: Any, send: Any) ->
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     body = render_metrics() if scope["path"] == "/metrics" else b"inner app"
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -177,7 +177,12 @@ def wrk(
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors += int(non2xx.group(1)) if non2xx else 0
     return WrkResult(
-        name, connections, rps, _percentile(out, "50%"), _percentile(out, "99%"), errors,
+        name,
+        connections,
+        rps,
+        _percentile(out, "50%"),
+        _percentile(out, "99%"),
+        errors,
         cpu * 1e6 / total if cpu is not None and total else None,
     )
 
@@ -199,9 +204,20 @@ def peak_rss_mib(pid: int) -> float:
 def download(url: str) -> tuple[float, float]:
     """(MiB/s, seconds) for a GiB through curl, which is faster than any Python client."""
     out = subprocess.run(
-        ["curl", "-s", "-o", "/dev/null", "-H", f"Authorization: Bearer {TOKEN}",
-         "-w", "%{size_download} %{time_total}", url],
-        capture_output=True, text=True, check=True,
+        [
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-H",
+            f"Authorization: Bearer {TOKEN}",
+            "-w",
+            "%{size_download} %{time_total}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     size, seconds = int(out[0]), float(out[1])
     assert size == GIB, size
@@ -213,7 +229,9 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", default="1,32", help="comma-separated")
     parser.add_argument(
-        "--rounds", type=int, default=3,
+        "--rounds",
+        type=int,
+        default=3,
         help="runs per target, interleaved; the median run counts (other load on the "
         "machine hits all targets alike)",
     )
@@ -232,9 +250,19 @@ def main() -> None:
         with upstream(tmp) as (kind, up_port):
             chp_port, chp_api = free_port(), free_port()
             chp_cmd = [
-                str(chp), "--ip", "127.0.0.1", "--port", str(chp_port),
-                "--api-ip", "127.0.0.1", "--api-port", str(chp_api),
-                "--default-target", f"http://127.0.0.1:{up_port}", "--log-level", "warn",
+                str(chp),
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                str(chp_port),
+                "--api-ip",
+                "127.0.0.1",
+                "--api-port",
+                str(chp_api),
+                "--default-target",
+                f"http://127.0.0.1:{up_port}",
+                "--log-level",
+                "warn",
             ]
             serve = [sys.executable, str(HERE / "serve.py"), str(up_port), TOKEN]
             with (
@@ -257,10 +285,12 @@ def main() -> None:
                             result = wrk(name, url, c, args.duration, needs_auth, pid)
                             runs[name].append(result)
                             cpu = result.cpu_us_per_request
-                            print(f"  {name:<16} c={c:<3} {result.requests_per_s:>9.0f} req/s  "
-                                  f"p50 {result.p50_ms:.3f} ms  p99 {result.p99_ms:.3f} ms"
-                                  + (f"  cpu {cpu:.0f} us/req" if cpu else ""),
-                                  flush=True)
+                            print(
+                                f"  {name:<16} c={c:<3} {result.requests_per_s:>9.0f} req/s  "
+                                f"p50 {result.p50_ms:.3f} ms  p99 {result.p99_ms:.3f} ms"
+                                + (f"  cpu {cpu:.0f} us/req" if cpu else ""),
+                                flush=True,
+                            )
                     for name in runs:
                         ordered = sorted(runs[name], key=lambda r: r.requests_per_s)
                         results.append(ordered[len(ordered) // 2])
@@ -273,12 +303,16 @@ def main() -> None:
         return next(r for r in results if r.target.startswith(name) and r.connections == c)
 
     print("\nmedian runs:")
-    print(f"{'target':<16} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
-          f"{'cpu us/req':>10}")
+    print(
+        f"{'target':<16} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
+        f"{'cpu us/req':>10}"
+    )
     for r in results:
         cpu_text = f"{r.cpu_us_per_request:>10.1f}" if r.cpu_us_per_request else f"{'-':>10}"
-        print(f"{r.target:<16} {r.connections:>5} {r.requests_per_s:>10.0f} {r.p50_ms:>8.3f} "
-              f"{r.p99_ms:>8.3f} {r.errors:>6} {cpu_text}")
+        print(
+            f"{r.target:<16} {r.connections:>5} {r.requests_per_s:>10.0f} {r.p50_ms:>8.3f} "
+            f"{r.p99_ms:>8.3f} {r.errors:>6} {cpu_text}"
+        )
     summary: dict[str, float] = {}
     for c in conns:
         lab_r, direct, chp_r = find("servicelab", c), find("direct", c), find("CHP", c)
@@ -308,8 +342,17 @@ def main() -> None:
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"proxy-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"results": [asdict(r) for r in results], "summary": summary,
-                               "upstream": kind, "seconds_download": seconds}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "results": [asdict(r) for r in results],
+                "summary": summary,
+                "upstream": kind,
+                "seconds_download": seconds,
+            },
+            indent=2,
+        )
+    )
     print(f"\nwritten to {out.relative_to(ROOT)}")
 
 

@@ -67,14 +67,14 @@ class NewToken(BaseModel):
 # -- log-in -----------------------------------------------------------------------------
 
 
-def _check_credentials(session: Session, username: str, password: str) -> User:
+def check_credentials(session: Session, username: str, password: str) -> User:
     user = session.scalar(select(User).where(User.username == username.lower()))
     if user is None or not verify_password(user.password_hash, password):
         raise ApiError(401, "Wrong username or password.", code="unauthorized")
     return user
 
 
-def _start_session(request: Request, response: Response, session: Session, user: User) -> dict:
+def start_session(request: Request, response: Response, session: Session, user: User) -> dict:
     ttl = request.app.state.settings.session_ttl
     issued = issue_token(session, "session", user_id=user.id, name="log-in", expires_in=ttl)
     set_session_cookie(request, response, issued.secret, max_age=ttl)
@@ -116,18 +116,18 @@ def _basic_credentials(request: Request) -> tuple[str, str]:
 
 @router.get("/login", summary="Log in with HTTP Basic credentials (ML Lab)")
 def login_basic(
-    request: Request, response: Response, session: Session = Depends(db_session)
+    request: Request, response: Response, session: Session = Depends(db_session, scope="function")
 ) -> dict:
     username, password = _basic_credentials(request)
-    user = _check_credentials(session, username, password)
-    data = _start_session(request, response, session, user)
+    user = check_credentials(session, username, password)
+    data = start_session(request, response, session, user)
     # ML Lab's client reads the token itself from `data`.
     return envelope.success(data["token"], message="Logged in.")
 
 
 @router.post("/login", summary="Log in with a JSON or form body")
 async def login_post(
-    request: Request, response: Response, session: Session = Depends(db_session)
+    request: Request, response: Response, session: Session = Depends(db_session, scope="function")
 ) -> dict:
     content_type = request.headers.get("content-type", "")
     raw: Any
@@ -142,12 +142,14 @@ async def login_post(
         creds = Credentials.model_validate(raw)
     except ValueError as exc:
         raise ApiError(400, "Both 'username' and 'password' are required.") from exc
-    user = _check_credentials(session, creds.username, creds.password)
-    return envelope.success(_start_session(request, response, session, user), message="Logged in.")
+    user = check_credentials(session, creds.username, creds.password)
+    return envelope.success(start_session(request, response, session, user), message="Logged in.")
 
 
 @router.get("/logout", summary="Log out: end the session (ML Lab)")
-def logout(request: Request, response: Response, session: Session = Depends(db_session)) -> dict:
+def logout(
+    request: Request, response: Response, session: Session = Depends(db_session, scope="function")
+) -> dict:
     found = find_token(request.headers.get("authorization"), request.cookies, {})
     if found and found.token.startswith("sls_"):
         token = session.scalar(
@@ -163,7 +165,7 @@ def logout(request: Request, response: Response, session: Session = Depends(db_s
 
 @router.post("/logout", summary="Log out: end the session")
 def logout_post(
-    request: Request, response: Response, session: Session = Depends(db_session)
+    request: Request, response: Response, session: Session = Depends(db_session, scope="function")
 ) -> dict:
     return logout(request, response, session)
 
@@ -173,11 +175,11 @@ def refresh(
     request: Request,
     response: Response,
     identity: Identity = Depends(require_user),
-    session: Session = Depends(db_session),
+    session: Session = Depends(db_session, scope="function"),
 ) -> dict:
     user = session.get(User, identity.user_id)
     assert user is not None
-    return envelope.success(_start_session(request, response, session, user)["token"])
+    return envelope.success(start_session(request, response, session, user)["token"])
 
 
 def _me(request: Request, identity: Identity, session: Session) -> dict:
@@ -198,7 +200,7 @@ def _me(request: Request, identity: Identity, session: Session) -> dict:
 def me(
     request: Request,
     identity: Identity = Depends(current_identity),
-    session: Session = Depends(db_session),
+    session: Session = Depends(db_session, scope="function"),
 ) -> dict:
     return _me(request, identity, session)
 
@@ -207,7 +209,7 @@ def me(
 def users_me(
     request: Request,
     identity: Identity = Depends(current_identity),
-    session: Session = Depends(db_session),
+    session: Session = Depends(db_session, scope="function"),
 ) -> dict:
     return _me(request, identity, session)
 
@@ -224,7 +226,7 @@ def _find_user(session: Session, username: str) -> User:
 
 @router.get("/users", summary="All users (admin)")
 def list_users(
-    _: Identity = Depends(require_admin), session: Session = Depends(db_session)
+    _: Identity = Depends(require_admin), session: Session = Depends(db_session, scope="function")
 ) -> dict:
     users = session.scalars(select(User).order_by(User.username)).all()
     return envelope.success([user_out(u) for u in users])
@@ -237,7 +239,7 @@ def create_user(
     password: str | None = Query(default=None),
     admin: bool = Query(default=False),
     _: Identity = Depends(require_admin),
-    session: Session = Depends(db_session),
+    session: Session = Depends(db_session, scope="function"),
 ) -> dict:
     if body is None:
         if not username or not password:
@@ -256,7 +258,9 @@ def create_user(
 
 @router.get("/users/{user}", summary="One user (admin or the user)")
 def get_user(
-    user: str, identity: Identity = Depends(require_user), session: Session = Depends(db_session)
+    user: str,
+    identity: Identity = Depends(require_user),
+    session: Session = Depends(db_session, scope="function"),
 ) -> dict:
     found = _find_user(session, user)
     if not identity.is_admin and found.id != identity.user_id:
@@ -269,7 +273,7 @@ def delete_user(
     user: str,
     request: Request,
     identity: Identity = Depends(require_admin),
-    session: Session = Depends(db_session),
+    session: Session = Depends(db_session, scope="function"),
 ) -> dict:
     found = _find_user(session, user)
     if found.id == identity.user_id:
@@ -282,7 +286,9 @@ def delete_user(
 
 @router.get("/users/{user}/token", summary="A new user API token (ML Lab)")
 def user_token(
-    user: str, identity: Identity = Depends(require_user), session: Session = Depends(db_session)
+    user: str,
+    identity: Identity = Depends(require_user),
+    session: Session = Depends(db_session, scope="function"),
 ) -> dict:
     found = _find_user(session, user)
     if not identity.is_admin and found.id != identity.user_id:
@@ -319,7 +325,7 @@ def add_member(
     project: str,
     request: Request,
     identity: Identity = Depends(require_user),
-    session: Session = Depends(db_session),
+    session: Session = Depends(db_session, scope="function"),
 ) -> dict:
     return _set_membership(request, session, identity, user, project, add=True)
 
@@ -330,7 +336,7 @@ def remove_member(
     project: str,
     request: Request,
     identity: Identity = Depends(require_user),
-    session: Session = Depends(db_session),
+    session: Session = Depends(db_session, scope="function"),
 ) -> dict:
     return _set_membership(request, session, identity, user, project, add=False)
 
@@ -340,7 +346,8 @@ def remove_member(
 
 @router.get("/tokens", summary="Your API tokens (user and project tokens you created)")
 def list_tokens(
-    identity: Identity = Depends(require_user), session: Session = Depends(db_session)
+    identity: Identity = Depends(require_user),
+    session: Session = Depends(db_session, scope="function"),
 ) -> dict:
     rows = session.execute(
         select(ApiToken, Project.name)
@@ -366,7 +373,7 @@ def create_token(
     body: NewToken,
     request: Request,
     identity: Identity = Depends(require_user),
-    session: Session = Depends(db_session),
+    session: Session = Depends(db_session, scope="function"),
 ) -> dict:
     if body.kind not in ("user", "project"):
         raise ApiError(400, "Token kind must be 'user' or 'project'.")
@@ -396,7 +403,7 @@ def revoke_token(
     token_id: str,
     request: Request,
     identity: Identity = Depends(require_user),
-    session: Session = Depends(db_session),
+    session: Session = Depends(db_session, scope="function"),
 ) -> dict:
     token = session.get(ApiToken, token_id)
     if token is None or (token.user_id != identity.user_id and not identity.is_admin):

@@ -97,7 +97,7 @@ def project_context(
     project: str,
     request: Request,
     identity: Identity = Depends(current_identity),
-    session: Session = Depends(db_session),
+    session: Session = Depends(db_session, scope="function"),
 ) -> ProjectContext:
     found = find_project(session, project)
     if not authority(request).can_open(identity, found):

@@ -59,7 +59,7 @@ def _members(session: Session, project: Project) -> list[str]:
 @router.get("", summary="Projects the caller may open")
 def list_projects(
     identity: Identity = Depends(current_identity),
-    session: Session = Depends(db_session),
+    session: Session = Depends(db_session, scope="function"),
 ) -> dict:
     query = select(Project).order_by(Project.name)
     if identity.is_project_token:
@@ -76,7 +76,7 @@ def create_project(
     body: NewProject | None = Body(default=None),
     name: str | None = Query(default=None),
     identity: Identity = Depends(require_user),
-    session: Session = Depends(db_session),
+    session: Session = Depends(db_session, scope="function"),
 ) -> dict:
     if body is None:
         if not name:

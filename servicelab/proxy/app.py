@@ -5,9 +5,9 @@ authorised, resolved and forwarded here, everything else (and lifespan) goes to 
 wrapped app untouched. No framework routing sits in the hot path: one `startswith`, one
 precompiled regular expression, one pass over the headers.
 
-The upstream client is one pooled `aiohttp.ClientSession` (keep-alive, no connection
-limit, no decompression, no cookie jar): measured here it was an order of magnitude faster
-as a proxy client than httpx at 32 concurrent requests.
+HTTP goes to services through `servicelab.proxy.client` (a lean keep-alive HTTP/1.1
+client on httptools, half the CPU per request of aiohttp's); WebSockets through one
+`aiohttp.ClientSession` (no cookie jar, no decompression).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from yarl import URL
 from servicelab.credentials import COOKIE_NAME, QUERY_PARAM, TokenSource, find_token
 from servicelab.envelope import error_bytes
 from servicelab.proxy import websocket
+from servicelab.proxy.client import UpstreamError, UpstreamPool, UpstreamTimeout
 from servicelab.proxy.contract import (
     AuthError,
     Authorizer,
@@ -57,8 +58,7 @@ _ROUTE_START = b"/api/projects/"
 _ROUTE = re.compile(rb"/api/projects/([^/]+)/services/([^/]+)/([0-9]{1,5})(/.*)?", re.DOTALL)
 _JSON = [(b"content-type", b"application/json")]
 _COOKIE_SAFE = re.compile(r"[A-Za-z0-9._~+/=\-]+")
-#: Headers aiohttp would add on its own; the client's (or none) go instead.
-_SKIP_AUTO = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
+_HTTP11 = b" HTTP/1.1\r\n"
 
 
 @dataclass(slots=True)
@@ -150,12 +150,7 @@ class ProxyApp:
         self.authorizer = authorizer
         self.settings = settings or ProxySettings()
         self._session: aiohttp.ClientSession | None = None
-        self._timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=None,
-            sock_connect=self.settings.connect_timeout,
-            sock_read=self.settings.read_timeout,
-        )
+        self._pool = UpstreamPool(self.settings.connect_timeout, self.settings.read_timeout)
         self._allowed_origins = frozenset(
             o.rstrip("/").lower().encode() for o in self.settings.allowed_origins
         )
@@ -166,21 +161,24 @@ class ProxyApp:
         self._open_session()
 
     async def shutdown(self) -> None:
+        self._pool.close()
         session, self._session = self._session, None
         if session is not None:
             await session.close()
 
     def _open_session(self) -> aiohttp.ClientSession:
+        """The WebSocket client (opened on first use if lifespan did not run)."""
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=0, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=10
-            )
             self._session = aiohttp.ClientSession(
-                connector=connector,
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=False,
-                timeout=self._timeout,
-                # Services may send big cookies and long redirect URLs.
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    sock_connect=self.settings.connect_timeout,
+                    sock_read=self.settings.read_timeout,
+                ),
+                skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"),
                 max_line_size=65536,
                 max_field_size=65536,
             )
@@ -331,25 +329,27 @@ class ProxyApp:
         own = f"{self._scheme(scope, req)}://".encode() + host.split(b",")[0].strip().lower()
         return origin == own
 
-    def _upstream_headers(self, scope: Scope, route: _Route) -> list[tuple[str, str]]:
+    def _upstream_headers(self, scope: Scope, route: _Route) -> list[tuple[bytes, bytes]]:
+        """The request headers the service gets: the client's end-to-end ones, minus the
+        lab credential, plus the proxy's own."""
         req = route.req
-        headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in req.passed]
+        headers = list(req.passed)
         if req.cookies:
-            headers.append(("Cookie", "; ".join(c.decode("latin-1") for c in req.cookies)))
+            headers.append((b"cookie", b"; ".join(req.cookies)))
         if req.authorization is not None and route.source is not TokenSource.HEADER:
-            headers.append(("Authorization", req.authorization.decode("latin-1")))
-        client = _client_ip(scope)
+            headers.append((b"authorization", req.authorization))
+        client = _client_ip(scope).encode()
         if req.forwarded_for:
-            client = f"{req.forwarded_for.decode('latin-1')}, {client}"
-        headers.append(("X-Forwarded-For", client))
-        headers.append(("X-Forwarded-Proto", self._scheme(scope, req)))
+            client = req.forwarded_for + b", " + client
+        headers.append((b"x-forwarded-for", client))
+        headers.append((b"x-forwarded-proto", self._scheme(scope, req).encode()))
         host = req.forwarded_host or req.host
         if host is not None:
-            headers.append(("X-Forwarded-Host", host.decode("latin-1")))
-        headers.append(("X-Forwarded-Prefix", route.prefix.decode("latin-1")))
+            headers.append((b"x-forwarded-host", host))
+        headers.append((b"x-forwarded-prefix", route.prefix))
         if route.principal.user:
-            headers.append(("X-Lab-User", route.principal.user))
-        headers.append(("X-Lab-Project", route.principal.project))
+            headers.append((b"x-lab-user", route.principal.user.encode()))
+        headers.append((b"x-lab-project", route.principal.project.encode()))
         return headers
 
     # -- HTTP --------------------------------------------------------------------------
@@ -396,37 +396,47 @@ class ProxyApp:
     async def _forward(
         self, scope: Scope, receive: Receive, send: Send, route: _Route, exchange: _Exchange
     ) -> int:
-        session = self._session or self._open_session()
         address = route.upstream.address
-        origin = address.url
-        target = origin + route.path.decode("latin-1")
-        if route.query:
-            target += "?" + route.query.decode("latin-1")
-        data = None
-        if route.req.has_body:
+        method: str = scope["method"]
+        headers = self._upstream_headers(scope, route)
+        req = route.req
+        body = None
+        chunked = False
+        if req.has_body:
             exchange.body_done = False
-            data = _request_body(receive, exchange)
+            body = _request_body(receive, exchange)
+            if not req.has_length:
+                chunked = True
+                headers.append((b"transfer-encoding", b"chunked"))
+        if req.host is None:
+            headers.append((b"host", f"{address.host}:{address.port}".encode()))
+        head = [method.encode(), b" ", route.path]
+        if route.query:
+            head += (b"?", route.query)
+        head.append(_HTTP11)
+        for name, value in headers:
+            head += (name, b": ", value, b"\r\n")
+        head.append(b"\r\n")
         try:
-            response = await session.request(
-                scope["method"],
-                URL(target, encoded=True),
-                headers=self._upstream_headers(scope, route),
-                data=data,
-                allow_redirects=False,
-                skip_auto_headers=_SKIP_AUTO,
+            response = await self._pool.request(
+                address.host,
+                address.port,
+                b"".join(head),
+                body,
+                chunked=chunked,
+                head_only=method == "HEAD",
             )
         except _ClientGone:
             exchange.client_gone = True
             return 499
-        except (TimeoutError, aiohttp.ServerTimeoutError):
+        except UpstreamTimeout:
             reply = _error(504, f"Service {route.service!r} did not answer in time.")
             await _send_reply(send, reply)
             return 504
-        except aiohttp.ClientError as exc:
-            if isinstance(exc.__cause__, _ClientGone) or exchange.client_gone:
-                exchange.client_gone = True
+        except (UpstreamError, OSError) as exc:
+            if exchange.client_gone:
                 return 499
-            logger.info("upstream %s of %s/%s: %r", origin, route.project, route.service, exc)
+            logger.info("upstream %s of %s/%s: %s", address.url, route.project, route.service, exc)
             reply = _error(
                 502,
                 f"Service {route.service!r} refused the connection on port {route.port}; "
@@ -436,19 +446,19 @@ class ProxyApp:
             return 502
         try:
             host = (route.req.forwarded_host or route.req.host or b"").lower()
-            headers = response_headers(
-                response.raw_headers,
-                (origin.lower().encode(), b"http://" + host, b"https://" + host),
+            origin = address.url.lower().encode()
+            out_headers = response_headers(
+                response.headers,
+                (origin, b"http://" + host, b"https://" + host),
                 route.prefix,
                 route.upstream.strip_prefix,
             )
             await send(
-                {"type": "http.response.start", "status": response.status, "headers": headers}
+                {"type": "http.response.start", "status": response.status, "headers": out_headers}
             )
             exchange.status = response.status
-            content = response.content
-            chunk = await content.readany()
-            if content.at_eof():
+            chunk = await response.read()
+            if response.at_eof():
                 # The whole body is here (the usual small response): no watcher needed.
                 exchange.bytes_out += len(chunk)
                 exchange.finished = True
@@ -464,7 +474,7 @@ class ProxyApp:
                 watcher = asyncio.create_task(_watch_disconnect(receive, task, exchange))
             try:
                 while True:
-                    chunk = await content.readany()
+                    chunk = await response.read()
                     if not chunk:
                         break
                     exchange.bytes_out += len(chunk)
@@ -507,9 +517,9 @@ class ProxyApp:
         if route.query:
             target += "?" + route.query.decode("latin-1")
         headers = [
-            (n, v)
+            (n.decode("latin-1"), v.decode("latin-1"))
             for n, v in self._upstream_headers(scope, route)
-            if n.lower().encode() not in websocket.HANDSHAKE
+            if n not in websocket.HANDSHAKE
         ]
         counts = websocket.Counts()
         status = await websocket.proxy(

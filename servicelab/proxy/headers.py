@@ -78,6 +78,8 @@ class IncomingRequest:
     forwarded_proto: bytes | None = None
     forwarded_host: bytes | None = None
     has_body: bool = False
+    #: The body's size is announced (Content-Length); else it comes chunked.
+    has_length: bool = False
 
 
 def parse_request(headers: list[tuple[bytes, bytes]], trust_forwarded: bool) -> IncomingRequest:
@@ -122,6 +124,7 @@ def parse_request(headers: list[tuple[bytes, bytes]], trust_forwarded: bool) -> 
             elif name == b"origin":
                 req.origin = value
             elif name == b"content-length":
+                req.has_length = True
                 req.has_body = value.strip() not in (b"0", b"")
             passed.append((name, value))
     if connection is not None:

@@ -12,6 +12,9 @@ What a service gets, following ML Lab's rules for service images:
 - `/data`, a named volume per service that outlives containers (restarts, updates,
   redeploys) until `delete_data`;
 - one network per project, so that the services of a project can call each other;
+- for code services from a local folder, that folder read-only at `/workspace/code` in
+  the runtime image (`docker_code`); the path is one of the engine's host, so a lab that
+  runs in a container must have the folder at the same path as the host;
 - its image's `HEALTHCHECK`, run by the engine, or by this runtime where the engine does
   not (Podman without systemd).
 
@@ -50,6 +53,7 @@ from servicelab.runtimes.base import (
     RuntimeUnavailable,
     SpecError,
 )
+from servicelab.runtimes.docker_code import CODE_MOUNT, code_mount
 from servicelab.runtimes.docker_health import (
     HEALTHY,
     STARTING,
@@ -244,6 +248,9 @@ class DockerRuntime(Runtime):
                 f"Unknown pull policy {spec.pull_policy!r}: use one of {', '.join(PULL_POLICIES)}."
             )
         check_resources(spec)
+        if spec.code:
+            # A local path must exist now, so that a typo is a 4xx and not a crash loop.
+            await asyncio.to_thread(code_mount, spec.code)
         image = spec.image or self.runtime_image
         attrs = await self._ensure_image(image, spec.pull_policy, progress)
         if spec.code:
@@ -331,15 +338,20 @@ class DockerRuntime(Runtime):
         image = spec.image or self.runtime_image
         environment = dict(env)
         environment[DATA_DIR_ENV] = DATA_MOUNT
+        mount = await asyncio.to_thread(code_mount, spec.code) if spec.code else None
         if spec.code:
-            environment["EXECUTE_CODE"] = spec.code
+            environment["EXECUTE_CODE"] = mount.execute_code if mount else spec.code
             environment.setdefault("PORT", str(spec.connection_port))
         volume = await self._ensure_volume(spec)
+        volumes = {volume: {"bind": DATA_MOUNT, "mode": "rw"}}
+        if mount:
+            # A folder of the lab's machine: read-only, the service's data goes to /data.
+            volumes[mount.source] = {"bind": CODE_MOUNT, "mode": "ro"}
         kwargs: dict[str, Any] = {
             "name": self._container_name(spec),
             "environment": environment,
             "labels": self._labels(spec),
-            "volumes": {volume: {"bind": DATA_MOUNT, "mode": "rw"}},
+            "volumes": volumes,
             "detach": True,
         }
         if not self.lab_in_container:

@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from markupsafe import escape
 from sqlalchemy.orm import Session
 
 from servicelab.api import auth as auth_api
@@ -124,7 +125,7 @@ class WebRoute(APIRoute):
                 status, message = _error_status(exc)
                 if fragment:
                     return HTMLResponse(
-                        f'<p class="notice error">{_escape(message)}</p>', status_code=status
+                        f'<p class="notice error">{escape(message)}</p>', status_code=status
                     )
                 identity = session_identity(request)
                 return render(
@@ -136,12 +137,6 @@ class WebRoute(APIRoute):
                 )
 
         return route
-
-
-def _escape(text: str) -> str:
-    return (
-        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-    )
 
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
@@ -210,18 +205,21 @@ def login_submit(
     username: str = Form(default=""),
     password: str = Form(default=""),
     next: str = Form(default=""),
-    session: Session = Depends(db_session),
+    session: Session = Depends(db_session, scope="function"),
 ) -> Response:
     target = safe_next(next, base_path(request))
     try:
         if not username or not password:
             raise ApiError(400, "Give your username and password.")
-        user = auth_api._check_credentials(session, username, password)
+        user = auth_api.check_credentials(session, username, password)
     except ApiError as exc:
         context = {"next": target, "error": exc.message, "username": username}
         return render(request, "login.html", context, None, status_code=exc.status)
     response = RedirectResponse(target, status_code=303)
-    auth_api._start_session(request, response, session, user)
+    auth_api.start_session(request, response, session, user)
+    # Commit before answering: the browser follows the redirect at once, and a token looked
+    # up before its row is committed would be cached as unknown (a log-in that bounces).
+    session.commit()
     return response
 
 
@@ -229,7 +227,7 @@ def login_submit(
 def logout_submit(
     request: Request,
     csrf_token_field: str = Form(default="", alias="csrf_token"),
-    session: Session = Depends(db_session),
+    session: Session = Depends(db_session, scope="function"),
 ) -> Response:
     identity = session_identity(request)
     response = RedirectResponse(f"{base_path(request)}/login", status_code=303)
@@ -239,6 +237,10 @@ def logout_submit(
     if csrf_token_field != csrf_token(request, identity):
         raise Forbidden("Missing or wrong CSRF token: reload the page and log out again.")
     auth_api.logout(request, response, session)
+    # Likewise: the revocation must be committed, and the cache emptied after that, before
+    # the next request can come.
+    session.commit()
+    authority(request).forget()
     return response
 
 
@@ -249,7 +251,7 @@ def logout_submit(
 def projects_page(
     request: Request,
     identity: Identity = Depends(web_user),
-    session: Session = Depends(db_session),
+    session: Session = Depends(db_session, scope="function"),
 ) -> Response:
     projects = projects_api.list_projects(identity, session)["data"]
     return render(request, "projects.html", {"projects": projects, "nav": "projects"}, identity)
@@ -259,7 +261,7 @@ def _web_project(
     project: str,
     request: Request,
     identity: Identity = Depends(web_user),
-    session: Session = Depends(db_session),
+    session: Session = Depends(db_session, scope="function"),
 ) -> ProjectContext:
     return project_context(project, request, identity, session)
 
@@ -330,7 +332,7 @@ def service_status_fragment(
 def tokens_page(
     request: Request,
     identity: Identity = Depends(web_user),
-    session: Session = Depends(db_session),
+    session: Session = Depends(db_session, scope="function"),
 ) -> Response:
     context = {
         "tokens": auth_api.list_tokens(identity, session)["data"],
@@ -344,7 +346,7 @@ def tokens_page(
 def users_page(
     request: Request,
     identity: Identity = Depends(web_user),
-    session: Session = Depends(db_session),
+    session: Session = Depends(db_session, scope="function"),
 ) -> Response:
     users = auth_api.list_users(require_admin(identity), session)["data"]
     return render(request, "users.html", {"users": users, "nav": "users"}, identity)

@@ -228,6 +228,17 @@
     }
   });
 
+  // A fragment that cannot refresh says why, once (not every 2 s).
+  let lastFragmentError = "";
+  document.addEventListener("htmx:responseError", (event) => {
+    // DOMParser makes an inert document: nothing in the response can run or load.
+    const parsed = new DOMParser().parseFromString(event.detail.xhr.responseText || "", "text/html");
+    const message = parsed.body.textContent.trim() || `The lab answered HTTP ${event.detail.xhr.status}.`;
+    if (message !== lastFragmentError) flash(message, "error");
+    lastFragmentError = message;
+  });
+  document.addEventListener("htmx:afterSwap", () => (lastFragmentError = ""));
+
   // -- dialogs, secrets, copying ---------------------------------------------------------
 
   function openDialog(id) {

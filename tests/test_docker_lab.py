@@ -1,0 +1,695 @@
+"""The Docker runtime end to end: a real lab (`servicelab serve`) with SERVICELAB_RUNTIME=docker,
+driven through its REST API and reached through its proxy on 127.0.0.1.
+
+One lab serves the whole module; each test deploys services of its own into a project of
+its own. Two images are used: the FastAPI example (`servicelab/example-fastapi:test`, from
+`scripts/setup-docker.sh`) and a small standard-library server built here (`SERVER`),
+whose HEALTHCHECK checks a file the test flips through the proxy, and which exits or eats
+memory when asked. Every container, volume and network carries the module's own
+`servicelab.instance` label and is removed at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import secrets
+import signal
+import subprocess
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .labtools import ADMIN_PASSWORD, LabProcess, free_port, login, wait_until
+
+docker = pytest.importorskip("docker")
+
+pytestmark = pytest.mark.docker
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON_IMAGE = "servicelab/python:bookworm"
+RUNTIME_IMAGE = "servicelab/runtime:test"
+EXAMPLE_IMAGE = "servicelab/example-fastapi:test"
+LAB_IMAGE = "servicelab/lab:test"
+TEST_IMAGE = "servicelab-test/docker-lab-svc:test"
+PODMAN_SOCKET = "unix:///run/podman/podman.sock"
+TEST_LABEL = "org.servicelab.test"
+
+LABEL_INSTANCE = "servicelab.instance"
+LABEL_KEY = "servicelab.key"
+
+#: A service driven by URLs and environment variables, so that one image shows every
+#: behaviour: its version, /data, a health flag, exiting, eating memory.
+SERVER = r'''
+import json, os, signal, socket, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # PID 1 has no default handler
+if os.environ.get("EXIT_WITH"):
+    print("exiting as asked", flush=True)
+    sys.exit(int(os.environ["EXIT_WITH"]))
+if os.environ.get("EAT_MEMORY_MB"):
+    print("eating memory", flush=True)
+    hog = [bytearray(2**20) for _ in range(int(os.environ["EAT_MEMORY_MB"]))]
+    time.sleep(600)
+if os.environ.get("SICK_AT_START"):
+    open("/tmp/sick", "w").close()
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        url = urlparse(self.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        body = {"version": os.environ.get("VERSION", ""), "host": socket.gethostname()}
+        if url.path == "/sick":
+            open("/tmp/sick", "w").close()
+        elif url.path == "/well":
+            if os.path.exists("/tmp/sick"):
+                os.unlink("/tmp/sick")
+        elif url.path == "/data":
+            path = os.path.join(os.environ["LAB_DATA_DIR"], "note.txt")
+            if "write" in query:
+                with open(path, "w") as f:
+                    f.write(query["write"])
+            body["note"] = open(path).read() if os.path.exists(path) else None
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+print("listening on 8080", flush=True)
+ThreadingHTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
+'''
+
+TEST_DOCKERFILE = f"""FROM {PYTHON_IMAGE}
+COPY server.py /server.py
+EXPOSE 8080
+HEALTHCHECK --interval=1s --timeout=3s --retries=2 \\
+    CMD if [ -f /tmp/sick ]; then echo "sick flag set"; exit 1; fi; \\
+        curl -fsS -o /dev/null http://127.0.0.1:8080/
+CMD ["python3", "-u", "/server.py"]
+"""
+
+
+# --- the engine, images and labs ---------------------------------------------------------
+
+
+def _setup(script: str) -> None:
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / script)], capture_output=True, text=True, timeout=1500
+    )
+    if result.returncode != 0:
+        pytest.fail(f"scripts/{script} failed:\n{result.stdout}\n{result.stderr}")
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Any]:
+    """A Docker client for an engine with servicelab's images and this module's built."""
+    _setup("setup-docker.sh")
+    client = docker.from_env(timeout=120)
+    files = {"Dockerfile": TEST_DOCKERFILE.encode(), "server.py": SERVER.encode()}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    client.images.build(fileobj=buffer, custom_context=True, tag=TEST_IMAGE, rm=True)
+    yield client
+    client.close()
+
+
+def remove_everything_of(client: Any, instance_id: str) -> None:
+    """Remove a lab's containers, then its volumes and networks."""
+    label = {"label": f"{LABEL_INSTANCE}={instance_id}"}
+    for container in client.containers.list(all=True, filters=label):
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)
+    for volume in client.volumes.list(filters=label):
+        with contextlib.suppress(docker.errors.NotFound):
+            volume.remove(force=True)
+    for network in client.networks.list(filters=label):
+        with contextlib.suppress(docker.errors.NotFound):
+            network.remove()
+
+
+def containers_of(client: Any, instance_id: str, key: str | None = None) -> list[Any]:
+    labels = [f"{LABEL_INSTANCE}={instance_id}"]
+    if key:
+        labels.append(f"{LABEL_KEY}={key}")
+    return list(client.containers.list(all=True, filters={"label": labels}))
+
+
+@dataclass
+class Api:
+    """The lab's REST API and proxy, as one admin sees them."""
+
+    url: str
+    token: str
+    instance_id: str
+    http: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.http = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=120,
+            trust_env=False,
+        )
+
+    def project(self) -> str:
+        name = f"p{secrets.token_hex(3)}"
+        response = self.http.post("/api/projects", json={"name": name})
+        assert response.status_code == 201, response.text
+        return name
+
+    def deploy(self, project: str, name: str, image: str, env: dict[str, str] | None = None) -> Any:
+        response = self.http.post(
+            f"/api/projects/{project}/services",
+            params={"image": image, "name": name},
+            json=env or {},
+        )
+        assert response.status_code == 201, response.text
+        return response.json()["data"]
+
+    def put(self, project: str, name: str, spec: dict[str, Any]) -> httpx.Response:
+        return self.http.put(f"/api/projects/{project}/services/{name}", json=spec)
+
+    def service(self, project: str, name: str) -> dict[str, Any]:
+        response = self.http.get(f"/api/projects/{project}/services/{name}")
+        assert response.status_code == 200, response.text
+        return dict(response.json()["data"])
+
+    def wait_for(
+        self,
+        project: str,
+        name: str,
+        check: Callable[[dict[str, Any]], bool],
+        what: str,
+        timeout: float = 60,
+    ) -> dict[str, Any]:
+        last: dict[str, Any] = {}
+
+        def poll() -> dict[str, Any] | None:
+            nonlocal last
+            last = self.service(project, name)
+            return last if check(last) else None
+
+        try:
+            return wait_until(poll, timeout=timeout, interval=0.1, what=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nlast seen: {last}") from None
+
+    def running(self, project: str, name: str, timeout: float = 60) -> dict[str, Any]:
+        return self.wait_for(
+            project,
+            name,
+            lambda s: s["status"] == "running" and s["isHealthy"],
+            f"{project}/{name} to be running and healthy",
+            timeout,
+        )
+
+    def route(self, project: str, name: str, port: int, path: str = "") -> str:
+        return f"/api/projects/{project}/services/{name}/{port}/{path}"
+
+    def via_proxy(self, project: str, name: str, port: int, path: str = "") -> httpx.Response:
+        return self.http.get(self.route(project, name, port, path))
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@dataclass
+class DockerLab:
+    process: LabProcess
+    api: Api
+    instance_id: str
+
+
+def start_docker_lab(
+    data_dir: Path, instance_id: str, *, port: int | None = None, extra: dict[str, str] | None = None
+) -> LabProcess:
+    env = {
+        "SERVICELAB_RUNTIME": "docker",
+        "SERVICELAB_RUNTIME_IMAGE": RUNTIME_IMAGE,
+        "SERVICELAB_INSTANCE_ID": instance_id,
+        **(extra or {}),
+    }
+    process = LabProcess(data_dir, env=env)
+    if port is not None:
+        process.port = port
+    return process.start()
+
+
+@pytest.fixture(scope="module")
+def lab(engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerLab]:
+    instance_id = f"labtest-{secrets.token_hex(4)}"
+    data_dir = tmp_path_factory.mktemp("docker-lab") / "data"
+    data_dir.mkdir()
+    process = start_docker_lab(data_dir, instance_id)
+    api = Api(process.url, process.admin_token, instance_id)
+    try:
+        yield DockerLab(process, api, instance_id)
+    finally:
+        api.close()
+        process.stop()
+        remove_everything_of(engine, instance_id)
+
+
+class Poller:
+    """A client thread that GETs one URL through the proxy again and again, keeping every
+    answer, to show what users see while the lab changes a service."""
+
+    def __init__(self, api: Api, path: str) -> None:
+        self.api = api
+        self.path = path
+        self.answers: list[tuple[int, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.api.token}"}
+        with httpx.Client(base_url=self.api.url, headers=headers, timeout=30) as client:
+            while not self._stop.is_set():
+                try:
+                    response = client.get(self.path)
+                    self.answers.append((response.status_code, response.text))
+                except httpx.HTTPError as exc:
+                    self.answers.append((0, repr(exc)))
+
+    def __enter__(self) -> Poller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def wait_for_answers(self, count: int) -> None:
+        start = len(self.answers)
+        wait_until(lambda: len(self.answers) >= start + count, timeout=30, what="answers")
+
+    def errors(self) -> list[tuple[int, str]]:
+        return [(status, body[:300]) for status, body in self.answers if status != 200]
+
+
+def exec_env(client: Any, container_id: str) -> dict[str, str]:
+    """A running container's environment, read inside it."""
+    container = client.containers.get(container_id)
+    result = container.exec_run(["env"])
+    assert result.exit_code == 0, result.output
+    pairs = (line.partition("=") for line in result.output.decode().splitlines())
+    return {key: value for key, _, value in pairs}
+
+
+# --- the example image through the lab ---------------------------------------------------
+
+
+def test_example_image_through_the_proxy(lab: DockerLab) -> None:
+    api, project = lab.api, lab.api.project()
+    deployed = api.deploy(project, "example", EXAMPLE_IMAGE, {"GREETING": "Hello from Docker"})
+    assert deployed["runtime"] == "docker"
+    assert deployed["connectionPort"] == 8080
+    service = api.running(project, "example")
+    assert service["dockerImage"] == EXAMPLE_IMAGE
+
+    index = api.via_proxy(project, "example", 8080)
+    assert index.status_code == 200, index.text
+    assert index.json()["greeting"] == "Hello from Docker"
+
+    # /docs under the proxy's prefix, and the openapi.json it loads from there.
+    prefix = api.route(project, "example", 8080)
+    docs = api.via_proxy(project, "example", 8080, "docs")
+    assert docs.status_code == 200
+    assert f"{prefix}openapi.json" in docs.text
+    openapi = api.http.get(f"{prefix}openapi.json")
+    assert openapi.status_code == 200 and openapi.json()["info"]["title"]
+
+    # Its log, through the API (uvicorn logs to stdout).
+    logs = api.http.get(f"/api/projects/{project}/services/example/logs")
+    assert logs.status_code == 200
+    assert "Uvicorn running" in logs.json()["data"]
+
+
+def test_lab_variables_inside_the_container(lab: DockerLab, engine: Any) -> None:
+    api, project = lab.api, lab.api.project()
+    api.deploy(project, "envs", EXAMPLE_IMAGE)
+    service = api.running(project, "envs")
+
+    check = api.via_proxy(project, "envs", 8080, "env-check").json()
+    assert check["LAB_PROJECT"] == project
+    assert check["LAB_SERVICE_PATH"] == f"/api/projects/{project}/services/envs/"
+    assert check["LAB_ENDPOINT"] == lab.process.url
+    assert check["has_api_token"] is True
+    assert check["data_dir"] == "/data"
+    assert check["root_path"] == f"/api/projects/{project}/services/envs/8080"
+    for name in ("LAB_API_TOKEN", "LAB_DATA_DIR", "LAB_ENDPOINT", "LAB_PROJECT"):
+        assert name in check["lab_variables"]
+
+    # The token itself, read inside the container: a token for this project only, and
+    # never shown by the API.
+    [container] = containers_of(engine, lab.instance_id, f"{project}--envs")
+    token = exec_env(engine, container.id)["LAB_API_TOKEN"]
+    assert service["configuration"]["LAB_API_TOKEN"] == "********"
+    listing = api.http.get(f"/api/projects/{project}/services")
+    assert token not in listing.text
+    as_service = {"Authorization": f"Bearer {token}"}
+    assert api.http.get(f"/api/projects/{project}", headers=as_service).status_code == 200
+    other = api.project()
+    assert api.http.get(f"/api/projects/{other}", headers=as_service).status_code in (403, 404)
+
+
+def test_data_survives_restart_and_update(lab: DockerLab, engine: Any) -> None:
+    api, project = lab.api, lab.api.project()
+    api.deploy(project, "keeper", EXAMPLE_IMAGE, {"GREETING": "v1"})
+    api.running(project, "keeper")
+    assert api.via_proxy(project, "keeper", 8080, "visits").json()["visits"] == 1
+    assert api.via_proxy(project, "keeper", 8080, "visits").json()["visits"] == 2
+    [first] = containers_of(engine, lab.instance_id, f"{project}--keeper")
+
+    response = api.http.post(f"/api/projects/{project}/services/keeper/restart")
+    assert response.status_code == 200, response.text
+    api.running(project, "keeper")
+    [second] = containers_of(engine, lab.instance_id, f"{project}--keeper")
+    assert second.id != first.id  # a new container, on the same volume
+    assert api.via_proxy(project, "keeper", 8080, "visits").json()["visits"] == 3
+
+    response = api.put(project, "keeper", {"image": EXAMPLE_IMAGE, "env": {"GREETING": "v2"}})
+    assert response.status_code == 200, response.text
+    api.running(project, "keeper")
+    assert api.via_proxy(project, "keeper", 8080).json()["greeting"] == "v2"
+    assert api.via_proxy(project, "keeper", 8080, "visits").json()["visits"] == 4
+    [third] = containers_of(engine, lab.instance_id, f"{project}--keeper")
+    assert third.id not in (first.id, second.id)
+
+
+# --- status from the engine --------------------------------------------------------------
+
+
+def test_healthcheck_drives_status(lab: DockerLab) -> None:
+    api, project = lab.api, lab.api.project()
+    api.deploy(project, "flaky", TEST_IMAGE)
+    api.running(project, "flaky")
+
+    # The image's HEALTHCHECK fails while /tmp/sick exists; the proxy still reaches it.
+    assert api.via_proxy(project, "flaky", 8080, "sick").status_code == 200
+    sick = api.wait_for(
+        project, "flaky", lambda s: s["status"] == "unhealthy", "flaky to be unhealthy"
+    )
+    assert sick["isHealthy"] is False
+    assert "sick flag set" in (sick["reason"] or ""), sick["reason"]
+
+    assert api.via_proxy(project, "flaky", 8080, "well").status_code == 200
+    well = api.running(project, "flaky")
+    assert well["reason"] is None
+
+
+def test_exited_container_is_restarted_and_explained(lab: DockerLab, engine: Any) -> None:
+    api, project = lab.api, lab.api.project()
+    api.deploy(project, "quitter", TEST_IMAGE, {"EXIT_WITH": "3"})
+    service = api.wait_for(
+        project,
+        "quitter",
+        lambda s: s["restarts"] >= 1 and "exited with code 3" in (s["reason"] or ""),
+        "quitter to be restarted after exiting",
+    )
+    assert service["status"] in ("failed", "starting")
+    assert not service["isHealthy"]
+    logs = api.http.get(f"/api/projects/{project}/services/quitter/logs")
+    assert "exiting as asked" in logs.json()["data"]
+    # The failed container was replaced, not kept beside the new one.
+    assert len(containers_of(engine, lab.instance_id, f"{project}--quitter")) == 1
+
+
+def test_memory_limit_is_enforced_and_reported(lab: DockerLab) -> None:
+    api, project = lab.api, lab.api.project()
+    spec = {
+        "image": TEST_IMAGE,
+        "env": {"EAT_MEMORY_MB": "256"},
+        "resources": {"memory": "48m"},
+        "restart": "no",
+    }
+    response = api.put(project, "hog", spec)
+    assert response.status_code == 201, response.text
+    assert response.json()["data"]["resources"]["memory"] == 48 * 2**20
+    service = api.wait_for(project, "hog", lambda s: s["status"] == "failed", "hog to fail")
+    assert "out of memory" in service["reason"], service["reason"]
+    assert "48 MiB" in service["reason"], service["reason"]
+
+
+# --- updates -------------------------------------------------------------------------------
+
+
+def test_update_without_downtime(lab: DockerLab) -> None:
+    api, project = lab.api, lab.api.project()
+    api.deploy(project, "smooth", EXAMPLE_IMAGE, {"GREETING": "old"})
+    api.running(project, "smooth")
+    with Poller(api, api.route(project, "smooth", 8080)) as poller:
+        poller.wait_for_answers(5)
+        response = api.put(project, "smooth", {"image": EXAMPLE_IMAGE, "env": {"GREETING": "new"}})
+        assert response.status_code == 200, response.text
+        poller.wait_for_answers(5)
+    assert poller.errors() == []
+    greetings = [body for _, body in poller.answers]
+    assert '"greeting":"old"' in greetings[0]
+    assert '"greeting":"new"' in greetings[-1]
+    # Once switched, never back to the old version.
+    first_new = next(i for i, body in enumerate(greetings) if '"new"' in body)
+    assert all('"new"' in body for body in greetings[first_new:])
+    assert api.service(project, "smooth")["configuration"]["GREETING"] == "new"
+
+
+def test_failed_update_keeps_the_old_version(lab: DockerLab, engine: Any) -> None:
+    api, project = lab.api, lab.api.project()
+    base = {"image": TEST_IMAGE, "health": {"startPeriod": 4}}
+    response = api.put(project, "steady", {**base, "env": {"VERSION": "1"}})
+    assert response.status_code == 201, response.text
+    api.running(project, "steady")
+    key = f"{project}--steady"
+    [old] = containers_of(engine, lab.instance_id, key)
+    old_token = exec_env(engine, old.id)["LAB_API_TOKEN"]
+
+    broken = [
+        # never healthy: its HEALTHCHECK fails from the start
+        ({"VERSION": "2", "SICK_AT_START": "1"}, "not healthy after 4 s"),
+        # exits at once
+        ({"VERSION": "2", "EXIT_WITH": "3"}, "exited with code 3"),
+    ]
+    for env, why in broken:
+        with Poller(api, api.route(project, "steady", 8080)) as poller:
+            poller.wait_for_answers(3)
+            response = api.put(project, "steady", {**base, "env": env})
+            poller.wait_for_answers(3)
+        assert response.status_code == 422, response.text
+        message = response.json()["errors"]["message"]
+        assert "previous version keeps serving" in message and why in message, message
+        assert poller.errors() == []
+        assert all('"version": "1"' in body for _, body in poller.answers)
+
+        service = api.service(project, "steady")
+        assert service["status"] == "running" and service["isHealthy"]
+        assert service["configuration"]["VERSION"] == "1"
+        assert why in service["reason"]
+        # The new container is gone; the old one still runs, with a token that still works.
+        assert [c.id for c in containers_of(engine, lab.instance_id, key)] == [old.id]
+        as_old = {"Authorization": f"Bearer {old_token}"}
+        assert api.http.get(f"/api/projects/{project}", headers=as_old).status_code == 200
+
+
+# --- the lab's own life ---------------------------------------------------------------------
+
+
+def test_killed_lab_adopts_its_containers(engine: Any, tmp_path: Path) -> None:
+    instance_id = f"labtest-{secrets.token_hex(4)}"
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    process = start_docker_lab(data_dir, instance_id)
+    api = Api(process.url, process.admin_token, instance_id)
+    try:
+        project = api.project()
+        for name in ("one", "two"):
+            api.deploy(project, name, TEST_IMAGE, {"VERSION": name})
+        before = {name: api.running(project, name) for name in ("one", "two")}
+        hosts = {n: api.via_proxy(project, n, 8080).json()["host"] for n in ("one", "two")}
+        ids = {c.id for c in containers_of(engine, instance_id)}
+        assert len(ids) == 2
+
+        process.stop(signal.SIGKILL)
+        api.close()
+        process = start_docker_lab(data_dir, instance_id)
+        api = Api(process.url, process.admin_token, instance_id)
+
+        for name in ("one", "two"):
+            after = api.running(project, name)
+            assert after["restarts"] == 0
+            assert after["startedAt"] == before[name]["startedAt"]
+            answer = api.via_proxy(project, name, 8080)
+            assert answer.status_code == 200, answer.text
+            assert answer.json() == {"version": name, "host": hosts[name]}
+        # The same two containers, no duplicates started beside them.
+        assert {c.id for c in containers_of(engine, instance_id)} == ids
+        for name in ("one", "two"):
+            assert len(containers_of(engine, instance_id, f"{project}--{name}")) == 1
+    finally:
+        api.close()
+        process.stop()
+        remove_everything_of(engine, instance_id)
+
+
+def test_code_service_from_a_local_folder(lab: DockerLab, engine: Any) -> None:
+    api, project = lab.api, lab.api.project()
+    folder = ROOT / "examples" / "code-service"
+    response = api.http.post(
+        f"/api/projects/{project}/services",
+        params={"name": "coder"},
+        json={"EXECUTE_CODE": str(folder), "GREETING": "hi from a folder"},
+    )
+    assert response.status_code == 201, response.text
+    service = api.running(project, "coder")
+    assert service["connectionPort"] == 8091
+    assert service["dockerImage"] == RUNTIME_IMAGE
+
+    index = api.via_proxy(project, "coder", 8091)
+    assert index.status_code == 200, index.text
+    assert index.json()["greeting"] == "hi from a folder"
+    assert api.via_proxy(project, "coder", 8091, "visits").json() == {"visits": 1}
+
+    [container] = containers_of(engine, lab.instance_id, f"{project}--coder")
+    assert container.image.tags and RUNTIME_IMAGE in container.image.tags
+    mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
+    assert mounts["/workspace/code"]["Source"] == str(folder)
+    assert mounts["/workspace/code"]["RW"] is False
+    assert exec_env(engine, container.id)["EXECUTE_CODE"] == "/workspace/code"
+
+    # A folder that is not there is a 400 that says so, not a crash loop.
+    missing = api.http.post(
+        f"/api/projects/{project}/services",
+        params={"name": "nowhere"},
+        json={"EXECUTE_CODE": str(folder / "no-such-folder")},
+    )
+    assert missing.status_code == 400, missing.text
+    assert "does not exist" in missing.json()["errors"]["message"]
+
+
+@pytest.mark.slow
+def test_lab_in_a_container_deploys_beside_itself(engine: Any) -> None:
+    """The root Dockerfile's lab on the engine whose socket it is given, reaching its
+    services by name on their project network."""
+    try:
+        engine.images.build(
+            path=str(ROOT),
+            tag=LAB_IMAGE,
+            buildargs={"BASE_IMAGE": PYTHON_IMAGE},
+            rm=True,
+            forcerm=True,
+        )
+    except docker.errors.BuildError as error:
+        output = "".join(str(chunk.get("stream", chunk)) for chunk in error.build_log)
+        pytest.fail(f"building the lab image failed:\n{output[-5000:]}")
+    instance_id = f"labtest-{secrets.token_hex(4)}"
+    password = f"pw-{secrets.token_hex(8)}"
+    container = engine.containers.run(
+        LAB_IMAGE,
+        detach=True,
+        environment={
+            "SERVICELAB_ADMIN_PASSWORD": password,
+            "SERVICELAB_INSTANCE_ID": instance_id,
+            "SERVICELAB_RUNTIME": "docker",
+            "SERVICELAB_RUNTIME_IMAGE": RUNTIME_IMAGE,
+            "SERVICELAB_RECONCILE_INTERVAL": "0.5",
+        },
+        ports={"8080/tcp": ("127.0.0.1", None)},
+        volumes={"/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"}},
+        labels={TEST_LABEL: "test_docker_lab"},
+    )
+    api: Api | None = None
+    try:
+
+        def published() -> int | None:
+            container.reload()
+            if container.status == "exited":
+                raise AssertionError(container.logs().decode(errors="replace"))
+            bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get("8080/tcp")
+            return int(bindings[0]["HostPort"]) if bindings else None
+
+        url = f"http://127.0.0.1:{wait_until(published, timeout=30, what='published port')}"
+        wait_until(
+            lambda: httpx.get(f"{url}/healthz", timeout=2, trust_env=False).status_code == 200,
+            timeout=60,
+            what="the lab in its container",
+        )
+        api = Api(url, login(url, "admin", password), instance_id)
+        project = api.project()
+        api.deploy(project, "beside", EXAMPLE_IMAGE, {"GREETING": "from beside the lab"})
+        api.running(project, "beside")
+        answer = api.via_proxy(project, "beside", 8080)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["greeting"] == "from beside the lab"
+        # Not published on the host: the lab reaches it on the project network only.
+        [service] = containers_of(engine, instance_id, f"{project}--beside")
+        assert not any((service.attrs["NetworkSettings"]["Ports"] or {}).values())
+        assert password not in container.logs().decode(errors="replace")
+    finally:
+        if api is not None:
+            api.close()
+        container.remove(force=True, v=True)
+        remove_everything_of(engine, instance_id)
+
+
+# --- Podman ------------------------------------------------------------------------------------
+
+
+@pytest.mark.podman
+def test_podman_deploy_logs_delete(engine: Any, tmp_path: Path) -> None:
+    _setup("setup-podman.sh")
+    podman = docker.DockerClient(base_url=PODMAN_SOCKET, timeout=120)
+    instance_id = f"labtest-{secrets.token_hex(4)}"
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    process = start_docker_lab(data_dir, instance_id, extra={"DOCKER_HOST": PODMAN_SOCKET})
+    api = Api(process.url, process.admin_token, instance_id)
+    try:
+        project = api.project()
+        api.deploy(project, "pod", EXAMPLE_IMAGE, {"GREETING": "Hi from Podman"})
+        # Podman runs no HEALTHCHECK here: the runtime runs the image's own.
+        api.running(project, "pod", timeout=90)
+        answer = api.via_proxy(project, "pod", 8080)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["greeting"] == "Hi from Podman"
+        assert api.via_proxy(project, "pod", 8080, "visits").json()["visits"] == 1
+        assert len(containers_of(podman, instance_id, f"{project}--pod")) == 1
+
+        def logged() -> bool:
+            logs = api.http.get(f"/api/projects/{project}/services/pod/logs", params={"tail": 50})
+            return "visit 1" in logs.json()["data"]
+
+        wait_until(logged, timeout=10, what="the visit in the service's log")
+        response = api.http.delete(f"/api/projects/{project}/services/pod")
+        assert response.status_code == 200, response.text
+        assert containers_of(podman, instance_id) == []
+        assert api.http.get(f"/api/projects/{project}/services/pod").status_code == 404
+    finally:
+        api.close()
+        process.stop()
+        remove_everything_of(podman, instance_id)
+        podman.close()
+
+
+# Keep ADMIN_PASSWORD, free_port and os importable for tools that patch this module.
+_ = (ADMIN_PASSWORD, free_port, os)
