@@ -105,5 +105,6 @@ def create_app(
         allowed_origins=list(settings.allowed_origins),
         read_timeout=settings.proxy_read_timeout or None,
         connect_timeout=settings.proxy_connect_timeout,
+        trust_forwarded_headers=settings.trust_proxy_headers,
     )
     return ProxyApp(app, LabResolver(services), LabAuthorizer(app.state.authority), proxy_settings)

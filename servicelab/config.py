@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     #: Seconds the proxy waits for an upstream's response; 0 means no limit.
     proxy_read_timeout: float = 0
     proxy_connect_timeout: float = 10.0
+    #: True only behind a trusted front proxy (a TLS terminator): then its X-Forwarded-*
+    #: headers tell the client's address and scheme. Otherwise they are dropped as forged.
+    trust_proxy_headers: bool = False
     #: Seconds between two passes of the reconcile loop.
     reconcile_interval: float = 1.0
     #: Identifies this lab's containers and processes, so that two labs on one host don't

@@ -319,12 +319,16 @@ class ServiceManager:
         Each new instance gets a fresh project token (only its hash is stored, so the lab
         cannot hand out the old one again); older tokens of the service are revoked.
         """
+        env, token_id = self._issue_environment(row, project, spec)
+        self._revoke_tokens(row.id, keep=token_id)
+        return env
+
+    def _issue_environment(
+        self, row: Service, project: Project, spec: ServiceSpec
+    ) -> tuple[dict[str, str], str]:
+        """The environment of a new instance and the id of its new token; older tokens of
+        the service stay valid (an update revokes them only once the new one serves)."""
         with self.db.session() as session:
-            session.execute(
-                update(ApiToken)
-                .where(ApiToken.service_id == row.id, ApiToken.revoked_at.is_(None))
-                .values(revoked_at=utcnow())
-            )
             issued = issue_token(
                 session,
                 "project",
@@ -333,7 +337,7 @@ class ServiceManager:
                 name=f"service {row.name}",
                 service_id=row.id,
             )
-        self.authority.forget()
+            token_id = issued.token.id
         env = {
             "LAB_ENDPOINT": self.settings.endpoint,
             "LAB_API_TOKEN": issued.secret,
@@ -341,7 +345,22 @@ class ServiceManager:
             "LAB_SERVICE_PATH": service_path(project.name, row.name),
         }
         env.update(spec.env)
-        return env
+        return env, token_id
+
+    def _revoke_tokens(
+        self, service_id: str, *, keep: str | None = None, only: str | None = None
+    ) -> None:
+        """Revoke a service's tokens: all but `keep`, or just `only`."""
+        query = update(ApiToken).where(
+            ApiToken.service_id == service_id, ApiToken.revoked_at.is_(None)
+        )
+        if keep is not None:
+            query = query.where(ApiToken.id != keep)
+        if only is not None:
+            query = query.where(ApiToken.id == only)
+        with self.db.session() as session:
+            session.execute(query.values(revoked_at=utcnow()))
+        self.authority.forget()
 
     async def _set(self, row: Service, **values: Any) -> None:
         if "phase" in values and isinstance(values["phase"], Phase):
@@ -437,11 +456,19 @@ class ServiceManager:
             return row  # idempotent: nothing changed
         async with self._lock(row.id):
             old_handle = row.handle if row.desired == "running" else None
-            env = await asyncio.to_thread(self._environment_for_update, row, project, spec)
-            new_handle = await self.runtime.start(spec, env, progress)
+            # The old instance keeps its token until the new one serves in its place.
+            env, token_id = await asyncio.to_thread(
+                self._environment_for_update, row, project, spec
+            )
+            try:
+                new_handle = await self.runtime.start(spec, env, progress)
+            except BaseException:
+                await asyncio.to_thread(self._revoke_tokens, row.id, only=token_id)
+                raise
             healthy, detail = await self._wait_healthy(new_handle, spec)
             if not healthy:
                 await self.runtime.stop(new_handle)
+                await asyncio.to_thread(self._revoke_tokens, row.id, only=token_id)
                 reason = f"update failed, the previous version keeps serving: {detail}"
                 await self._set(row, reason=reason)
                 raise ServiceError(422, reason)
@@ -450,6 +477,7 @@ class ServiceManager:
                 await self._set(row, handle=new_handle)
                 await self._update_route(project.name, row)
                 await self.runtime.stop(old_handle)
+            await asyncio.to_thread(self._revoke_tokens, row.id, keep=token_id)
             await self._set(
                 row,
                 spec=spec.to_dict(),
@@ -467,9 +495,9 @@ class ServiceManager:
 
     def _environment_for_update(
         self, row: Service, project: Project, spec: ServiceSpec
-    ) -> dict[str, str]:
+    ) -> tuple[dict[str, str], str]:
         probe = Service(id=row.id, name=row.name, spec=spec.to_dict())
-        return self._environment(probe, project, spec)
+        return self._issue_environment(probe, project, spec)
 
     async def _wait_healthy(self, handle: Handle, spec: ServiceSpec) -> tuple[bool, str | None]:
         deadline = time.monotonic() + spec.health.start_period

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import secrets
 import signal
 import subprocess
@@ -28,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .labtools import ADMIN_PASSWORD, LabProcess, free_port, login, wait_until
+from .labtools import LabProcess, login, wait_until
 
 docker = pytest.importorskip("docker")
 
@@ -243,7 +242,7 @@ class DockerLab:
 
 
 def start_docker_lab(
-    data_dir: Path, instance_id: str, *, port: int | None = None, extra: dict[str, str] | None = None
+    data_dir: Path, instance_id: str, extra: dict[str, str] | None = None
 ) -> LabProcess:
     env = {
         "SERVICELAB_RUNTIME": "docker",
@@ -251,10 +250,7 @@ def start_docker_lab(
         "SERVICELAB_INSTANCE_ID": instance_id,
         **(extra or {}),
     }
-    process = LabProcess(data_dir, env=env)
-    if port is not None:
-        process.port = port
-    return process.start()
+    return LabProcess(data_dir, env=env).start()
 
 
 @pytest.fixture(scope="module")
@@ -456,10 +452,13 @@ def test_memory_limit_is_enforced_and_reported(lab: DockerLab) -> None:
 # --- updates -------------------------------------------------------------------------------
 
 
-def test_update_without_downtime(lab: DockerLab) -> None:
+def test_update_without_downtime(lab: DockerLab, engine: Any) -> None:
     api, project = lab.api, lab.api.project()
     api.deploy(project, "smooth", EXAMPLE_IMAGE, {"GREETING": "old"})
     api.running(project, "smooth")
+    key = f"{project}--smooth"
+    [old] = containers_of(engine, lab.instance_id, key)
+    old_token = exec_env(engine, old.id)["LAB_API_TOKEN"]
     with Poller(api, api.route(project, "smooth", 8080)) as poller:
         poller.wait_for_answers(5)
         response = api.put(project, "smooth", {"image": EXAMPLE_IMAGE, "env": {"GREETING": "new"}})
@@ -473,6 +472,15 @@ def test_update_without_downtime(lab: DockerLab) -> None:
     first_new = next(i for i, body in enumerate(greetings) if '"new"' in body)
     assert all('"new"' in body for body in greetings[first_new:])
     assert api.service(project, "smooth")["configuration"]["GREETING"] == "new"
+    # The new version has a token of its own; the old one's is revoked with it.
+    [new] = containers_of(engine, lab.instance_id, key)
+    assert new.id != old.id
+    new_token = exec_env(engine, new.id)["LAB_API_TOKEN"]
+    for token, status in ((new_token, 200), (old_token, 401)):
+        response = api.http.get(
+            f"/api/projects/{project}", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status_code == status, response.text
 
 
 def test_failed_update_keeps_the_old_version(lab: DockerLab, engine: Any) -> None:
@@ -587,6 +595,28 @@ def test_code_service_from_a_local_folder(lab: DockerLab, engine: Any) -> None:
     assert "does not exist" in missing.json()["errors"]["message"]
 
 
+def wait_for_lab_container(container: Any, timeout: float = 90) -> str:
+    """The URL of a lab running in `container` once it answers /healthz; fails at once,
+    with the lab's log, if the container exits."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        container.reload()
+        if container.status == "exited":
+            pytest.fail(f"the lab's container exited:\n{container.logs().decode(errors='replace')}")
+        bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get("8080/tcp")
+        if bindings:
+            url = f"http://127.0.0.1:{bindings[0]['HostPort']}"
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2, trust_env=False).status_code == 200:
+                    return url
+            except httpx.TransportError as exc:
+                last = exc
+        time.sleep(0.2)
+    logs = container.logs().decode(errors="replace")[-3000:]
+    pytest.fail(f"the lab in its container never answered /healthz ({last!r}):\n{logs}")
+
+
 @pytest.mark.slow
 def test_lab_in_a_container_deploys_beside_itself(engine: Any) -> None:
     """The root Dockerfile's lab on the engine whose socket it is given, reaching its
@@ -621,19 +651,7 @@ def test_lab_in_a_container_deploys_beside_itself(engine: Any) -> None:
     api: Api | None = None
     try:
 
-        def published() -> int | None:
-            container.reload()
-            if container.status == "exited":
-                raise AssertionError(container.logs().decode(errors="replace"))
-            bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get("8080/tcp")
-            return int(bindings[0]["HostPort"]) if bindings else None
-
-        url = f"http://127.0.0.1:{wait_until(published, timeout=30, what='published port')}"
-        wait_until(
-            lambda: httpx.get(f"{url}/healthz", timeout=2, trust_env=False).status_code == 200,
-            timeout=60,
-            what="the lab in its container",
-        )
+        url = wait_for_lab_container(container)
         api = Api(url, login(url, "admin", password), instance_id)
         project = api.project()
         api.deploy(project, "beside", EXAMPLE_IMAGE, {"GREETING": "from beside the lab"})
@@ -662,7 +680,7 @@ def test_podman_deploy_logs_delete(engine: Any, tmp_path: Path) -> None:
     instance_id = f"labtest-{secrets.token_hex(4)}"
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    process = start_docker_lab(data_dir, instance_id, extra={"DOCKER_HOST": PODMAN_SOCKET})
+    process = start_docker_lab(data_dir, instance_id, {"DOCKER_HOST": PODMAN_SOCKET})
     api = Api(process.url, process.admin_token, instance_id)
     try:
         project = api.project()
@@ -690,6 +708,3 @@ def test_podman_deploy_logs_delete(engine: Any, tmp_path: Path) -> None:
         remove_everything_of(podman, instance_id)
         podman.close()
 
-
-# Keep ADMIN_PASSWORD, free_port and os importable for tools that patch this module.
-_ = (ADMIN_PASSWORD, free_port, os)

@@ -91,7 +91,9 @@ def serve(
         # writes its own access log without them.
         access_log=False,
         log_level=settings.log_level,
-        proxy_headers=True,
+        # X-Forwarded-* from any client would let it pose as another address or as https.
+        proxy_headers=settings.trust_proxy_headers,
+        server_header=False,
         timeout_graceful_shutdown=10,
     )
     uvicorn.Server(config).run()

@@ -14,6 +14,7 @@ bytes wait for the client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import cast
@@ -54,6 +55,7 @@ class _Connection(asyncio.Protocol):
         "head_only",
         "framed",
         "got_bytes",
+        "idle_list",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -62,6 +64,8 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self._drain: asyncio.Future[None] | None = None
+        #: The pool's list this connection waits in while idle, to leave it when closed.
+        self.idle_list: list[_Connection] | None = None
         self.reset(False)
 
     def reset(self, head_only: bool) -> None:
@@ -106,6 +110,11 @@ class _Connection(asyncio.Protocol):
                 self._wake()
         if self._drain is not None and not self._drain.done():
             self._drain.set_exception(UpstreamError("the service closed the connection"))
+            self._drain.exception()
+        if self.idle_list is not None:
+            with contextlib.suppress(ValueError):
+                self.idle_list.remove(self)
+            self.idle_list = None
 
     def pause_writing(self) -> None:
         if self._drain is None or self._drain.done():
@@ -260,6 +269,7 @@ class UpstreamPool:
         idle = self._idle.setdefault(key, [])
         if len(idle) < MAX_IDLE:
             idle.append(conn)
+            conn.idle_list = idle
         else:
             conn.close()
 
@@ -292,6 +302,7 @@ class UpstreamPool:
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
+            conn.idle_list = None
             if not conn.closed:
                 try:
                     return await self._exchange(conn, key, head, body, chunked, head_only)
