@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     runtime_image: str = "servicelab/runtime:latest"
     #: Docker: the lab runs in a container on the project networks and reaches services by name.
     lab_in_container: bool = False
+    #: Local runtime: uv's package cache, shared by all services (default: in the data dir).
+    uv_cache_dir: Path | None = None
     log_level: str = "info"
 
     @property

@@ -68,6 +68,8 @@ class LabProcess:
             "SERVICELAB_HOST": "127.0.0.1",
             "SERVICELAB_DATABASE_URL": self.database_url,
             "SERVICELAB_RECONCILE_INTERVAL": "0.5",
+            # One package cache for every lab of the suite: installs are downloaded once.
+            "SERVICELAB_UV_CACHE_DIR": str(ROOT / ".cache" / "uv"),
             **self.env,
         }
         log = open(self.data_dir.parent / f"lab-{self.port}.log", "ab")  # noqa: SIM115

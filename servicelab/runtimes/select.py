@@ -41,5 +41,5 @@ def make_runtime(settings: Settings) -> Runtime:
     return LocalRuntime(
         settings.data_dir.resolve() / "services",
         settings.instance_id,
-        uv_cache_dir=settings.data_dir.resolve() / "cache" / "uv",
+        uv_cache_dir=settings.uv_cache_dir or settings.data_dir.resolve() / "cache" / "uv",
     )

@@ -1,6 +1,7 @@
 """A tiny test service on the standard library only: reusable by every runtime's tests.
 
-Routes: `/` (200 "ok"), `/env` (its environment as JSON), `/data` (GET reads, POST/PUT
+Routes: `/` (200 "ok"), `/env` (its environment as JSON), `/headers` (the request's path
+and headers as JSON), `/links` (a page with relative links), `/data` (GET reads, POST/PUT
 writes `$LAB_DATA_DIR/value.txt`), `/crash` (exits with code 3), `/log?n=N&text=T`
 (prints N log lines). Listens on $PORT (default 8091): on 127.0.0.1 as a local process,
 on all addresses inside a container. Prints one log line per request; exits 0 on SIGTERM
@@ -34,6 +35,12 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         if url.path == "/":
             self._send(200, "ok")
+        elif url.path == "/headers":
+            # Every header as received, repeated ones included, plus the raw request line.
+            seen = {"path": self.path, "headers": [[k, v] for k, v in self.headers.items()]}
+            self._send(200, json.dumps(seen), "application/json")
+        elif url.path == "/links":
+            self._send(200, '<a href="env">env</a> <a href="./data">data</a>', "text/html")
         elif url.path == "/env":
             self._send(200, json.dumps(dict(os.environ)), "application/json")
         elif url.path == "/data":

@@ -1,0 +1,248 @@
+"""The proxy in the real lab: services started by the local runtime, reached on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+from .labtools import ROOT, LabProcess, stop_local_services, wait_until
+
+ECHO = str(ROOT / "tests" / "services" / "echo-service")
+JUPYTER = str(ROOT / "tests" / "services" / "jupyter")
+PREFIX = "/api/projects/alpha/services/echo/8091"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProcess]:
+    data_dir = tmp_path_factory.mktemp("proxy-lab") / "data"
+    data_dir.mkdir()
+    lab = LabProcess(data_dir, env={"SERVICELAB_RUNTIME": "local"}).start()
+    with lab.client() as api:
+        for project in ("alpha", "beta"):
+            assert api.post("/api/projects", json={"name": project}).status_code == 201
+        r = api.post(
+            "/api/projects/alpha/services", params={"name": "echo"}, json={"EXECUTE_CODE": ECHO}
+        )
+        assert r.status_code == 201, r.text
+        wait_until(
+            lambda: (
+                api.get("/api/projects/alpha/services/echo").json()["data"]["status"] == "running"
+            ),
+            timeout=60,
+            what="echo running",
+        )
+    yield lab
+    lab.stop()
+    stop_local_services(data_dir)
+
+
+def project_token(lab: LabProcess, project: str) -> str:
+    with lab.client() as api:
+        return str(api.get(f"/api/projects/{project}/token").json()["data"])
+
+
+def headers_seen(response: httpx.Response) -> dict[str, list[str]]:
+    seen: dict[str, list[str]] = {}
+    for key, value in response.json()["headers"]:
+        seen.setdefault(key.lower(), []).append(value)
+    return seen
+
+
+def test_each_way_of_passing_a_token(lab: LabProcess) -> None:
+    token = project_token(lab, "alpha")
+    url = f"{lab.url}{PREFIX}/"
+    assert httpx.get(url, headers={"Authorization": f"Bearer {token}"}).text == "ok"
+    assert httpx.get(url, headers={"Authorization": token}).text == "ok"
+    assert httpx.get(url, cookies={"lab_access_token": token}).text == "ok"
+    assert httpx.get(url, params={"lab_token": token}, follow_redirects=True).text == "ok"
+    r = httpx.get(url)
+    assert r.status_code == 401
+    assert r.json()["errors"]["code"] == "unauthorized"
+    assert httpx.get(url, headers={"Authorization": "Bearer slp_forged"}).status_code == 401
+
+
+def test_lab_token_parameter_sets_cookie_and_is_removed(lab: LabProcess) -> None:
+    token = project_token(lab, "alpha")
+    r = httpx.get(f"{lab.url}{PREFIX}/headers", params={"lab_token": token, "keep": "1"})
+    assert r.status_code in (302, 303, 307)
+    assert r.headers["location"].endswith(f"{PREFIX}/headers?keep=1")
+    cookie = r.headers["set-cookie"]
+    assert cookie.startswith("lab_access_token=")
+    for flag in ("HttpOnly", "SameSite=Lax", "Path=/"):
+        assert flag.lower() in cookie.lower()
+
+
+def test_a_token_of_another_project_is_refused(lab: LabProcess) -> None:
+    beta = project_token(lab, "beta")
+    r = httpx.get(f"{lab.url}{PREFIX}/", headers={"Authorization": f"Bearer {beta}"})
+    assert r.status_code == 403
+    assert "alpha" in r.json()["errors"]["message"]
+
+
+def test_browser_without_token_goes_to_login(lab: LabProcess) -> None:
+    r = httpx.get(f"{lab.url}{PREFIX}/env", headers={"Accept": "text/html"})
+    assert r.status_code in (302, 303, 307)
+    assert r.headers["location"].startswith("/login?next=")
+
+
+def test_no_lab_credential_reaches_the_service(lab: LabProcess) -> None:
+    token = project_token(lab, "alpha")
+    r = httpx.get(
+        f"{lab.url}{PREFIX}/headers",
+        headers={
+            "Cookie": f"theme=dark; lab_access_token={token}; other=1",
+            "X-Lab-User": "mallory",
+            "X-Lab-Project": "beta",
+            "X-Forwarded-Prefix": "/evil",
+        },
+    )
+    assert r.status_code == 200
+    seen = headers_seen(r)
+    assert token not in r.text
+    assert seen["cookie"] == ["theme=dark; other=1"]
+    assert "authorization" not in seen
+    assert seen["x-lab-project"] == ["alpha"]
+    assert seen.get("x-lab-user", [""]) != ["mallory"]
+    assert seen["x-forwarded-prefix"] == [PREFIX]
+    # With the token in the header, the service's own Basic credentials... are not there
+    # to confuse: a header that carried the lab token is removed.
+    r = httpx.get(f"{lab.url}{PREFIX}/headers", headers={"Authorization": f"Bearer {token}"})
+    assert "authorization" not in headers_seen(r)
+    assert token not in r.text
+    # A service's own Authorization scheme passes untouched when the lab token came another way.
+    r = httpx.get(
+        f"{lab.url}{PREFIX}/headers",
+        headers={"Authorization": "Basic dXNlcjpwdw=="},
+        cookies={"lab_access_token": token},
+    )
+    assert headers_seen(r)["authorization"] == ["Basic dXNlcjpwdw=="]
+
+
+def test_user_header_names_the_user(lab: LabProcess) -> None:
+    r = httpx.get(
+        f"{lab.url}{PREFIX}/headers", headers={"Authorization": f"Bearer {lab.admin_token}"}
+    )
+    assert headers_seen(r)["x-lab-user"] == ["admin"]
+
+
+def test_prefix_is_removed_and_relative_links_work(lab: LabProcess) -> None:
+    auth = {"Authorization": f"Bearer {lab.admin_token}"}
+    r = httpx.get(f"{lab.url}{PREFIX}/headers?x=%2F", headers=auth)
+    assert r.json()["path"] == "/headers?x=%2F"
+    r = httpx.get(f"{lab.url}{PREFIX}", headers=auth)
+    assert r.status_code in (301, 307, 308) and r.headers["location"].endswith(f"{PREFIX}/")
+    page = httpx.get(f"{lab.url}{PREFIX}/links", headers=auth)
+    assert 'href="env"' in page.text
+    linked = httpx.get(str(page.url.join("env")), headers=auth)
+    assert linked.status_code == 200 and linked.json()["LAB_PROJECT"] == "alpha"
+
+
+def test_unknown_service_and_port(lab: LabProcess) -> None:
+    auth = {"Authorization": f"Bearer {lab.admin_token}"}
+    assert (
+        httpx.get(f"{lab.url}/api/projects/alpha/services/ghost/8091/", headers=auth).status_code
+        == 404
+    )
+    r = httpx.get(f"{lab.url}/api/projects/alpha/services/echo/9999/", headers=auth)
+    assert r.status_code == 404 and "8091" in r.json()["errors"]["message"]
+
+
+def test_metrics_need_an_admin(lab: LabProcess) -> None:
+    assert httpx.get(f"{lab.url}/metrics").status_code == 401
+    member_token = project_token(lab, "alpha")
+    assert (
+        httpx.get(
+            f"{lab.url}/metrics", headers={"Authorization": f"Bearer {member_token}"}
+        ).status_code
+        == 403
+    )
+    r = httpx.get(f"{lab.url}/metrics", headers={"Authorization": f"Bearer {lab.admin_token}"})
+    assert r.status_code == 200 and 'service="echo"' in r.text
+
+
+@pytest.mark.slow
+def test_jupyter_server_with_prefix_kept(lab: LabProcess) -> None:
+    """Jupyter builds absolute links and checks WebSocket origins: it needs the whole path,
+    the original Host, and a cookie that the proxy turns into an authorised request."""
+    with lab.client() as api:
+        r = api.put(
+            "/api/projects/alpha/services/notebook",
+            json={"code": JUPYTER, "stripPrefix": False, "health": {"startPeriod": 300}},
+        )
+        assert r.status_code == 201, r.text
+        wait_until(
+            lambda: (
+                api.get("/api/projects/alpha/services/notebook").json()["data"]["status"]
+                == "running"
+            ),
+            timeout=300,
+            interval=0.5,
+            what="jupyter running",
+        )
+    session = httpx.Client(base_url=lab.url, timeout=30)
+    login = session.post(
+        "/api/auth/login", json={"username": "admin", "password": "admin-password-for-tests"}
+    )
+    assert login.status_code == 200
+    base = "/api/projects/alpha/services/notebook/8091"
+    status = session.get(f"{base}/api/status")
+    assert status.status_code == 200, status.text
+    assert "started" in status.json()
+    kernel = session.post(f"{base}/api/kernels", json={"name": "python3"})
+    assert kernel.status_code == 201, kernel.text
+    kernel_id = kernel.json()["id"]
+
+    ws_url = lab.url.replace("http://", "ws://") + f"{base}/api/kernels/{kernel_id}/channels"
+    cookie = f"lab_access_token={session.cookies['lab_access_token']}"
+    msg_id = uuid.uuid4().hex
+    request = {
+        "header": {
+            "msg_id": msg_id,
+            "username": "test",
+            "session": uuid.uuid4().hex,
+            "msg_type": "execute_request",
+            "version": "5.3",
+        },
+        "parent_header": {},
+        "metadata": {},
+        "channel": "shell",
+        "content": {
+            "code": "print(6 * 7)",
+            "silent": False,
+            "store_history": False,
+            "user_expressions": {},
+            "allow_stdin": False,
+        },
+    }
+    with connect(
+        ws_url, additional_headers={"Cookie": cookie}, origin=lab.url, open_timeout=30
+    ) as ws:
+        ws.send(json.dumps(request))
+        output = ""
+        for _ in range(200):
+            message = json.loads(ws.recv(timeout=60))
+            if message.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if message["msg_type"] == "stream":
+                output += message["content"]["text"]
+            if message["msg_type"] == "execute_reply":
+                break
+    assert output.strip() == "42"
+
+    # The same WebSocket from another site, with the cookie, is refused.
+    with (
+        pytest.raises(Exception),  # noqa: B017 - websockets raises InvalidStatus or closes
+        connect(
+            ws_url,
+            additional_headers={"Cookie": cookie},
+            origin="http://evil.example",
+            open_timeout=10,
+        ) as ws,
+    ):
+        ws.recv(timeout=10)
+    session.delete(f"{base}/api/kernels/{kernel_id}")
