@@ -25,7 +25,8 @@ COPY pyproject.toml README.md /src/
 RUN mkdir -p /src/servicelab /src/lab_client \
  && touch /src/servicelab/__init__.py /src/lab_client/__init__.py \
  && pip install --no-cache-dir /src \
- && pip uninstall -y servicelab
+ && pip uninstall -y servicelab \
+ && rm -rf /src/build /src/*.egg-info
 COPY servicelab /src/servicelab
 COPY lab_client /src/lab_client
 RUN pip install --no-cache-dir --no-deps /src && rm -rf /src

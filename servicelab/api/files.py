@@ -319,7 +319,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-@router.api_route("/download", methods=["GET", "HEAD"], summary="Download a file (streamed)")
+@router.get("/download", summary="Download a file (streamed, with Range)")
+@router.head("/download", include_in_schema=False)
 async def download(
     request: Request,
     file_key: str = Query(alias="fileKey"),
