@@ -3,8 +3,9 @@
 # Prints the SQLAlchemy URL of a database the tests may create databases with.
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-pgdata=${SERVICELAB_TEST_PGDATA:-$root/.cache/postgres}
+# One server for the machine (outside any checkout), so that clones share it; each test
+# makes a database of its own.
+pgdata=${SERVICELAB_TEST_PGDATA:-/var/cache/servicelab/postgres}
 port=${SERVICELAB_TEST_PGPORT:-55432}
 
 find_bin() {
