@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from lab_client import Environment, LabApiError, Record
+from servicelab.code_source import DATA_KEY, VCS_PREFIXES
 
 from .common import (
     CliError,
@@ -33,8 +34,6 @@ from .common import (
 app = typer.Typer(help="Deploy and manage services.", no_args_is_help=True)
 
 ServiceArg = Annotated[str, typer.Argument(help="The service's name.", show_default=False)]
-VCS_PREFIXES = ("git+", "hg+", "svn+", "bzr+")
-DATA_TYPES = ("datasets", "models", "experiments", "backups")
 POLL_INTERVAL = 0.5
 #: Log lines shown when a service fails to start.
 FAILURE_LOG_LINES = 20
@@ -53,7 +52,7 @@ def code_source(value: str) -> str:
     path = Path(value).expanduser()
     if path.exists():
         return str(path.resolve())
-    if value.split("/", 1)[0] in DATA_TYPES and "/" in value:
+    if DATA_KEY.match(value):
         return value
     raise CliError(
         f"--code {value!r}: no such file or folder. Give a local path, a VCS URL "

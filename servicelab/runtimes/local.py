@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
+from servicelab.code_source import local_code_path
 from servicelab.runtimes.base import (
     DATA_DIR_ENV,
     Address,
@@ -53,10 +54,6 @@ from servicelab.spec import CODE_SERVICE_PORT, Phase, ServiceSpec
 SUPERVISOR_PATH = Path(__file__).with_name("supervisor.py")
 EXECUTOR_PATH = Path(__file__).resolve().parent.parent / "execute.py"
 
-#: pip-style VCS URLs; the executor checks them out.
-VCS_PREFIXES = ("git+", "hg+", "svn+", "bzr+")
-#: Keys in the project's data (`<type>/<name>`, see servicelab.files); the executor fetches them.
-DATA_KEY = re.compile(r"^(datasets|models|experiments|backups)/[^/]")
 #: Folder names must be safe whatever a caller puts in a spec.
 SAFE_KEY = re.compile(r"^[a-z0-9][a-z0-9-]*[a-z0-9]$")
 
@@ -467,29 +464,8 @@ def _check_key(key: str) -> None:
 
 def _check_code(code: str) -> str:
     """Validate an EXECUTE_CODE source; return it, local paths made absolute."""
-    code = code.strip()
-    if code.startswith(VCS_PREFIXES) or DATA_KEY.match(code):
-        return code
-    if "://" in code and not code.startswith("file://"):
-        raise SpecError(
-            f"Cannot run code from {code!r}: use a local path, a pip-style VCS URL "
-            "(git+https://..., hg+, svn+, bzr+) or a data key such as 'models/my-service.zip'."
-        )
-    path = Path(code.removeprefix("file://")).expanduser().resolve()
-    if not path.exists():
-        raise SpecError(
-            f"Code path {code!r} does not exist on the lab's machine; give an existing "
-            "folder with __main__.py or a .py file (or a VCS URL or a data key)."
-        )
-    if path.is_dir():
-        if not (path / "__main__.py").is_file():
-            raise SpecError(
-                f"The folder {code!r} has no __main__.py; add one that starts your server "
-                f"on $PORT (default {CODE_SERVICE_PORT})."
-            )
-    elif path.suffix != ".py":
-        raise SpecError(f"Cannot run {code!r}: give a folder with __main__.py or a .py file.")
-    return str(path)
+    path = local_code_path(code)
+    return code.strip() if path is None else str(path)
 
 
 def _service_port(env: dict[str, str]) -> int:
