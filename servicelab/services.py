@@ -20,10 +20,11 @@ from typing import Any
 
 import httpx
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from servicelab.auth import TokenAuthority, issue_token
 from servicelab.config import Settings
-from servicelab.db import ApiToken, Database, Project, Service, utcnow
+from servicelab.db import ApiToken, Database, Project, Service, new_id, utcnow
 from servicelab.runtimes.base import (
     Address,
     Handle,
@@ -42,6 +43,10 @@ MAX_BACKOFF = 60.0
 STABLE_AFTER = 60.0
 #: How often a starting service is probed, so that "healthy" is seen quickly.
 STARTING_PROBE_INTERVAL = 0.1
+#: While a service starts, its last log line becomes its reason at most this often.
+NOTE_INTERVAL = 1.0
+#: Progress (image pulls) is written to the service's reason at most this often.
+PROGRESS_INTERVAL = 0.5
 
 
 class ServiceError(Exception):
@@ -81,6 +86,7 @@ class _Watch:
     started: float = field(default_factory=time.monotonic)
     next_restart: float = 0.0
     last_reason: str | None = None
+    next_note: float = 0.0
 
 
 class ServiceManager:
@@ -263,11 +269,24 @@ class ServiceManager:
         if status.phase is Phase.STARTING or in_grace:
             if row.phase != Phase.STARTING.value:
                 await self._set(row, phase=Phase.STARTING, healthy=None)
+            if now >= watch.next_note:
+                # Installing dependencies can take minutes: say what the service is doing.
+                watch.next_note = now + NOTE_INTERVAL
+                note = await self._last_log_line(row.handle or {})
+                if note and note != row.reason:
+                    await self._set(row, reason=note)
             return
         if watch.failures >= spec.health.retries or not watch.ever_healthy:
             reason = f"health check failing: {detail}" if detail else "health check failing"
             if row.phase != Phase.UNHEALTHY.value or row.reason != reason:
                 await self._set(row, phase=Phase.UNHEALTHY, healthy=False, reason=reason)
+
+    async def _last_log_line(self, handle: Handle) -> str | None:
+        try:
+            lines = [line async for line in self.runtime.logs(handle, tail=1)]
+        except Exception:  # logs are a courtesy here; the status must not fail for them
+            return None
+        return lines[-1].strip()[:300] if lines and lines[-1].strip() else None
 
     async def _probe(self, handle: Handle, spec: ServiceSpec) -> tuple[bool, str | None]:
         port = spec.health.port or spec.connection_port or (spec.ports[0] if spec.ports else None)
@@ -412,7 +431,6 @@ class ServiceManager:
         )
         if spec.replicas != 1:
             raise ServiceError(400, "Only replicas=1 is supported by this lab's runtime.")
-        spec = await self.runtime.prepare(spec, progress)
         existing = await asyncio.to_thread(self._find_row, project.id, spec.name)
         if existing is not None:
             if not replace_existing:
@@ -421,22 +439,78 @@ class ServiceManager:
                     f"A service named {spec.name!r} already exists in project {project.name!r}: "
                     "choose another name, or update it with PUT.",
                 )
+            async with self._reporting(existing, progress, "updating: ") as report:
+                spec = await self.runtime.prepare(spec, report)
             return await self.update(project, existing, spec, progress=progress), False
+        # The row exists while the runtime prepares (an image pull can take minutes), so
+        # that the service's status shows the progress; the lock keeps the reconcile loop
+        # from starting it meanwhile.
         row = Service(
+            id=new_id(),
             project_id=project.id,
             name=spec.name,
             spec=spec.to_dict(),
             desired="running",
             runtime=self.runtime.name,
             phase=Phase.STARTING.value,
+            reason="preparing",
             created_by=created_by,
         )
-        await asyncio.to_thread(self._insert, row)
         async with self._lock(row.id):
+            try:
+                await asyncio.to_thread(self._insert, row)
+            except IntegrityError as exc:
+                raise ServiceError(
+                    409, f"A service named {spec.name!r} was just created in {project.name!r}."
+                ) from exc
+            try:
+                async with self._reporting(row, progress) as report:
+                    spec = await self.runtime.prepare(spec, report)
+            except BaseException:
+                await asyncio.to_thread(self._delete_row, row.id)
+                self.routes.pop((project.name, row.name), None)
+                raise
+            await self._set(row, spec=spec.to_dict())
             await self._start_instance(row, project, spec, progress=progress)
             await self._update_route(project.name, row)
         self.wake()
         return row, True
+
+    @contextlib.asynccontextmanager
+    async def _reporting(
+        self, row: Service, also: ProgressCallback | None, prefix: str = ""
+    ) -> AsyncIterator[ProgressCallback]:
+        """A progress callback that shows the latest line as the service's reason.
+
+        Runtimes call it from worker threads and many times a second: lines are handed to
+        the event loop and written at most every PROGRESS_INTERVAL seconds."""
+        loop = asyncio.get_running_loop()
+        latest: list[str] = []
+        done = asyncio.Event()
+        before = row.reason
+
+        def report(line: str) -> None:
+            if also is not None:
+                also(line)
+            loop.call_soon_threadsafe(latest.append, prefix + line)
+
+        async def write() -> None:
+            while not done.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), PROGRESS_INTERVAL)
+                if latest and not done.is_set():
+                    line = latest[-1]
+                    latest.clear()
+                    await self._set(row, reason=line)
+
+        writer = asyncio.create_task(write())
+        try:
+            yield report
+        finally:
+            done.set()
+            await writer
+            if row.reason != before:
+                await self._set(row, reason=before)  # the caller says what comes next
 
     async def update(
         self,

@@ -147,6 +147,21 @@ def test_data_survives_restart_and_redeploy(api: httpx.Client) -> None:
     assert api.get("/api/projects/demo/volumes").json()["data"] == []
 
 
+def test_a_starting_service_says_what_it_does(api: httpx.Client) -> None:
+    deploy(api, "demo", "slow", START_DELAY="4")
+    starting = wait_until(
+        lambda: (
+            (s := service(api, "demo", "slow"))["reason"]
+            and "loading the model" in s["reason"]
+            and s
+        ),
+        timeout=30,
+        what="the service's last log line as its reason",
+    )
+    assert starting["status"] == "starting"
+    assert wait_running(api, "demo", "slow")["reason"] is None
+
+
 def test_put_is_idempotent(api: httpx.Client) -> None:
     spec = {"code": ECHO, "env": {"A": "1"}}
     first = api.put("/api/projects/demo/services/same", json=spec)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import re
@@ -180,7 +181,7 @@ def deploy(
                 Exit.API_ERROR,
             )
     spec = build_spec(image, source, env_values, list(ports or []), cpus, memory, gpus)
-    service = api.put_service(proj, service_name, spec)
+    service = put_with_progress(lab, proj, service_name, spec, quiet=as_json)
     if not no_wait:
         service = wait_healthy(lab, proj, service.name, timeout, quiet=as_json)
     if as_json:
@@ -189,6 +190,33 @@ def deploy(
     state = "is running" if service.status == "running" else f"is {service.status}"
     url = service_url(service)
     say(f"Service [bold]{service.name}[/] {state}" + (f" at {url}" if url else "."))
+
+
+def put_with_progress(
+    lab: Environment, project: str, name: str, spec: dict, *, quiet: bool = False
+) -> Record:
+    """PUT the spec; on a terminal, show what the lab reports meanwhile (an image pull
+    takes a while, and the lab writes its progress into the service's reason)."""
+    api = lab.lab_handler.lab_api
+    console = err_console()
+    if quiet or not console.is_terminal:
+        return api.put_service(project, name, spec)
+    with (
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+        console.status(f"Deploying {name} ...") as display,
+    ):
+        request = pool.submit(api.put_service, project, name, spec)
+        while True:
+            try:
+                return request.result(timeout=POLL_INTERVAL)
+            except concurrent.futures.TimeoutError:
+                pass
+            with contextlib.suppress(LabApiError):
+                service = api.get_service(project, name)
+                reason = service.get("reason")
+                display.update(
+                    f"{name}: [bold]{service.status}[/]" + (f" ({reason})" if reason else "")
+                )
 
 
 def wait_healthy(

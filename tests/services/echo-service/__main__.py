@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -81,6 +82,11 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
+    # START_DELAY=N plays a service that loads a model before it listens.
+    delay = float(os.environ.get("START_DELAY", "0"))
+    if delay:
+        print(f"loading the model, {delay:g} s", flush=True)
+        time.sleep(delay)
     server = ThreadingHTTPServer((HOST, PORT), Handler)
     server.daemon_threads = True
 
