@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.timing import POLL, until  # noqa: E402
 from tests.labtools import LabProcess  # noqa: E402
 
 EXAMPLE_IMAGE = "servicelab/example-fastapi:test"
@@ -50,7 +50,6 @@ RUNTIME_IMAGE = "servicelab/runtime:test"
 CODE_FOLDER = ROOT / "examples" / "code-service"
 PROJECT = "bench"
 BENCH_LABEL = "org.servicelab.bench"
-POLL = 0.02
 DEADLINE = 180.0
 
 
@@ -77,20 +76,6 @@ CASES = (
         code=True,
     ),
 )
-
-
-def until(check: Callable[[], bool], what: str) -> float:
-    """Poll `check` until true; return the monotonic time it first was."""
-    end = time.monotonic() + DEADLINE
-    while True:
-        try:
-            if check():
-                return time.monotonic()
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > end:
-            raise SystemExit(f"timed out after {DEADLINE:.0f} s waiting for {what}")
-        time.sleep(POLL)
 
 
 @dataclass
@@ -169,7 +154,9 @@ def docker_run_once(engine: docker.DockerClient, case: Case, run_id: str) -> dic
         bindings = container.attrs["NetworkSettings"]["Ports"][f"{case.port}/tcp"]
         url = f"http://127.0.0.1:{bindings[0]['HostPort']}/"
         with httpx.Client(timeout=5, trust_env=False) as http:
-            t_200 = until(lambda: http.get(url).status_code == 200, f"{case.image} to answer")
+            t_200 = until(
+                lambda: http.get(url).status_code == 200, f"{case.image} to answer", DEADLINE
+            )
 
         def healthy() -> bool:
             container.reload()
@@ -177,7 +164,7 @@ def docker_run_once(engine: docker.DockerClient, case: Case, run_id: str) -> dic
                 raise SystemExit(f"{case.image} exited: {container.logs()[-2000:]!r}")
             return bool(container.attrs["State"].get("Health", {}).get("Status") == "healthy")
 
-        t_healthy = until(healthy, f"{case.image} to be healthy")
+        t_healthy = until(healthy, f"{case.image} to be healthy", DEADLINE)
     finally:
         container.remove(force=True, v=True)
     return {"request": t_run - t0, "first 200": t_200 - t0, "healthy": t_healthy - t0}

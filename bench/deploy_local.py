@@ -21,7 +21,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -29,26 +28,12 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.timing import until  # noqa: E402
 from tests.labtools import LabProcess  # noqa: E402
 
 SERVICES = ROOT / "tests" / "services"
 PROJECT = "bench"
-POLL = 0.02
 DEADLINE = 120.0
-
-
-def until(check: Callable[[], bool], what: str) -> float:
-    """Poll `check` until true; return the monotonic time it first was."""
-    end = time.monotonic() + DEADLINE
-    while True:
-        try:
-            if check():
-                return time.monotonic()
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > end:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(POLL)
 
 
 def deploy_once(client: httpx.Client, name: str, code: Path) -> tuple[float, float, float]:
@@ -68,8 +53,8 @@ def deploy_once(client: httpx.Client, name: str, code: Path) -> tuple[float, flo
     def proxied() -> bool:
         return client.get(f"{base}/{name}/8091/").status_code == 200
 
-    t_healthy = until(healthy, f"{name} to be healthy")
-    t_proxy = until(proxied, f"{name} to answer through the proxy")
+    t_healthy = until(healthy, f"{name} to be healthy", DEADLINE)
+    t_proxy = until(proxied, f"{name} to answer through the proxy", DEADLINE)
     client.delete(f"{base}/{name}", params={"purge": "true"})
     return t_post - t0, t_healthy - t0, t_proxy - t0
 
@@ -114,8 +99,10 @@ def main() -> int:
         finally:
             lab.stop()
         ok = report("code service without dependencies", plain, 1.0)
-        ok = report("code service with a one-package requirements.txt (warm uv cache)",
-                    deps, 3.0) and ok
+        ok = (
+            report("code service with a one-package requirements.txt (warm uv cache)", deps, 3.0)
+            and ok
+        )
     return 0 if ok else 1
 
 
