@@ -93,7 +93,8 @@ def _store_errors() -> Iterator[None]:
 
 
 def file_out(info: FileInfo) -> dict[str, Any]:
-    """A file as ML Lab's clients know it, plus the data type and the sha256."""
+    """A file as ML Lab's clients know it (`hash`, `modifiedAt`, `modifiedBy`), with the
+    same facts under servicelab's names beside them."""
     return {
         "key": info.key,
         "name": info.name,
@@ -101,8 +102,11 @@ def file_out(info: FileInfo) -> dict[str, Any]:
         "version": info.version,
         "size": info.size,
         "hash": info.sha256,
+        "sha256": info.sha256,
         "modifiedAt": info.created.isoformat(),
+        "createdAt": info.created.isoformat(),
         "modifiedBy": info.uploader,
+        "uploader": info.uploader,
     }
 
 
