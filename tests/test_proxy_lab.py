@@ -246,3 +246,15 @@ def test_jupyter_server_with_prefix_kept(lab: LabProcess) -> None:
     ):
         ws.recv(timeout=10)
     session.delete(f"{base}/api/kernels/{kernel_id}")
+
+
+def test_a_revoked_token_stops_opening_the_service_within_5_seconds(lab: LabProcess) -> None:
+    with lab.client() as api:
+        created = api.post("/api/projects/alpha/tokens", json={"name": "short-lived"}).json()
+    token, token_id = created["data"]["token"], created["data"]["id"]
+    url = f"{lab.url}{PREFIX}/"
+    auth = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(url, headers=auth).status_code == 200  # now cached as allowed
+    with lab.client() as api:
+        assert api.delete(f"/api/projects/alpha/tokens/{token_id}").status_code == 200
+    wait_until(lambda: httpx.get(url, headers=auth).status_code == 401, timeout=5, what="401")
