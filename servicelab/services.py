@@ -176,13 +176,18 @@ class ServiceManager:
     async def reconcile(self) -> None:
         rows = await asyncio.to_thread(self._all_rows)
         seen = set()
-        for row, project in rows:
-            seen.add((project.name, row.name))
-            lock = self._lock(row.id)
+        for snapshot, project in rows:
+            seen.add((project.name, snapshot.name))
+            lock = self._lock(snapshot.id)
             if lock.locked():
                 continue  # an API action is working on it
             async with lock:
-                await self._reconcile_one(row, project)
+                # Read the row again under the lock: an API action may have stopped,
+                # updated or deleted the service since the snapshot, and acting on the
+                # old row would restart what was stopped or start what was deleted.
+                row = await asyncio.to_thread(self._get_row, snapshot.id)
+                if row is not None:
+                    await self._reconcile_one(row, project)
         for key in set(self.routes) - seen:
             self.routes.pop(key, None)
 
@@ -469,6 +474,7 @@ class ServiceManager:
             except BaseException:
                 await asyncio.to_thread(self._delete_row, row.id)
                 self.routes.pop((project.name, row.name), None)
+                self._locks.pop(row.id, None)
                 raise
             await self._set(row, spec=spec.to_dict())
             await self._start_instance(row, project, spec, progress=progress)
@@ -529,6 +535,10 @@ class ServiceManager:
         if spec.to_dict() == row.spec and row.desired == "running" and row.handle:
             return row  # idempotent: nothing changed
         async with self._lock(row.id):
+            fresh = await asyncio.to_thread(self._get_row, row.id)
+            if fresh is None:
+                raise ServiceError(404, f"Service {row.name!r} was just deleted.")
+            row = fresh
             old_handle = row.handle if row.desired == "running" else None
             # The old instance keeps its token until the new one serves in its place.
             env, token_id = await asyncio.to_thread(
@@ -589,6 +599,10 @@ class ServiceManager:
             await asyncio.sleep(STARTING_PROBE_INTERVAL)
         return False, f"not healthy after {spec.health.start_period:.0f} s ({detail})"
 
+    def _get_row(self, service_id: str) -> Service | None:
+        with self.db.session() as session:
+            return session.get(Service, service_id)
+
     def _find_row(self, project_id: str, name: str) -> Service | None:
         with self.db.session() as session:
             return session.scalar(
@@ -622,9 +636,19 @@ class ServiceManager:
 
         return await asyncio.to_thread(rows)
 
+    @contextlib.asynccontextmanager
+    async def _locked(self, project: Project, name: str) -> AsyncIterator[Service]:
+        """The service's row, read again once its lock is held: the reconcile loop may
+        have restarted it (a new handle) while the caller waited."""
+        found = await self.get(project, name)
+        async with self._lock(found.id):
+            row = await asyncio.to_thread(self._get_row, found.id)
+            if row is None:
+                raise ServiceError(404, f"Service {name!r} was just deleted.")
+            yield row
+
     async def stop(self, project: Project, name: str) -> Service:
-        row = await self.get(project, name)
-        async with self._lock(row.id):
+        async with self._locked(project, name) as row:
             if row.handle:
                 await self.runtime.stop(row.handle)
             await self._set(row, desired="stopped", phase=Phase.STOPPED, healthy=None, reason=None)
@@ -632,10 +656,9 @@ class ServiceManager:
         return row
 
     async def start_service(self, project: Project, name: str) -> Service:
-        row = await self.get(project, name)
-        if row.desired == "running" and row.phase != Phase.FAILED.value:
-            return row
-        async with self._lock(row.id):
+        async with self._locked(project, name) as row:
+            if row.desired == "running" and row.phase != Phase.FAILED.value:
+                return row
             spec = ServiceSpec.from_dict(row.spec)
             await self._set(row, desired="running")
             if row.handle:
@@ -646,8 +669,7 @@ class ServiceManager:
         return row
 
     async def restart(self, project: Project, name: str) -> Service:
-        row = await self.get(project, name)
-        async with self._lock(row.id):
+        async with self._locked(project, name) as row:
             spec = ServiceSpec.from_dict(row.spec)
             if row.handle:
                 await self.runtime.stop(row.handle)
@@ -658,8 +680,7 @@ class ServiceManager:
         return row
 
     async def delete(self, project: Project, name: str, *, purge: bool = False) -> None:
-        row = await self.get(project, name)
-        async with self._lock(row.id):
+        async with self._locked(project, name) as row:
             if row.handle:
                 await self.runtime.stop(row.handle)
             spec = ServiceSpec.from_dict(row.spec)

@@ -427,8 +427,13 @@ def test_exited_container_is_restarted_and_explained(lab: DockerLab, engine: Any
     )
     assert service["status"] in ("failed", "starting")
     assert not service["isHealthy"]
-    logs = api.http.get(f"/api/projects/{project}/services/quitter/logs")
-    assert "exiting as asked" in logs.json()["data"]
+    # Each restart is a new container, with logs of its own: it says the same once it ran.
+    wait_until(
+        lambda: "exiting as asked"
+        in api.http.get(f"/api/projects/{project}/services/quitter/logs").json()["data"],
+        timeout=60,
+        what="the exit message in the logs",
+    )
     # The failed container was replaced, not kept beside the new one.
     assert len(containers_of(engine, lab.instance_id, f"{project}--quitter")) == 1
 

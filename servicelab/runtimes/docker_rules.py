@@ -107,17 +107,25 @@ def pull_failed(image: str, why: str, policy: str) -> str:
 
 
 def pull_progress_line(event: dict[str, Any], last: dict[str, str]) -> str | None:
-    """One line per layer and status change; the many byte-count updates are skipped."""
+    """A line per layer when its status changes or its download passes another tenth;
+    the engine's many finer byte-count updates are skipped."""
     status = str(event.get("status") or "").strip()
     if not status:
         return None
     layer = str(event.get("id") or "")
-    if layer and last.get(layer) == status:
+    if not layer:
+        return status
+    detail = event.get("progressDetail") or {}
+    current, total = detail.get("current"), detail.get("total")
+    amount, step = "", ""
+    if isinstance(current, int) and isinstance(total, int) and total > 0:
+        percent = min(100, current * 100 // total)
+        amount, step = f" {current / 1e6:.1f}/{total / 1e6:.1f} MB ({percent}%)", str(percent // 10)
+    seen = f"{status}:{step}"
+    if last.get(layer) == seen:
         return None
-    if layer:
-        last[layer] = status
-        return f"{layer}: {status}"
-    return status
+    last[layer] = seen
+    return f"{layer}: {status}{amount}"
 
 
 def start_error(exc: docker.errors.APIError, spec: ServiceSpec) -> RuntimeError_:
