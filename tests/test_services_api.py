@@ -106,9 +106,12 @@ def test_deploy_reach_and_lab_variables(api: httpx.Client, lab_process: LabProce
         ).status_code
         == 403
     )
-    # No service listing ever shows a token.
+    # No service listing ever shows a token, and none is left on disk.
     listing = api.get("/api/projects/demo/services").text
     assert token not in listing
+    for path in lab_process.data_dir.rglob("*"):
+        if path.is_file() and path.stat().st_size < 10_000_000:
+            assert token.encode() not in path.read_bytes(), path
 
 
 def test_body_overrides_lab_variables(api: httpx.Client) -> None:

@@ -6,8 +6,10 @@ Each service owns a folder `<root>/<project>--<service>/`:
     venv/                 its own virtual environment, made by the executor with uv
     logs/current.log      stdout+stderr lines with a UTC timestamp prefix, rotated to
     logs/previous.log     previous.log; shared by all instances, so logs survive restarts
-    instances/<id>/       one folder per started instance: config.json (what the
-                          supervisor runs), state.json (what it saw), supervisor.log
+    instances/<id>/       one folder per started instance: config.json (what the supervisor
+                          runs; private to the lab's user, and removed once read, since it
+                          holds the service's environment), state.json (what it saw),
+                          supervisor.log
 
 Every instance runs under its own supervisor process (`supervisor.py`) in a session of its
 own, so the services outlive the lab; a restarted lab finds them again with `adopt()`.

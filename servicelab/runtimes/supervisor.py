@@ -75,7 +75,9 @@ def proc_start_ticks(pid: int) -> int | None:
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Replace `path` with `data` so that readers see the old or the new file, never half."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    # Readable by the lab's user alone: a config holds the service's environment, tokens too.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w", encoding="utf-8") as f:
         json.dump(data, f)
         f.flush()
         os.fsync(f.fileno())
@@ -301,7 +303,10 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: supervisor.py CONFIG.json", file=sys.stderr)
         return 2
-    config = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    config_path = Path(argv[0])
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    # The environment (LAB_API_TOKEN, the user's secrets) lives on in this process only.
+    config_path.unlink(missing_ok=True)
     return Supervisor(config).run()
 
 
