@@ -29,8 +29,12 @@ _GIT_ENV = {
 
 def git(*args: str, cwd: Path) -> str:
     result = subprocess.run(
-        [GIT, *args], cwd=cwd, env={**os.environ, **_GIT_ENV},
-        capture_output=True, text=True, check=True,
+        [GIT, *args],
+        cwd=cwd,
+        env={**os.environ, **_GIT_ENV},
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return result.stdout.strip()
 
@@ -54,9 +58,12 @@ def write_files(folder: Path, files: dict[str, str]) -> None:
         path.write_text(text)
 
 
-def make_repo(root: Path, history: list[tuple[str, dict[str, str]]],
-              branches: dict[str, list[tuple[str, dict[str, str]]]] | None = None,
-              tags: dict[str, str] | None = None) -> Repo:
+def make_repo(
+    root: Path,
+    history: list[tuple[str, dict[str, str]]],
+    branches: dict[str, list[tuple[str, dict[str, str]]]] | None = None,
+    tags: dict[str, str] | None = None,
+) -> Repo:
     """Build `<root>/work` from `history` (commit label -> files), branch off `main` with
     `branches`, tag commits by label with `tags`, and push all to `<root>/repo.git`.
 

@@ -16,9 +16,11 @@ ECHO_MAIN = (ROOT / "tests" / "services" / "echo-service" / "__main__.py").read_
 
 def wait_running(api: httpx.Client, name: str) -> dict:
     return wait_until(
-        lambda: (s := api.get(f"/api/projects/demo/services/{name}").json()["data"])["status"]
-        == "running"
-        and s,
+        lambda: (
+            (s := api.get(f"/api/projects/demo/services/{name}").json()["data"])["status"]
+            == "running"
+            and s
+        ),
         timeout=90,
         what=f"{name} running",
     )
@@ -49,9 +51,11 @@ def test_code_from_a_git_url_over_http(lab_process: LabProcess, tmp_path: Path) 
         )
         assert r.status_code == 201
         failed = wait_until(
-            lambda: (s := api.get("/api/projects/demo/services/badref").json()["data"])["status"]
-            == "failed"
-            and s,
+            lambda: (
+                (s := api.get("/api/projects/demo/services/badref").json()["data"])["status"]
+                == "failed"
+                and s
+            ),
             timeout=60,
             what="badref failed",
         )

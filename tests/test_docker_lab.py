@@ -47,7 +47,7 @@ LABEL_KEY = "servicelab.key"
 
 #: A service driven by URLs and environment variables, so that one image shows every
 #: behaviour: its version, /data, a health flag, exiting, eating memory.
-SERVER = r'''
+SERVER = r"""
 import json, os, signal, socket, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
@@ -93,7 +93,7 @@ class Handler(BaseHTTPRequestHandler):
 
 print("listening on 8080", flush=True)
 ThreadingHTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
-'''
+"""
 
 TEST_DOCKERFILE = f"""FROM {PYTHON_IMAGE}
 COPY server.py /server.py
@@ -429,8 +429,10 @@ def test_exited_container_is_restarted_and_explained(lab: DockerLab, engine: Any
     assert not service["isHealthy"]
     # Each restart is a new container, with logs of its own: it says the same once it ran.
     wait_until(
-        lambda: "exiting as asked"
-        in api.http.get(f"/api/projects/{project}/services/quitter/logs").json()["data"],
+        lambda: (
+            "exiting as asked"
+            in api.http.get(f"/api/projects/{project}/services/quitter/logs").json()["data"]
+        ),
         timeout=60,
         what="the exit message in the logs",
     )
@@ -655,7 +657,6 @@ def test_lab_in_a_container_deploys_beside_itself(engine: Any) -> None:
     )
     api: Api | None = None
     try:
-
         url = wait_for_lab_container(container)
         api = Api(url, login(url, "admin", password), instance_id)
         project = api.project()
@@ -712,4 +713,3 @@ def test_podman_deploy_logs_delete(engine: Any, tmp_path: Path) -> None:
         process.stop()
         remove_everything_of(podman, instance_id)
         podman.close()
-

@@ -38,18 +38,24 @@ def base_env(**extra: str) -> dict[str, str]:
 def path_without(*tools: str) -> str:
     """PATH without the folders that hold `tools` (to test the fallbacks)."""
     keep = [
-        d for d in os.environ.get("PATH", "").split(os.pathsep)
+        d
+        for d in os.environ.get("PATH", "").split(os.pathsep)
         if d and not any((Path(d) / t).exists() for t in tools)
     ]
     return os.pathsep.join(keep)
 
 
-def execute(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-            ) -> subprocess.CompletedProcess[str]:
+def execute(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "servicelab.execute", *args],
-        env=env or base_env(), cwd=cwd, capture_output=True, text=True,
-        timeout=TIMEOUT, stdin=subprocess.DEVNULL,
+        env=env or base_env(),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -146,20 +152,29 @@ def wait_for(path: Path, proc: subprocess.Popen[str], deadline: float = 60.0) ->
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signals_are_forwarded(tmp_path: Path, sig: signal.Signals) -> None:
     ready, got = tmp_path / "ready", tmp_path / "got"
-    code = write(tmp_path / "svc", {"__main__.py": (
-        "import signal, sys, time, pathlib\n"
-        "def on_signal(signum, frame):\n"
-        f"    pathlib.Path({str(got)!r}).write_text(str(signum))\n"
-        "    sys.exit(3)\n"
-        "signal.signal(signal.SIGTERM, on_signal)\n"
-        "signal.signal(signal.SIGINT, on_signal)\n"
-        f"pathlib.Path({str(ready)!r}).write_text('ok')\n"
-        "while True:\n"
-        "    time.sleep(0.1)\n"
-    )})
+    code = write(
+        tmp_path / "svc",
+        {
+            "__main__.py": (
+                "import signal, sys, time, pathlib\n"
+                "def on_signal(signum, frame):\n"
+                f"    pathlib.Path({str(got)!r}).write_text(str(signum))\n"
+                "    sys.exit(3)\n"
+                "signal.signal(signal.SIGTERM, on_signal)\n"
+                "signal.signal(signal.SIGINT, on_signal)\n"
+                f"pathlib.Path({str(ready)!r}).write_text('ok')\n"
+                "while True:\n"
+                "    time.sleep(0.1)\n"
+            )
+        },
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "servicelab.execute", str(code)], env=base_env(),
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "servicelab.execute", str(code)],
+        env=base_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         wait_for(ready, proc)
@@ -290,8 +305,7 @@ def test_subversion(tmp_path: Path) -> None:
     svn_repo = tmp_path / "svnrepo"
     subprocess.run(["svnadmin", "create", str(svn_repo)], check=True)
     source = write(tmp_path / "import", {"trunk/__main__.py": app("from svn")})
-    subprocess.run(["svn", "import", "-q", "-m", "one", str(source), svn_repo.as_uri()],
-                   check=True)
+    subprocess.run(["svn", "import", "-q", "-m", "one", str(source), svn_repo.as_uri()], check=True)
     result = execute(f"svn+{svn_repo.as_uri()}/trunk@1", "--workdir", str(tmp_path / "w"))
     assert result.returncode == 0, result.stderr
     assert "from svn" in result.stdout
@@ -329,21 +343,24 @@ def dependency_project(tmp_path: Path) -> tuple[Path, Path]:
     wheels = tmp_path / "wheels"
     make_wheel(wheels)
     log = tmp_path / "order.log"
-    code = write(tmp_path / "svc", {
-        "requirements.txt": f"--no-index\n--find-links {wheels}\ntinypkg\n",
-        "setup.sh": (
-            f"echo setup.sh >> {log}\n"
-            "if python -c 'import tinypkg' 2>/dev/null; then\n"
-            "  echo 'requirements.txt ran before setup.sh' >&2; exit 9\n"
-            "fi\n"
-            "python -c 'import sys; print(\"setup python\", sys.prefix)'\n"
-        ),
-        "__main__.py": (
-            "import sys, tinypkg\n"
-            "print('tinypkg', tinypkg.VERSION)\n"
-            "print('prefix', sys.prefix)\n"
-        ),
-    })
+    code = write(
+        tmp_path / "svc",
+        {
+            "requirements.txt": f"--no-index\n--find-links {wheels}\ntinypkg\n",
+            "setup.sh": (
+                f"echo setup.sh >> {log}\n"
+                "if python -c 'import tinypkg' 2>/dev/null; then\n"
+                "  echo 'requirements.txt ran before setup.sh' >&2; exit 9\n"
+                "fi\n"
+                "python -c 'import sys; print(\"setup python\", sys.prefix)'\n"
+            ),
+            "__main__.py": (
+                "import sys, tinypkg\n"
+                "print('tinypkg', tinypkg.VERSION)\n"
+                "print('prefix', sys.prefix)\n"
+            ),
+        },
+    )
     return code, log
 
 
@@ -391,21 +408,27 @@ def test_requirements_only_then_code_only(tmp_path: Path) -> None:
 
 def test_code_only_skips_installs(tmp_path: Path) -> None:
     marker = tmp_path / "setup-ran"
-    code = write(tmp_path / "svc", {
-        "setup.sh": f"touch {marker}\n",
-        "requirements.txt": "--no-index\nsurely-not-a-package\n",
-        "__main__.py": app("ran without installs"),
-    })
+    code = write(
+        tmp_path / "svc",
+        {
+            "setup.sh": f"touch {marker}\n",
+            "requirements.txt": "--no-index\nsurely-not-a-package\n",
+            "__main__.py": app("ran without installs"),
+        },
+    )
     result = execute("--code-only", str(code))
     assert result.returncode == 0, result.stderr
     assert "ran without installs" in result.stdout and not marker.exists()
 
 
 def test_failing_requirements_stop_the_run(tmp_path: Path) -> None:
-    code = write(tmp_path / "svc", {
-        "requirements.txt": "--no-index\nsurely-not-a-package-xyz\n",
-        "__main__.py": app("must not run"),
-    })
+    code = write(
+        tmp_path / "svc",
+        {
+            "requirements.txt": "--no-index\nsurely-not-a-package-xyz\n",
+            "__main__.py": app("must not run"),
+        },
+    )
     result = execute(str(code), "--venv", str(tmp_path / "venv"))
     assert result.returncode == 1
     assert "requirements.txt failed with exit code" in result.stderr
@@ -415,11 +438,14 @@ def test_failing_requirements_stop_the_run(tmp_path: Path) -> None:
 
 def test_failing_setup_stops_the_run(tmp_path: Path) -> None:
     marker = tmp_path / "after-false"
-    code = write(tmp_path / "svc", {
-        "setup.sh": f"echo about to fail\nfalse\ntouch {marker}\n",
-        "requirements.txt": "--no-index\nsurely-not-a-package\n",
-        "__main__.py": app("must not run"),
-    })
+    code = write(
+        tmp_path / "svc",
+        {
+            "setup.sh": f"echo about to fail\nfalse\ntouch {marker}\n",
+            "requirements.txt": "--no-index\nsurely-not-a-package\n",
+            "__main__.py": app("must not run"),
+        },
+    )
     result = execute(str(code))
     assert result.returncode == 1
     assert "setup.sh failed with exit code 1" in result.stderr
@@ -444,12 +470,18 @@ def test_environment_yml_comes_first(tmp_path: Path) -> None:
     code, log = dependency_project(tmp_path)
     write(code, {"environment.yml": "name: svc\ndependencies: [python]\n"})
     tools = tmp_path / "tools"
-    write(tools, {"micromamba": (
-        "#!/bin/sh\n"
-        f"echo \"environment.yml $*\" >> {log}\n"
-        "while [ $# -gt 0 ]; do [ \"$1\" = -p ] && prefix=$2; shift; done\n"
-        f"{sys.executable} -m venv --without-pip \"$prefix\" && mkdir -p \"$prefix/conda-meta\"\n"
-    )})
+    write(
+        tools,
+        {
+            "micromamba": (
+                "#!/bin/sh\n"
+                f'echo "environment.yml $*" >> {log}\n'
+                'while [ $# -gt 0 ]; do [ "$1" = -p ] && prefix=$2; shift; done\n'
+                f'{sys.executable} -m venv --without-pip "$prefix"\n'
+                'mkdir -p "$prefix/conda-meta"\n'
+            )
+        },
+    )
     (tools / "micromamba").chmod(0o755)
     prefix = tmp_path / "env"
     env = base_env(PATH=f"{tools}{os.pathsep}{os.environ['PATH']}")
@@ -546,18 +578,25 @@ def test_data_key_zip_of_a_folder(data_server: Served, tmp_path: Path) -> None:
         zf.writestr("svc/__main__.py", app("from a zip"))
         zf.writestr("svc/helper.txt", "x")
     files["models/svc.zip"] = buffer.getvalue()
-    result = execute(env={**lab_env(endpoint), "EXECUTE_CODE": "models/svc.zip",
-                          "EXECUTE_WORKDIR": str(tmp_path)})
+    result = execute(
+        env={
+            **lab_env(endpoint),
+            "EXECUTE_CODE": "models/svc.zip",
+            "EXECUTE_WORKDIR": str(tmp_path),
+        }
+    )
     assert result.returncode == 0, result.stderr
     assert "from a zip" in result.stdout and f"cwd {tmp_path / 'code' / 'svc'}" in result.stdout
 
 
 def test_data_key_tarball(data_server: Served, tmp_path: Path) -> None:
     endpoint, files = data_server
-    files["experiments/svc.tar.gz"] = tarball([
-        file_member("__main__.py", app("from a tarball")),
-        link_member("same.py", "__main__.py"),
-    ])
+    files["experiments/svc.tar.gz"] = tarball(
+        [
+            file_member("__main__.py", app("from a tarball")),
+            link_member("same.py", "__main__.py"),
+        ]
+    )
     result = execute("experiments/svc.tar.gz", "--workdir", str(tmp_path), env=lab_env(endpoint))
     assert result.returncode == 0, result.stderr
     assert "from a tarball" in result.stdout

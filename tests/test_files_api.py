@@ -28,8 +28,9 @@ FILES = "/api/projects/demo/files"
 def build_app(data_dir: Path) -> Any:
     app = create_app(make_settings(data_dir))
     inner = app.app  # create_app wraps the FastAPI app in the proxy
-    if not any(getattr(r, "path", "").startswith("/api/projects/{project}/files")
-               for r in inner.routes):
+    if not any(
+        getattr(r, "path", "").startswith("/api/projects/{project}/files") for r in inner.routes
+    ):
         files_api.install(inner)  # until the app wires the router itself
     return app
 
@@ -46,12 +47,11 @@ def flab(tmp_path: Path) -> Iterator[Lab]:
         yield lab
 
 
-def upload(lab: Lab, content: bytes, token: str | None = None, filename: str = "a.csv",
-           **params: Any) -> httpx.Response:
+def upload(
+    lab: Lab, content: bytes, token: str | None = None, filename: str = "a.csv", **params: Any
+) -> httpx.Response:
     params.setdefault("dataType", "datasets")
-    return lab.post(
-        f"{FILES}/upload", token, params=params, files={"file": (filename, content)}
-    )
+    return lab.post(f"{FILES}/upload", token, params=params, files={"file": (filename, content)})
 
 
 def test_upload_versions_info_and_list(flab: Lab) -> None:
@@ -79,7 +79,8 @@ def test_upload_versions_info_and_list(flab: Lab) -> None:
 
 def test_raw_body_upload(flab: Lab) -> None:
     r = flab.client.post(
-        f"{FILES}/upload", params={"dataType": "backups", "fileName": "b.bin"},
+        f"{FILES}/upload",
+        params={"dataType": "backups", "fileName": "b.bin"},
         content=b"raw bytes",
         headers={**flab.headers(), "Content-Type": "application/octet-stream"},
     )
@@ -95,7 +96,8 @@ def test_download_and_ranges(flab: Lab) -> None:
 
     def get(**headers: str) -> httpx.Response:
         return flab.client.get(
-            f"{FILES}/download", params={"fileKey": "datasets/blob.bin"},
+            f"{FILES}/download",
+            params={"fileKey": "datasets/blob.bin"},
             headers={**flab.headers(), **headers},
         )
 
@@ -153,8 +155,9 @@ def test_bad_input_is_a_clear_400(flab: Lab) -> None:
         assert r.status_code == 400, key
     r = flab.get(f"{FILES}/download", params={"fileKey": "datasets/missing.csv"})
     assert r.status_code == 404 and "missing.csv" in r.json()["errors"]["message"]
-    r = flab.post(f"{FILES}/upload", params={"dataType": "datasets"},
-                  files={"other": ("a.csv", b"x")})
+    r = flab.post(
+        f"{FILES}/upload", params={"dataType": "datasets"}, files={"other": ("a.csv", b"x")}
+    )
     assert r.status_code == 400 and "no field named 'file'" in r.json()["errors"]["message"]
     assert flab.get(FILES, params={"allVersions": "true"}).json()["data"] == []
 
@@ -162,11 +165,13 @@ def test_bad_input_is_a_clear_400(flab: Lab) -> None:
 def test_truncated_upload_stores_nothing(flab: Lab) -> None:
     boundary = "b0undary"
     body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-        f"filename=\"a.csv\"\r\n\r\npartial content"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="a.csv"\r\n\r\npartial content'
     ).encode()
     r = flab.client.post(
-        f"{FILES}/upload", params={"dataType": "datasets"}, content=body,
+        f"{FILES}/upload",
+        params={"dataType": "datasets"},
+        content=body,
         headers={**flab.headers(), "Content-Type": f"multipart/form-data; boundary={boundary}"},
     )
     assert r.status_code == 400 and "ended before" in r.json()["errors"]["message"]
@@ -222,8 +227,11 @@ def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     try:
         r = httpx.get(f"{base}/api/auth/login", auth=("admin", ADMIN_PASSWORD))
         token = r.json()["data"]
-        r = httpx.post(f"{base}/api/projects", json={"name": "demo"},
-                       headers={"Authorization": f"Bearer {token}"})
+        r = httpx.post(
+            f"{base}/api/projects",
+            json={"name": "demo"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
         assert r.status_code == 201, r.text
         yield base, token
     finally:
@@ -241,8 +249,10 @@ def test_large_upload_and_download_stream(server: tuple[str, str]) -> None:
     boundary = "streaming-boundary"
 
     def body() -> Iterator[bytes]:
-        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-               f"filename=\"big.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="big.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        ).encode()
         for _ in range(total // piece):
             yield block
         yield f"\r\n--{boundary}--\r\n".encode()
@@ -255,14 +265,20 @@ def test_large_upload_and_download_stream(server: tuple[str, str]) -> None:
     try:
         with httpx.Client(timeout=120) as client:
             r = client.post(
-                f"{base}{FILES}/upload", params={"dataType": "models"}, content=body(),
+                f"{base}{FILES}/upload",
+                params={"dataType": "models"},
+                content=body(),
                 headers={**headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
             )
             assert r.status_code == 200, r.text
             assert r.json()["data"] == "models/big.bin.v1"
             digest, size = hashlib.sha256(), 0
-            with client.stream("GET", f"{base}{FILES}/download", headers=headers,
-                               params={"fileKey": "models/big.bin"}) as response:
+            with client.stream(
+                "GET",
+                f"{base}{FILES}/download",
+                headers=headers,
+                params={"fileKey": "models/big.bin"},
+            ) as response:
                 assert response.status_code == 200
                 for chunk in response.iter_bytes():
                     digest.update(chunk)

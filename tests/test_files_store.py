@@ -74,7 +74,10 @@ def test_versions_and_latest(store: LocalFileStore, tmp_path: Path) -> None:
     # Files live under <root>/<project>/<type>/ with a sidecar per version.
     folder = tmp_path / "files" / PROJECT / "datasets"
     assert sorted(p.name for p in folder.iterdir()) == [
-        "a.csv.v1", "a.csv.v1.meta.json", "a.csv.v2", "a.csv.v2.meta.json",
+        "a.csv.v1",
+        "a.csv.v1.meta.json",
+        "a.csv.v2",
+        "a.csv.v2.meta.json",
     ]
 
 
@@ -120,11 +123,14 @@ def test_listing(store: LocalFileStore) -> None:
 
         keys = [i.key for i in await store.list(PROJECT)]
         assert keys == [
-            "datasets/a.csv.v2", "datasets/b.csv.v1", "datasets/runs/r1/log.txt.v1",
+            "datasets/a.csv.v2",
+            "datasets/b.csv.v1",
+            "datasets/runs/r1/log.txt.v1",
             "models/a.pt.v1",
         ]
         assert [i.key for i in await store.list(PROJECT, all_versions=True)][:2] == [
-            "datasets/a.csv.v1", "datasets/a.csv.v2",
+            "datasets/a.csv.v1",
+            "datasets/a.csv.v2",
         ]
         assert [i.key for i in await store.list(PROJECT, data_type="models")] == ["models/a.pt.v1"]
         assert [i.key for i in await store.list(PROJECT, prefix="datasets/a")] == [
@@ -205,10 +211,23 @@ def test_failed_upload_leaves_nothing(store: LocalFileStore, tmp_path: Path) -> 
 @pytest.mark.parametrize(
     "key",
     [
-        "", "datasets", "datasets/", "/datasets/a", "datasets//a", "datasets/../a",
-        "datasets/a/../../b", "datasets/./a", "datasets/a\\b", "datasets/a\x00b",
-        "unknown/a.csv", "datasets/.hidden", "datasets/a.meta.json", "datasets/ a",
-        "datasets/a\nb", "datasets/" + "x" * 1100, "datasets/a.v1/b",
+        "",
+        "datasets",
+        "datasets/",
+        "/datasets/a",
+        "datasets//a",
+        "datasets/../a",
+        "datasets/a/../../b",
+        "datasets/./a",
+        "datasets/a\\b",
+        "datasets/a\x00b",
+        "unknown/a.csv",
+        "datasets/.hidden",
+        "datasets/a.meta.json",
+        "datasets/ a",
+        "datasets/a\nb",
+        "datasets/" + "x" * 1100,
+        "datasets/a.v1/b",
     ],
 )
 def test_bad_keys_are_refused(store: LocalFileStore, key: str) -> None:

@@ -37,7 +37,7 @@ PORTS_IMAGE = "servicelab-test/docker-runtime-ports:test"
 BARE_IMAGE = "servicelab-test/docker-runtime-bare:test"
 ECHO_IMAGE = "servicelab-test/docker-runtime-echo:test"
 
-SERVER = r'''
+SERVER = r"""
 import json, os, signal, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
@@ -85,7 +85,7 @@ class Handler(BaseHTTPRequestHandler):
 port = int(os.environ.get("PORT", "8080"))
 print(f"listening on {port}", flush=True)
 ThreadingHTTPServer(("0.0.0.0", port), Handler).serve_forever()
-'''
+"""
 
 SERVICE_DOCKERFILE = f"""FROM {PYTHON_IMAGE}
 COPY server.py /server.py
@@ -233,9 +233,7 @@ def _spec(**kwargs: Any) -> ServiceSpec:
     return ServiceSpec(**kwargs)
 
 
-async def eventually(
-    check: Callable[[], Awaitable[T]], what: str, deadline: float = 60.0
-) -> T:
+async def eventually(check: Callable[[], Awaitable[T]], what: str, deadline: float = 60.0) -> T:
     """Poll `check` until it returns something truthy, failing after `deadline` s."""
     loop = asyncio.get_running_loop()
     end = loop.time() + deadline
@@ -323,9 +321,7 @@ async def test_prepare_explains_bad_specs(runtime: DockerRuntime) -> None:
 
 
 @pytest.mark.docker
-async def test_serves_with_env_labels_and_health(
-    runtime: DockerRuntime, instance_id: str
-) -> None:
+async def test_serves_with_env_labels_and_health(runtime: DockerRuntime, instance_id: str) -> None:
     spec = _spec()
     handle = await start(runtime, spec, LAB_SERVICE_PATH="/x/")
     assert handle["key"] == spec.key
@@ -500,6 +496,7 @@ async def test_logs_tail_since_and_follow(runtime: DockerRuntime) -> None:
 
     task = asyncio.create_task(follow())
     try:
+
         async def seen() -> bool:
             await http_get(runtime, handle, "/log?text=followed")
             return "followed" in followed

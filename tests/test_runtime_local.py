@@ -68,8 +68,12 @@ def service_processes(code: Path, root: Path) -> list[int]:
             continue
         args = [a.decode(errors="replace") for a in argv if a]
         data_dir = next(
-            (e[len(b"LAB_DATA_DIR="):].decode() for e in environ
-             if e.startswith(b"LAB_DATA_DIR=")), ""
+            (
+                e[len(b"LAB_DATA_DIR=") :].decode()
+                for e in environ
+                if e.startswith(b"LAB_DATA_DIR=")
+            ),
+            "",
         )
         if (
             str(code) in args
@@ -136,8 +140,11 @@ async def test_prepare_completes_ports_and_paths(
             "does not exist",
         ),
         (
-            ServiceSpec(project="p1", name="s1", code=str(SERVICES / "with-requirements" /
-                                                           "requirements.txt")),
+            ServiceSpec(
+                project="p1",
+                name="s1",
+                code=str(SERVICES / "with-requirements" / "requirements.txt"),
+            ),
             ".py file",
         ),
         (ServiceSpec(project="p1", name="s1", code="https://example.invalid/x.py"), "VCS URL"),
@@ -163,8 +170,15 @@ async def test_env_data_dir_and_ports(runtime: LocalRuntime, tmp_path: Path) -> 
         assert seen["LAB_DATA_DIR"] == str(tmp_path / "services" / spec.key / "data")
         assert seen["LAB_PROJECT"] == "proj"
         assert "SERVICELAB_SECRET_OF_THE_LAB" not in seen
-        assert set(handle) >= {"key", "dir", "instance", "supervisor_pid", "pid", "ports",
-                               "started_at"}
+        assert set(handle) >= {
+            "key",
+            "dir",
+            "instance",
+            "supervisor_pid",
+            "pid",
+            "ports",
+            "started_at",
+        }
 
 
 async def test_lab_secrets_are_not_passed_on(
@@ -219,8 +233,10 @@ async def test_a_reused_pid_is_not_taken_for_ours() -> None:
 
 
 async def test_two_services_run_side_by_side(runtime: LocalRuntime) -> None:
-    async with serving(runtime, echo("one")) as (_, h1, a1), \
-            serving(runtime, echo("two")) as (_, h2, a2):
+    async with (
+        serving(runtime, echo("one")) as (_, h1, a1),
+        serving(runtime, echo("two")) as (_, h2, a2),
+    ):
         assert a1.port != a2.port
         assert h1["dir"] != h2["dir"]
 
@@ -271,9 +287,7 @@ async def test_logs_rotate_within_bounds_and_follow_across_rotations(
             for name in ("current.log", "previous.log"):
                 assert (log_dir / name).stat().st_size <= max_bytes
             ours = [line for line in followed if line.startswith("round")]
-            expected = [
-                f"round{r}-line-with-some-padding {i}" for r in range(4) for i in range(60)
-            ]
+            expected = [f"round{r}-line-with-some-padding {i}" for r in range(4) for i in range(60)]
             assert ours == expected
             tail = [line async for line in rt.logs(handle, tail=5)]
             assert tail[-1].startswith("request GET /log")
@@ -310,7 +324,12 @@ async def test_services_outlive_a_killed_lab_and_are_adopted_once(
     root = tmp_path / "services"
     code = SERVICES / "echo-service"
     lab = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", LAB_SCRIPT, str(root), lab_id, str(code),
+        sys.executable,
+        "-c",
+        LAB_SCRIPT,
+        str(root),
+        lab_id,
+        str(code),
         stdout=asyncio.subprocess.PIPE,
         cwd=Path(__file__).parent.parent,
     )
@@ -363,9 +382,7 @@ async def test_kept_data_and_delete_data(runtime: LocalRuntime) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not EXECUTOR_PATH.exists(), reason="servicelab/execute.py not there yet")
-async def test_requirements_install_into_the_service_venv(
-    tmp_path: Path, lab_id: str
-) -> None:
+async def test_requirements_install_into_the_service_venv(tmp_path: Path, lab_id: str) -> None:
     rt = LocalRuntime(tmp_path / "services", lab_id)
     spec = ServiceSpec(project="proj", name="deps", code=str(SERVICES / "with-requirements"))
     async with serving(rt, spec) as (spec, handle, address):
@@ -386,16 +403,30 @@ async def test_a_handle_that_is_not_ours_is_harmless(runtime: LocalRuntime) -> N
     [
         ({"signal": 9}, "killed by signal SIGKILL"),
         ({"exit_code": 137}, "exited with code 137 (SIGKILL)"),
-        ({"exit_code": 2, "last_stderr": ["[execute] running x ...", "usage: bad"]},
-         "exited with code 2: usage: bad"),
-        ({"exit_code": 1, "last_stderr": ["Traceback (most recent call last):",
-                                          "KeyError: 'x'", "  during cleanup",
-                                          "[execute] the code exited with code 1."]},
-         "exited with code 1: KeyError: 'x'"),
-        ({"exit_code": 1, "last_stderr": ["[execute] error: requirements.txt failed"]},
-         "exited with code 1: [execute] error: requirements.txt failed"),
-        ({"exit_code": 127, "error": "could not start 'x': No such file"},
-         "could not start 'x': No such file"),
+        (
+            {"exit_code": 2, "last_stderr": ["[execute] running x ...", "usage: bad"]},
+            "exited with code 2: usage: bad",
+        ),
+        (
+            {
+                "exit_code": 1,
+                "last_stderr": [
+                    "Traceback (most recent call last):",
+                    "KeyError: 'x'",
+                    "  during cleanup",
+                    "[execute] the code exited with code 1.",
+                ],
+            },
+            "exited with code 1: KeyError: 'x'",
+        ),
+        (
+            {"exit_code": 1, "last_stderr": ["[execute] error: requirements.txt failed"]},
+            "exited with code 1: [execute] error: requirements.txt failed",
+        ),
+        (
+            {"exit_code": 127, "error": "could not start 'x': No such file"},
+            "could not start 'x': No such file",
+        ),
     ],
 )
 def test_exit_reasons(state: dict[str, object], reason: str) -> None:

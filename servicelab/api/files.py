@@ -114,7 +114,8 @@ def _data_type(value: str) -> str:
     data_type = _DATA_TYPE_ALIASES.get(value.strip().lower())
     if data_type is None:
         raise ApiError(
-            400, f"Invalid dataType {value!r}: use one of {', '.join(DATA_TYPES)}.",
+            400,
+            f"Invalid dataType {value!r}: use one of {', '.join(DATA_TYPES)}.",
             code="invalid_key",
         )
     return data_type
@@ -252,8 +253,9 @@ async def upload(
     max_size = getattr(request.app.state.settings, "max_upload_size", None) or None
     length = request.headers.get("content-length", "")
     if max_size and length.isdigit() and int(length) > max_size:
-        raise ApiError(413, f"The file is larger than the limit of {max_size} bytes.",
-                       code="payload_too_large")
+        raise ApiError(
+            413, f"The file is larger than the limit of {max_size} bytes.", code="payload_too_large"
+        )
     content_type, options = parse_options_header(request.headers.get("content-type"))
     body = request.stream()
     try:
@@ -273,8 +275,13 @@ async def upload(
             raise ApiError(400, "Give 'fileName', or send the file with a file name.")
         with _store_errors():
             info = await store.put(
-                project, kind, name, chunks, identity.username,
-                versioning=versioning, max_size=max_size,
+                project,
+                kind,
+                name,
+                chunks,
+                identity.username,
+                versioning=versioning,
+                max_size=max_size,
             )
     except UploadError as exc:
         raise ApiError(400, str(exc), code="bad_upload") from None
@@ -351,7 +358,8 @@ async def download(
         selected = parse_range(range_header, info.size)
     except InvalidRange as exc:
         return Response(
-            json.dumps(envelope.error(416, str(exc))), status_code=416,
+            json.dumps(envelope.error(416, str(exc))),
+            status_code=416,
             media_type="application/json",
             headers={"Content-Range": f"bytes */{info.size}", "Accept-Ranges": "bytes"},
         )
@@ -362,13 +370,13 @@ async def download(
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
     headers["Content-Length"] = str(end - start)
     if request.method == "HEAD":
-        return Response(status_code=status, headers=headers,
-                        media_type="application/octet-stream")
+        return Response(status_code=status, headers=headers, media_type="application/octet-stream")
     with _store_errors():
         # The exact version from `info`: a newer upload meanwhile must not change the bytes.
         stream = await store.open_range(project, info.key, start, end)
-    return StreamingResponse(stream, status_code=status, headers=headers,
-                             media_type="application/octet-stream")
+    return StreamingResponse(
+        stream, status_code=status, headers=headers, media_type="application/octet-stream"
+    )
 
 
 # --- info, list, delete -----------------------------------------------------------------
@@ -395,7 +403,9 @@ async def list_files(
 ) -> dict:
     with _store_errors():
         found = await store.list(
-            project, prefix or None, _data_type(data_type) if data_type else None,
+            project,
+            prefix or None,
+            _data_type(data_type) if data_type else None,
             all_versions=all_versions,
         )
     return envelope.success([file_out(i) for i in found])

@@ -77,8 +77,9 @@ class Handler(BaseHTTPRequestHandler):
     do_PUT = do_POST
 
     def log_message(self, format, *args):
-        print(f"request {self.command} {self.path} -> {args[1] if len(args) > 1 else ''}",
-              flush=True)
+        print(
+            f"request {self.command} {self.path} -> {args[1] if len(args) > 1 else ''}", flush=True
+        )
 
 
 def main():
