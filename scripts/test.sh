@@ -34,6 +34,7 @@ fi
 
 step "ruff and mypy"
 $bin/ruff check .
+$bin/ruff format --check servicelab lab_client tests bench
 $bin/mypy servicelab lab_client
 
 step "pytest"
