@@ -79,3 +79,17 @@ def test_printed_login_steps_list_projects_with_curl(tmp_path: Path) -> None:
     for path in (tmp_path / "data").rglob("*"):
         if path.is_file() and path.suffix in (".log", ".txt", ".json"):
             assert password.group(1) not in path.read_text(errors="replace")
+
+
+def test_bad_settings_are_a_one_line_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "servicelab", "serve", "--runtime", "bogus"],
+        cwd=ROOT,
+        env={**os.environ, "SERVICELAB_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "runtime: Input should be 'auto', 'local' or 'docker'" in result.stderr
+    assert "Traceback" not in result.stderr
