@@ -14,7 +14,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from http.cookies import SimpleCookie
 
 COOKIE_NAME = "lab_access_token"
 QUERY_PARAM = "lab_token"
@@ -41,17 +40,6 @@ def token_from_authorization(value: str | None) -> str | None:
     if rest:
         return rest.strip() or None if scheme.lower() == "bearer" else None
     return value
-
-
-def parse_cookie_header(value: str | None) -> dict[str, str]:
-    if not value:
-        return {}
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(value)
-    except Exception:  # a malformed cookie header is no credential, not a crash
-        return {}
-    return {k: m.value for k, m in jar.items()}
 
 
 def find_token(

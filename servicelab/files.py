@@ -175,12 +175,6 @@ def parse_key(key: str) -> FileKey:
     return FileKey(data_type, rest, version)
 
 
-def split_version(name: str) -> tuple[str, int | None]:
-    """`model.zip.v3` -> (`model.zip`, 3); a name without version -> (name, None)."""
-    match = _VERSION_SUFFIX.match(name)
-    return (match["name"], int(match["version"])) if match else (name, None)
-
-
 # --- the interface --------------------------------------------------------------------
 
 

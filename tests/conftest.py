@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from servicelab.app import create_app
 from servicelab.config import Settings
 
+from .dockertools import set_up_engine
 from .labtools import ADMIN_PASSWORD, LabProcess, stop_local_services
 
 
@@ -130,6 +131,14 @@ def sqlite_lab(tmp_path: Path) -> Iterator[Lab]:
     """An in-process lab on SQLite only, for tests whose subject is not the database."""
     yield from open_lab(make_settings(tmp_path / "data"))
     stop_local_services(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[Any]:
+    """A client for a Docker engine with servicelab's images, set up once per session."""
+    client = set_up_engine()
+    yield client
+    client.close()
 
 
 @pytest.fixture

@@ -12,11 +12,9 @@ memory when asked. Every container, volume and network carries the module's own
 from __future__ import annotations
 
 import contextlib
-import io
 import secrets
 import signal
 import subprocess
-import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
+from .dockertools import build_image
 from .labtools import LabProcess, login, wait_until
 
 docker = pytest.importorskip("docker")
@@ -117,21 +116,11 @@ def _setup(script: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[Any]:
+def engine(docker_engine: Any) -> Any:
     """A Docker client for an engine with servicelab's images and this module's built."""
-    _setup("setup-docker.sh")
-    client = docker.from_env(timeout=120)
     files = {"Dockerfile": TEST_DOCKERFILE.encode(), "server.py": SERVER.encode()}
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    buffer.seek(0)
-    client.images.build(fileobj=buffer, custom_context=True, tag=TEST_IMAGE, rm=True)
-    yield client
-    client.close()
+    build_image(docker_engine, TEST_IMAGE, files)
+    return docker_engine
 
 
 def remove_everything_of(client: Any, instance_id: str) -> None:

@@ -34,19 +34,8 @@ TEST_LABEL = "org.servicelab.test"
 
 
 @pytest.fixture(scope="session")
-def docker_client() -> Iterator[Any]:
-    """A client for an engine with the test images built (set up once per session)."""
-    result = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "setup-docker.sh")],
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"scripts/setup-docker.sh failed:\n{result.stdout}\n{result.stderr}")
-    client = docker.from_env(timeout=120)
-    yield client
-    client.close()
+def docker_client(docker_engine: Any) -> Any:
+    return docker_engine
 
 
 @pytest.fixture

@@ -42,18 +42,8 @@ PULL_TIMEOUT = 180
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[Any]:
-    result = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "setup-docker.sh")],
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"scripts/setup-docker.sh failed:\n{result.stdout}\n{result.stderr}")
-    client = docker.from_env(timeout=120)
-    yield client
-    client.close()
+def engine(docker_engine: Any) -> Any:
+    return docker_engine
 
 
 @dataclass

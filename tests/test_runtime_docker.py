@@ -8,11 +8,9 @@ environment variables and URLs, so that one image can show every behaviour: port
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import secrets
-import tarfile
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -28,6 +26,7 @@ from servicelab.runtimes.docker_stream import split_lines
 from servicelab.spec import Phase, Resources, ServiceSpec
 
 from . import runtime_contract as contract
+from .dockertools import build_image
 
 T = TypeVar("T")
 
@@ -150,45 +149,24 @@ def test_split_lines_across_chunks() -> None:
 # --- on the engine ---------------------------------------------------------------------
 
 
-def _engine() -> Any:
-    docker = pytest.importorskip("docker")
-    try:
-        client = docker.from_env(timeout=10)
-        client.ping()
-    except Exception as exc:  # any failure to reach the engine means: skip
-        pytest.skip(f"no Docker engine ({exc}); run scripts/setup-docker.sh")
-    return client
-
-
 def _build(client: Any, tag: str, dockerfile: str) -> None:
     """Build `tag` from `dockerfile`, with `server.py` and `echo-service/` in its context."""
     files = {"Dockerfile": dockerfile.encode(), "server.py": SERVER.encode()}
     echo = contract.ECHO_SERVICE
     for path in sorted(echo.rglob("*.py")):
         files[f"echo-service/{path.relative_to(echo)}"] = path.read_bytes()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    client.images.build(fileobj=buf, custom_context=True, tag=tag, rm=True)
+    build_image(client, tag, files)
 
 
 @pytest.fixture(scope="session")
-def docker_images() -> Iterator[None]:
-    client = _engine()
-    try:
-        client.images.get(PYTHON_IMAGE)
-    except Exception:
-        pytest.skip(f"{PYTHON_IMAGE} is missing; run scripts/setup-docker.sh")
-    _build(client, SERVICE_IMAGE, SERVICE_DOCKERFILE)
-    _build(client, PORTS_IMAGE, PORTS_DOCKERFILE)
-    _build(client, BARE_IMAGE, BARE_DOCKERFILE)
-    _build(client, ECHO_IMAGE, ECHO_DOCKERFILE)
-    yield
-    client.close()
+def docker_images(docker_engine: Any) -> None:
+    for tag, dockerfile in (
+        (SERVICE_IMAGE, SERVICE_DOCKERFILE),
+        (PORTS_IMAGE, PORTS_DOCKERFILE),
+        (BARE_IMAGE, BARE_DOCKERFILE),
+        (ECHO_IMAGE, ECHO_DOCKERFILE),
+    ):
+        _build(docker_engine, tag, dockerfile)
 
 
 @pytest.fixture

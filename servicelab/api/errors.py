@@ -25,10 +25,6 @@ class ApiError(Exception):
         self.code = code
 
 
-def not_found(what: str) -> ApiError:
-    return ApiError(404, f"{what} was not found.", code="not_found")
-
-
 def error_response(
     status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:

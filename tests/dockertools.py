@@ -1,0 +1,39 @@
+"""What the Docker tests share: the engine set up once, and images built from strings."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+from typing import Any
+
+import pytest
+
+from .labtools import ROOT
+
+
+def set_up_engine() -> Any:
+    """Start the engine and build servicelab's images (idempotent), then a client for it."""
+    import docker
+
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "setup-docker.sh")],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"scripts/setup-docker.sh failed:\n{result.stdout}\n{result.stderr}")
+    return docker.from_env(timeout=120)
+
+
+def build_image(client: Any, tag: str, files: dict[str, bytes]) -> None:
+    """Build `tag` from a context given as file name -> content (a `Dockerfile` among them)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    client.images.build(fileobj=buffer, custom_context=True, tag=tag, rm=True)
