@@ -20,7 +20,7 @@ from servicelab.api.deps import require_admin
 from servicelab.api.errors import install_error_handlers
 from servicelab.auth import TokenAuthority
 from servicelab.bootstrap import ensure_admin, load_secret_key
-from servicelab.config import Settings
+from servicelab.config import Settings, resolve_instance_id
 from servicelab.db import Database
 from servicelab.proxy import ProxyApp, ProxySettings, render_metrics
 from servicelab.runtimes.select import make_runtime
@@ -42,6 +42,7 @@ def create_app(
     """
     settings = settings or Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.instance_id = resolve_instance_id(settings)
     db = Database(settings.resolved_database_url)
     db.migrate()
     admin_password = settings.admin_password.get_secret_value() if settings.admin_password else None

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from servicelab.db import ApiToken, Database, Membership, Project, User, utcnow
@@ -288,3 +288,38 @@ class TokenAuthority:
 def revoke(session: Session, token: ApiToken) -> None:
     if token.revoked_at is None:
         token.revoked_at = utcnow()
+
+
+# -- service tokens ---------------------------------------------------------------------
+# Each instance of a service gets a project token of its own (its LAB_API_TOKEN). Only
+# the hash is stored, so a new instance gets a new token and older ones are revoked.
+
+#: The longest lifetime a token may be given (`expiresIn`): ten years.
+MAX_TOKEN_LIFETIME = 10 * 365 * 24 * 3600
+
+
+def issue_service_token(
+    session: Session, *, project_id: str, service_id: str, service_name: str
+) -> IssuedToken:
+    """A new project token for one instance of a service."""
+    return issue_token(
+        session,
+        "project",
+        user_id=None,
+        project_id=project_id,
+        name=f"service {service_name}",
+        service_id=service_id,
+    )
+
+
+def revoke_service_tokens(
+    session: Session, service_id: str, *, keep: str | None = None, only: str | None = None
+) -> None:
+    """Revoke a service's tokens: all of them, all but `keep`, or just `only`.
+    The caller drops the TokenAuthority's cache (`forget`) once committed."""
+    query = update(ApiToken).where(ApiToken.service_id == service_id, ApiToken.revoked_at.is_(None))
+    if keep is not None:
+        query = query.where(ApiToken.id != keep)
+    if only is not None:
+        query = query.where(ApiToken.id == only)
+    session.execute(query.values(revoked_at=utcnow()))

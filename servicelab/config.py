@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 from typing import Literal
 
@@ -40,8 +42,9 @@ class Settings(BaseSettings):
     #: Seconds between two passes of the reconcile loop.
     reconcile_interval: float = 1.0
     #: Identifies this lab's containers and processes, so that two labs on one host don't
-    #: adopt each other's services.
-    instance_id: str = "servicelab"
+    #: adopt each other's services. Empty: generated at first start and kept in the data
+    #: directory (`instance-id`), so every lab has its own.
+    instance_id: str = ""
     #: Docker: image that runs code services.
     runtime_image: str = "servicelab/runtime:latest"
     #: Docker: the lab runs in a container on the project networks and reaches services by name.
@@ -64,3 +67,31 @@ class Settings(BaseSettings):
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
+
+
+#: The file in the data directory that keeps a generated instance id.
+INSTANCE_ID_FILE = "instance-id"
+#: The id every lab had before ids were generated: a data directory from then keeps it,
+#: so that its lab still adopts the services it started.
+LEGACY_INSTANCE_ID = "servicelab"
+
+
+def resolve_instance_id(settings: Settings) -> str:
+    """The lab's instance id: the setting, else the one kept in the data directory, else a
+    new one written there (atomically: two labs starting on one directory agree)."""
+    if settings.instance_id:
+        return settings.instance_id
+    path = settings.data_dir / INSTANCE_ID_FILE
+    if not path.exists():
+        existing = (settings.data_dir / "servicelab.db").exists() or (
+            settings.data_dir / "services"
+        ).is_dir()
+        new = LEGACY_INSTANCE_ID if existing else f"servicelab-{secrets.token_hex(4)}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another lab on this directory wrote it first: use theirs
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write(new + "\n")
+    return path.read_text().strip() or LEGACY_INSTANCE_ID

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 #: ML Lab's rule for a given name; names are lower-cased and cut to 63 characters.
@@ -22,9 +22,29 @@ CODE_SERVICE_PORT = 8091
 #: Environment keys whose values are never shown after deploy.
 SECRET_SUFFIXES = ("_TOKEN", "_KEY", "_PASSWORD", "_SECRET")
 
+RESTART_POLICIES = ("on-failure", "always", "no")
+PULL_POLICIES = ("if-not-present", "always", "never")
+
+
+#: Bounds of what a spec may ask for: beyond them no engine can run it, and the numbers
+#: must stay small enough for every database, JSON parser and engine API on the way.
+MAX_CPUS = 1024
+MAX_MEMORY = 2**50  # 1 PiB
+MAX_GPUS = 64
+MAX_REPLICAS = 100
+MAX_HEALTH_SECONDS = 24 * 3600
+MAX_HEALTH_RETRIES = 1000
+MAX_ENV_VALUE = 128 * 1024
+MAX_HEALTH_PATH = 2048
+
 
 class InvalidName(ValueError):
     """A name that does not match NAME_PATTERN; the message says how to fix it."""
+
+
+class InvalidSpec(ValueError):
+    """A spec no runtime can run (a bad port, an env value with a NUL byte...); the
+    message says what to fix. Runtimes raise their own `SpecError`, a subclass."""
 
 
 def normalize_name(name: str, *, what: str = "name") -> str:
@@ -59,6 +79,61 @@ def name_from_code(code: str) -> str:
     last = (subdirectory.group(1) if subdirectory else source).rstrip("/").rsplit("/", 1)[-1]
     last = re.sub(r"\.(py|git|zip|tar\.gz|tgz)$", "", last.split("@", 1)[0])
     return name_from_image(last or "code")
+
+
+def parse_port(value: object, *, what: str = "port") -> int:
+    """A TCP port from an int or a string of digits; InvalidSpec otherwise."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or not 0 < int(text) < 65536:
+        raise InvalidSpec(f"{what} must be a port number (1-65535), not {value!r}.")
+    return int(text)
+
+
+def code_port(env: dict[str, str]) -> int:
+    """The port a code service listens on: $PORT, else ML Lab's 8091."""
+    value = env.get("PORT")
+    if value is None or value == "":
+        return CODE_SERVICE_PORT
+    return parse_port(value, what="PORT")
+
+
+def check_health_path(path: str | None) -> None:
+    """A health-check path is a path on the service's own address, never a URL: with a
+    scheme, a host or an `@` the prober would call someone else."""
+    if path is None:
+        return
+    bad = (
+        not path.startswith("/")
+        or path.startswith("//")
+        or "@" in path
+        or "\\" in path
+        or "://" in path
+        or any(ord(c) < 33 or ord(c) == 127 for c in path)
+        or len(path) > MAX_HEALTH_PATH
+    )
+    if bad:
+        raise InvalidSpec(
+            f"Health-check path {path!r} is not an absolute path: give a path such as "
+            "/health (starting with one '/', without a scheme, host, '@', spaces or "
+            "control characters)."
+        )
+
+
+def check_env(env: dict[str, str]) -> None:
+    """Names and values that every runtime (execve, the Docker API) can pass on."""
+    for key, value in env.items():
+        if not key or "=" in key or "\0" in key or not key.isprintable():
+            raise InvalidSpec(
+                f"Invalid environment variable name {key!r}: use letters, digits and '_' "
+                "(no '=', no control characters)."
+            )
+        if "\0" in value:
+            raise InvalidSpec(f"The value of {key} holds a NUL byte, which no process can receive.")
+        if len(value) > MAX_ENV_VALUE:
+            raise InvalidSpec(
+                f"The value of {key} is longer than {MAX_ENV_VALUE // 1024} KiB: "
+                "keep large data in the project's files."
+            )
 
 
 def is_secret_key(key: str) -> bool:
@@ -148,3 +223,58 @@ class ServiceSpec:
 
     def is_secret(self, key: str) -> bool:
         return is_secret_key(key) or key in self.secret_keys
+
+
+def _check_number(value: float | None, what: str, low: float, high: float) -> None:
+    if value is None:
+        return
+    if value != value or not low <= value <= high:  # NaN, too small, too large
+        raise InvalidSpec(f"{what} must be between {low:g} and {high:g}, not {value!r}.")
+
+
+def normalize(spec: ServiceSpec) -> ServiceSpec:
+    """The one place where a spec gets its defaults and checks, whatever its entry point.
+
+    Returns a spec with names normalized and code services' ports filled in from $PORT;
+    raises InvalidSpec (or InvalidName) with a message that says what to fix. What only a
+    runtime can know (an image's ports, an engine's CPUs) is its `prepare`'s job.
+    """
+    if bool(spec.image) == bool(spec.code):
+        raise InvalidSpec("Give either an image or code (a path, VCS URL or data key), not both.")
+    name = normalize_name(spec.name, what="service name")
+    project = normalize_name(spec.project, what="project name") if spec.project else ""
+    env = {str(k): str(v) for k, v in spec.env.items()}
+    check_env(env)
+    ports = [parse_port(p) for p in spec.ports]
+    connection = None if spec.connection_port is None else parse_port(spec.connection_port)
+    if spec.code:
+        port = code_port(env)
+        ports = ports or [port]
+        connection = connection or port
+    if connection is not None and connection not in ports:
+        ports.append(connection)
+    r = spec.resources
+    _check_number(r.cpus, "cpus", 0.01, MAX_CPUS)
+    _check_number(r.memory, "memory (bytes)", 6 * 2**20, MAX_MEMORY)
+    _check_number(r.gpus, "gpus", 0, MAX_GPUS)
+    h = spec.health
+    check_health_path(h.path)
+    if h.port is not None:
+        parse_port(h.port, what="health port")
+    _check_number(h.interval, "health interval (s)", 0.01, MAX_HEALTH_SECONDS)
+    _check_number(h.timeout, "health timeout (s)", 0.01, MAX_HEALTH_SECONDS)
+    _check_number(h.start_period, "health start period (s)", 0, MAX_HEALTH_SECONDS)
+    _check_number(h.retries, "health retries", 1, MAX_HEALTH_RETRIES)
+    _check_number(spec.replicas, "replicas", 0, MAX_REPLICAS)
+    if spec.restart not in RESTART_POLICIES:
+        raise InvalidSpec(f"restart must be one of {', '.join(RESTART_POLICIES)}.")
+    if spec.pull_policy not in PULL_POLICIES:
+        raise InvalidSpec(f"pullPolicy must be one of {', '.join(PULL_POLICIES)}.")
+    return replace(
+        spec,
+        project=project,
+        name=name,
+        env=env,
+        ports=list(dict.fromkeys(ports)),
+        connection_port=connection,
+    )

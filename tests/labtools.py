@@ -109,9 +109,15 @@ class LabProcess:
         return httpx.Client(base_url=self.url, headers=headers, **kwargs)
 
 
-def stop_local_services(data_dir: Path, instance_id: str = "servicelab") -> None:
+def stop_local_services(data_dir: Path, instance_id: str | None = None) -> None:
     """Stop the services a lab left running: local services outlive their lab by design."""
     import asyncio
+
+    from servicelab.config import INSTANCE_ID_FILE
+
+    if instance_id is None:
+        kept = data_dir / INSTANCE_ID_FILE
+        instance_id = kept.read_text().strip() if kept.exists() else "servicelab"
 
     from servicelab.runtimes.local import LocalRuntime
 

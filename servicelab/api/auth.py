@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from servicelab import envelope
 from servicelab.auth import (
+    MAX_TOKEN_LIFETIME,
     Forbidden,
     Identity,
     hash_password,
@@ -60,7 +61,9 @@ class NewToken(BaseModel):
     kind: str = "user"
     project: str | None = None
     #: Seconds until the token expires; none for no expiry.
-    expires_in: float | None = Field(default=None, alias="expiresIn", gt=0)
+    expires_in: float | None = Field(
+        default=None, alias="expiresIn", gt=0, le=MAX_TOKEN_LIFETIME, description="Seconds"
+    )
     model_config = {"populate_by_name": True}
 
 

@@ -1,4 +1,8 @@
-"""API errors, always answered in ML Lab's envelope with a message that says what to fix."""
+"""API errors, always answered in ML Lab's envelope with a message that says what to fix.
+
+What status, code and message an error gets is `servicelab.errors`' table, shared with
+the web UI; this module only turns it into responses.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +14,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from servicelab import envelope
-from servicelab.auth import AuthFailed, Forbidden
-from servicelab.runtimes.base import RuntimeUnavailable, SpecError
-from servicelab.spec import InvalidName
+from servicelab.errors import KNOWN, ApiError, problem
+
+__all__ = ["ApiError", "error_response", "install_error_handlers"]
 
 log = logging.getLogger("servicelab.api")
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
 
 
 def error_response(
@@ -42,29 +38,14 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.code)
+    async def _known(_: Request, exc: Exception) -> JSONResponse:
+        found = problem(exc)
+        if found is None:  # pragma: no cover - KNOWN and the table agree
+            return await _unexpected(_, exc)
+        return error_response(found.status, found.message, found.code, found.headers or None)
 
-    @app.exception_handler(AuthFailed)
-    async def _auth_failed(_: Request, exc: AuthFailed) -> JSONResponse:
-        return error_response(401, str(exc), "unauthorized", {"WWW-Authenticate": "Bearer"})
-
-    @app.exception_handler(Forbidden)
-    async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
-        return error_response(403, str(exc), "forbidden")
-
-    @app.exception_handler(InvalidName)
-    async def _invalid_name(_: Request, exc: InvalidName) -> JSONResponse:
-        return error_response(400, str(exc), "invalid_name")
-
-    @app.exception_handler(SpecError)
-    async def _spec_error(_: Request, exc: SpecError) -> JSONResponse:
-        return error_response(400, str(exc), "invalid_spec")
-
-    @app.exception_handler(RuntimeUnavailable)
-    async def _runtime_unavailable(_: Request, exc: RuntimeUnavailable) -> JSONResponse:
-        return error_response(503, str(exc), "runtime_unavailable")
+    for kind in KNOWN:
+        app.add_exception_handler(kind, _known)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -80,4 +61,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
-        return error_response(500, "Internal error; the lab's log has the details.")
+        # The server closes the connection after an unexpected error: say so, so that
+        # the client opens a new one for its next request instead of failing on it.
+        return error_response(
+            500, "Internal error; the lab's log has the details.", headers={"Connection": "close"}
+        )

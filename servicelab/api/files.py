@@ -23,13 +23,12 @@ from starlette.requests import ClientDisconnect
 
 from servicelab import envelope
 from servicelab.auth import Forbidden, Identity
+from servicelab.errors import problem
 from servicelab.files import (
     DATA_TYPES,
     FileInfo,
-    FileNotFound,
     FileStore,
-    FileTooLarge,
-    InvalidKey,
+    FileStoreError,
     InvalidRange,
     LocalFileStore,
 )
@@ -79,17 +78,14 @@ def file_project(
 
 @contextmanager
 def _store_errors() -> Iterator[None]:
-    """The store's errors as API errors with their message."""
+    """The store's errors as API errors, as `servicelab.errors`' table says."""
     try:
         yield
-    except InvalidKey as exc:
-        raise ApiError(400, str(exc), code="invalid_key") from None
-    except FileNotFound as exc:
-        raise ApiError(404, str(exc), code="not_found") from None
-    except FileTooLarge as exc:
-        raise ApiError(413, str(exc), code="payload_too_large") from None
-    except InvalidRange as exc:
-        raise ApiError(416, str(exc), code="range_not_satisfiable") from None
+    except FileStoreError as exc:
+        found = problem(exc)
+        if found is None:
+            raise
+        raise ApiError(found.status, found.message, code=found.code) from None
 
 
 def file_out(info: FileInfo) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from servicelab import envelope
-from servicelab.auth import Forbidden, Identity, issue_token, revoke
+from servicelab.auth import MAX_TOKEN_LIFETIME, Forbidden, Identity, issue_token, revoke
 from servicelab.db import ApiToken, Membership, Project, User
 from servicelab.spec import normalize_name
 
@@ -34,7 +34,9 @@ class NewProject(BaseModel):
 
 class NewProjectToken(BaseModel):
     name: str = Field(default="", max_length=255)
-    expires_in: float | None = Field(default=None, alias="expiresIn", gt=0)
+    expires_in: float | None = Field(
+        default=None, alias="expiresIn", gt=0, le=MAX_TOKEN_LIFETIME, description="Seconds"
+    )
     model_config = {"populate_by_name": True}
 
 

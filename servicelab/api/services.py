@@ -17,10 +17,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from servicelab import envelope
-from servicelab.db import Service
-from servicelab.services import ServiceError, ServiceManager, service_path
+from servicelab.services import ServiceManager, ServiceRow, service_path
 from servicelab.spec import (
-    CODE_SERVICE_PORT,
+    MAX_CPUS,
+    MAX_GPUS,
+    MAX_HEALTH_RETRIES,
+    MAX_HEALTH_SECONDS,
+    MAX_MEMORY,
+    MAX_REPLICAS,
     HealthCheck,
     Resources,
     ServiceSpec,
@@ -44,7 +48,7 @@ def manager(request: Request) -> ServiceManager:
 
 # -- input ------------------------------------------------------------------------------
 
-_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_MEMORY = re.compile(r"^\s*(\d{1,20}(?:\.\d{1,9})?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
@@ -53,17 +57,21 @@ def parse_memory(value: str | int | None) -> int | None:
     if value is None or value == "":
         return None
     if isinstance(value, int):
-        return value
-    match = _MEMORY.match(value)
-    if not match:
-        raise ValueError(f"memory {value!r} is not a size such as 512m or 2g")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+        size = value
+    else:
+        match = _MEMORY.match(value)
+        if not match:
+            raise ValueError(f"memory {value!r} is not a size such as 512m or 2g")
+        size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    if not 0 < size <= MAX_MEMORY:
+        raise ValueError(f"memory must be more than 0 and at most {MAX_MEMORY} bytes (1 PiB)")
+    return size
 
 
 class ResourcesIn(BaseModel):
-    cpus: float | None = Field(default=None, gt=0)
-    memory: int | str | None = None
-    gpus: int | None = Field(default=None, ge=0)
+    cpus: float | None = Field(default=None, gt=0, le=MAX_CPUS)
+    memory: int | str | None = Field(default=None, description="Bytes, or a size like 512m")
+    gpus: int | None = Field(default=None, ge=0, le=MAX_GPUS)
 
     @field_validator("memory")
     @classmethod
@@ -72,12 +80,12 @@ class ResourcesIn(BaseModel):
 
 
 class HealthIn(BaseModel):
-    path: str | None = "/"
-    port: int | None = None
-    interval: float = Field(default=2.0, gt=0)
-    timeout: float = Field(default=2.0, gt=0)
-    retries: int = Field(default=3, ge=1)
-    start_period: float = Field(default=60.0, ge=0, alias="startPeriod")
+    path: str | None = Field(default="/", description="An absolute path such as /health")
+    port: int | None = Field(default=None, ge=1, le=65535)
+    interval: float = Field(default=2.0, gt=0, le=MAX_HEALTH_SECONDS)
+    timeout: float = Field(default=2.0, gt=0, le=MAX_HEALTH_SECONDS)
+    retries: int = Field(default=3, ge=1, le=MAX_HEALTH_RETRIES)
+    start_period: float = Field(default=60.0, ge=0, le=MAX_HEALTH_SECONDS, alias="startPeriod")
     model_config = ConfigDict(populate_by_name=True)
 
 
@@ -87,10 +95,10 @@ class SpecIn(BaseModel):
     image: str | None = None
     code: str | None = Field(default=None, description="Local path, VCS URL or data key")
     env: dict[str, str] = Field(default_factory=dict)
-    ports: list[int] = Field(default_factory=list)
-    connection_port: int | None = Field(default=None, alias="connectionPort")
+    ports: list[int] = Field(default_factory=list, max_length=100)
+    connection_port: int | None = Field(default=None, alias="connectionPort", ge=1, le=65535)
     resources: ResourcesIn = Field(default_factory=ResourcesIn)
-    replicas: int = Field(default=1, ge=0)
+    replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS)
     health: HealthIn = Field(default_factory=HealthIn)
     restart: str = Field(default="on-failure", pattern="^(on-failure|always|no)$")
     strip_prefix: bool = Field(default=True, alias="stripPrefix")
@@ -113,8 +121,6 @@ class SpecIn(BaseModel):
         code = self.code or None
         if not self.image and not code:
             code = env.pop("EXECUTE_CODE", None) or None
-        if bool(self.image) == bool(code):
-            raise ApiError(400, "Give either 'image' or 'code' (a path, VCS URL or data key).")
         memory = self.resources.memory
         return ServiceSpec(
             project=project,
@@ -148,21 +154,12 @@ def _name_for(name: str | None, image: str | None, code: str | None) -> str:
     raise ApiError(400, "Give the service a 'name'.")
 
 
-def _code_port(env: dict[str, str]) -> list[int]:
-    value = env.get("PORT")
-    if value is None:
-        return [CODE_SERVICE_PORT]
-    if not value.isdigit() or not 0 < int(value) < 65536:
-        raise ApiError(400, f"PORT={value!r} is not a port number.")
-    return [int(value)]
-
-
 # -- output -----------------------------------------------------------------------------
 
 
-def service_out(row: Service, project: str, request: Request) -> dict[str, Any]:
+def service_out(row: ServiceRow, project: str, request: Request) -> dict[str, Any]:
     """The service object: ML Lab's field names beside servicelab's own; secrets masked."""
-    spec = ServiceSpec.from_dict(row.spec)
+    spec = row.spec
     settings = request.app.state.settings
     base = service_path(project, row.name)
     configuration = {
@@ -185,7 +182,7 @@ def service_out(row: Service, project: str, request: Request) -> dict[str, Any]:
         "dockerName": spec.key,
         "code": spec.code,
         "runtime": row.runtime,
-        "status": row.phase,
+        "status": row.phase.value,
         "reason": row.reason,
         "isHealthy": bool(row.healthy),
         "desired": row.desired,
@@ -216,11 +213,6 @@ def service_out(row: Service, project: str, request: Request) -> dict[str, Any]:
         "modifiedAt": iso(row.modified_at),
         "startedAt": iso(row.started_at),
     }
-
-
-def _raise(exc: ServiceError) -> ApiError:
-    code = {404: "not_found", 409: "conflict"}.get(exc.status)
-    return ApiError(exc.status, exc.message, code=code)
 
 
 # -- routes -----------------------------------------------------------------------------
@@ -255,9 +247,6 @@ async def deploy_service(
         image = None
     service_name = _name_for(name, image, code)
     spec = SpecIn(image=image, code=code, env=env).to_spec(ctx.name, service_name)
-    if code:
-        spec.ports = _code_port(env)
-        spec.connection_port = spec.ports[0]
     return await _deploy(request, ctx, spec, replace_existing=False)
 
 
@@ -277,25 +266,18 @@ async def put_service(
     ctx: ProjectContext = Depends(project_context),
 ) -> JSONResponse:
     spec = body.to_spec(ctx.name, normalize_name(service, what="service name"))
-    if spec.code and not spec.ports:
-        spec.ports = _code_port(spec.env)
-    if spec.code and spec.connection_port is None:
-        spec.connection_port = spec.ports[0]
     return await _deploy(request, ctx, spec, replace_existing=True)
 
 
 async def _deploy(
     request: Request, ctx: ProjectContext, spec: ServiceSpec, *, replace_existing: bool
 ) -> JSONResponse:
-    try:
-        row, created = await manager(request).deploy(
-            ctx.project,
-            spec,
-            created_by=ctx.identity.username,
-            replace_existing=replace_existing,
-        )
-    except ServiceError as exc:
-        raise _raise(exc) from exc
+    row, created = await manager(request).deploy(
+        ctx.project,
+        spec,
+        created_by=ctx.identity.username,
+        replace_existing=replace_existing,
+    )
     status, message = (201, "Deployed.") if created else (200, "Updated.")
     return JSONResponse(
         envelope.success(service_out(row, ctx.name, request), status=status, message=message),
@@ -307,10 +289,7 @@ async def _deploy(
 async def get_service(
     request: Request, service: str, ctx: ProjectContext = Depends(project_context)
 ) -> dict:
-    try:
-        row = await manager(request).get(ctx.project, service)
-    except ServiceError as exc:
-        raise _raise(exc) from exc
+    row = await manager(request).get(ctx.project, service)
     return envelope.success(service_out(row, ctx.name, request))
 
 
@@ -321,22 +300,19 @@ async def delete_service(
     purge: bool = Query(default=False, description="Also delete the service's /data"),
     ctx: ProjectContext = Depends(project_context),
 ) -> dict:
-    try:
-        await manager(request).delete(ctx.project, service, purge=purge)
-    except ServiceError as exc:
-        raise _raise(exc) from exc
+    await manager(request).delete(ctx.project, service, purge=purge)
     kept = "" if purge else " Its data is kept (delete with purge=true to remove it)."
     return envelope.success(None, message=f"Service {service!r} deleted.{kept}")
+
+
+_DONE = {"stop": "Stopped.", "start": "Started.", "restart": "Restarted."}
 
 
 async def _action(request: Request, ctx: ProjectContext, service: str, action: str) -> dict:
     services = manager(request)
     do = {"stop": services.stop, "start": services.start_service, "restart": services.restart}
-    try:
-        row = await do[action](ctx.project, service)
-    except ServiceError as exc:
-        raise _raise(exc) from exc
-    return envelope.success(service_out(row, ctx.name, request), message=f"{action.title()}ed.")
+    row = await do[action](ctx.project, service)
+    return envelope.success(service_out(row, ctx.name, request), message=_DONE[action])
 
 
 @router.post("/{service}/stop", summary="Stop a service, keeping it and its data")
@@ -360,24 +336,33 @@ async def restart_service(
     return await _action(request, ctx, service, "restart")
 
 
+#: Bounds of the log parameters: beyond them no log holds anything, and the numbers
+#: would overflow dates and buffers.
+MAX_TAIL = 1_000_000
+MAX_SINCE_AGO = 100 * 365 * 86400.0
+_EPOCH_LIMITS = (0.0, 253402300799.0)  # 1970 .. 9999-12-31
+
+
 def parse_since(value: str | None) -> datetime | None:
     """An ISO 8601 time, a Unix time, or a duration ago such as `90s`, `10m`, `2h`."""
     if not value:
         return None
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", value.strip())
+    hint = f"since={value!r}: give an ISO 8601 time, a Unix time or a duration like 10m."
+    match = re.fullmatch(r"(\d{1,15}(?:\.\d{1,9})?)([smhd])", value.strip())
     if match:
         seconds = float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+        if seconds > MAX_SINCE_AGO:
+            raise ApiError(400, f"since={value!r}: give a duration of at most 100 years.")
         return datetime.now(UTC) - timedelta(seconds=seconds)
-    try:
-        return datetime.fromtimestamp(float(value), UTC)
-    except ValueError:
-        pass
+    if re.fullmatch(r"\d{1,15}(?:\.\d{1,9})?", value.strip()):
+        stamp = float(value)
+        if not _EPOCH_LIMITS[0] <= stamp <= _EPOCH_LIMITS[1]:
+            raise ApiError(400, f"since={value!r}: a Unix time must be between 0 and year 9999.")
+        return datetime.fromtimestamp(stamp, UTC)
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
-        raise ApiError(
-            400, f"since={value!r}: give an ISO 8601 time, a Unix time or a duration like 10m."
-        ) from exc
+        raise ApiError(400, hint) from exc
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -385,16 +370,13 @@ def parse_since(value: str | None) -> datetime | None:
 async def service_logs(
     request: Request,
     service: str,
-    tail: int | None = Query(default=None, ge=0, description="Only the last N lines"),
+    tail: int | None = Query(default=None, ge=0, le=MAX_TAIL, description="Only the last N lines"),
     since: str | None = Query(default=None, description="ISO time, Unix time or 10m"),
     follow: bool = Query(default=False, description="Keep streaming new lines (text/plain)"),
     ctx: ProjectContext = Depends(project_context),
 ) -> Any:
     services = manager(request)
-    try:
-        row = await services.get(ctx.project, service)
-    except ServiceError as exc:
-        raise _raise(exc) from exc
+    row = await services.get(ctx.project, service)
     lines = services.logs(row, tail=tail, since=parse_since(since), follow=follow)
     wants_text = "text/plain" in request.headers.get("accept", "")
     if follow or wants_text:

@@ -13,12 +13,13 @@ check of its own (e.g. a Docker image without HEALTHCHECK).
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
-from servicelab.spec import Phase, ServiceSpec
+from servicelab.spec import InvalidSpec, Phase, ServiceSpec
 
 #: A JSON-serialisable description of one started instance (pid, container id, ports...).
 Handle = dict[str, Any]
@@ -32,10 +33,15 @@ DATA_DIR_ENV = "LAB_DATA_DIR"
 
 
 class RuntimeError_(Exception):
-    """Base for runtime errors; `str()` is a message fit for users."""
+    """Base for runtime errors; `str()` is a message fit for users.
+
+    A runtime raises only these (SpecError, RuntimeUnavailable, or this class for what
+    the backend refused): `servicelab.errors` maps each to an HTTP status, and the
+    reconcile loop records them on the service instead of failing its pass.
+    """
 
 
-class SpecError(RuntimeError_):
+class SpecError(RuntimeError_, InvalidSpec):
     """The spec cannot run on this runtime (bad image, missing __main__.py, no port...).
 
     The API turns it into a 4xx with this message.
@@ -135,7 +141,17 @@ class Runtime(abc.ABC):
 
     @abc.abstractmethod
     async def adopt(self) -> list[AdoptedInstance]:
-        """Instances of this lab that still run, found after a restart of the lab."""
+        """Every instance of this lab that still runs, found after a restart of the lab;
+        a service may have several (a lab killed during an update): the manager keeps one
+        and stops the others."""
+
+    def instance_key(self, handle: Handle) -> str:
+        """What tells one instance from another: the same for a stored handle and the
+        handle `adopt` finds for the same instance."""
+        for field_name in ("container_id", "instance", "pod", "id"):
+            if handle.get(field_name):
+                return f"{field_name}={handle[field_name]}"
+        return json.dumps(handle, sort_keys=True)
 
     async def delete_data(self, spec: ServiceSpec) -> None:
         """Remove the service's persistent `/data` (a delete with purge)."""

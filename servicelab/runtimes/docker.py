@@ -64,7 +64,6 @@ from servicelab.runtimes.docker_health import (
     health_config,
 )
 from servicelab.runtimes.docker_rules import (
-    PULL_POLICIES,
     check_resources,
     choose_connection_port,
     code_port,
@@ -79,7 +78,7 @@ from servicelab.runtimes.docker_rules import (
     timestamp,
 )
 from servicelab.runtimes.docker_stream import iterate_in_thread, split_lines
-from servicelab.spec import Phase, ServiceSpec
+from servicelab.spec import PULL_POLICIES, Phase, ServiceSpec
 
 T = TypeVar("T")
 

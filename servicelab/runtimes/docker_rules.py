@@ -13,13 +13,12 @@ from typing import Any
 import docker.errors
 
 from servicelab.runtimes.base import RuntimeError_, SpecError
-from servicelab.spec import CODE_SERVICE_PORT, ServiceSpec
+from servicelab.spec import CODE_SERVICE_PORT, InvalidSpec, ServiceSpec
+from servicelab.spec import code_port as spec_code_port
 
 #: Ports preferred as the connection port when an image exposes several: the usual HTTP
 #: port of service images first, then the port of code services.
 PREFERRED_PORTS = (8080, CODE_SERVICE_PORT)
-
-PULL_POLICIES = ("if-not-present", "always", "never")
 
 
 def exposed_ports(image_config: dict[str, Any] | None) -> list[int]:
@@ -74,12 +73,10 @@ def docker_name(text: str) -> str:
 
 
 def code_port(spec: ServiceSpec) -> int:
-    value = spec.env.get("PORT")
-    if value is None:
-        return CODE_SERVICE_PORT
-    if not value.isdigit():
-        raise SpecError(f"PORT must be a port number, not {value!r}.")
-    return int(value)
+    try:
+        return spec_code_port(spec.env)  # the one rule for $PORT, in spec.py
+    except InvalidSpec as exc:
+        raise SpecError(str(exc)) from None
 
 
 def check_resources(spec: ServiceSpec) -> None:

@@ -51,7 +51,7 @@ from servicelab.runtimes.base import (
     SpecError,
 )
 from servicelab.runtimes.supervisor import proc_start_ticks, utc_stamp, write_json_atomic
-from servicelab.spec import CODE_SERVICE_PORT, Phase, ServiceSpec
+from servicelab.spec import InvalidSpec, Phase, ServiceSpec, code_port
 
 SUPERVISOR_PATH = Path(__file__).with_name("supervisor.py")
 EXECUTOR_PATH = Path(__file__).resolve().parent.parent / "execute.py"
@@ -471,16 +471,10 @@ def _check_code(code: str) -> str:
 
 
 def _service_port(env: dict[str, str]) -> int:
-    value = env.get("PORT")
-    if value is None or value == "":
-        return CODE_SERVICE_PORT
     try:
-        port = int(value)
-    except ValueError:
-        port = 0
-    if not 1 <= port <= 65535:
-        raise SpecError(f"PORT must be a port number (1-65535), not {value!r}.")
-    return port
+        return code_port(env)  # the one rule for $PORT, in spec.py
+    except InvalidSpec as exc:
+        raise SpecError(str(exc)) from None
 
 
 def _free_port(host: str) -> int:

@@ -37,8 +37,8 @@ from servicelab.api.errors import ApiError
 from servicelab.api.services import service_out
 from servicelab.auth import AuthFailed, Forbidden, Identity
 from servicelab.db import Project
-from servicelab.services import ServiceError, ServiceManager
-from servicelab.spec import InvalidName
+from servicelab.errors import KNOWN, problem
+from servicelab.services import ServiceManager
 
 from .session import (
     LoginRequired,
@@ -99,11 +99,9 @@ templates.env.filters["when"] = short_time
 
 
 def _error_status(exc: Exception) -> tuple[int, str]:
-    if isinstance(exc, ApiError | ServiceError):
-        return exc.status, exc.message
-    if isinstance(exc, Forbidden):
-        return 403, str(exc)
-    return 400, str(exc)
+    """Status and message from the one table the API uses too."""
+    found = problem(exc)
+    return (found.status, found.message) if found else (500, "Internal error.")
 
 
 class WebRoute(APIRoute):
@@ -121,7 +119,7 @@ class WebRoute(APIRoute):
                 if fragment:
                     return Response(status_code=401, headers={"HX-Redirect": target})
                 return RedirectResponse(target, status_code=303)
-            except (ApiError, ServiceError, Forbidden, InvalidName) as exc:
+            except KNOWN as exc:
                 status, message = _error_status(exc)
                 if fragment:
                     return HTMLResponse(

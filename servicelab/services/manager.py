@@ -1,0 +1,299 @@
+"""ServiceManager: the commands the API, CLI and UI give (deploy, update, stop, delete...).
+
+It wires the parts together: the store (rows), the route table the proxy reads, the
+health prober, and the reconcile loop that keeps what runs matching the rows. A lock per
+service keeps a command and the reconcile loop from acting on one service at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import datetime
+
+from servicelab.auth import TokenAuthority
+from servicelab.config import Settings
+from servicelab.db import Database, Project, utcnow
+from servicelab.errors import Conflict, Invalid, NotFound, UpdateFailed
+from servicelab.runtimes.base import ProgressCallback, Runtime
+from servicelab.spec import InvalidName, Phase, ServiceSpec, normalize, normalize_name
+
+from .adopt import adopt
+from .health import Prober
+from .progress import reporting
+from .reconcile import Reconciler, Watch
+from .routes import RouteTable
+from .store import ServiceRow, ServiceStore
+
+
+class ServiceManager:
+    def __init__(
+        self,
+        db: Database,
+        runtime: Runtime,
+        authority: TokenAuthority,
+        settings: Settings,
+    ) -> None:
+        self.db = db
+        self.runtime = runtime
+        self.authority = authority
+        self.settings = settings
+        self.store = ServiceStore(db)
+        self.routes = RouteTable(runtime)
+        self.prober = Prober(runtime)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.reconciler = Reconciler(
+            self.store,
+            runtime,
+            self.routes,
+            self.prober,
+            settings,
+            lock=self._lock,
+            tokens_changed=authority.forget,
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.prober.start()
+        rows = await self.store.all()
+        for row_id, handle in (await adopt(self.runtime, rows)).items():
+            row = next(r for r in rows if r.id == row_id)
+            await self.store.save(row, handle=handle)
+        for row in rows:
+            await self.routes.refresh(row)
+        self._task = asyncio.create_task(self.reconciler.run(), name="servicelab-reconcile")
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.prober.close()
+        await self.runtime.close()
+
+    def _lock(self, service_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(service_id, asyncio.Lock())
+
+    def wake(self) -> None:
+        self.reconciler.wake()
+
+    async def reconcile(self) -> None:
+        await self.reconciler.reconcile()
+
+    # -- deploy and update ----------------------------------------------------------------
+
+    async def deploy(
+        self,
+        project: Project,
+        spec: ServiceSpec,
+        *,
+        created_by: str | None,
+        replace_existing: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> tuple[ServiceRow, bool]:
+        """Create a service (or, with `replace_existing`, update it to `spec`).
+
+        Returns the service and whether it was created."""
+        spec = normalize(replace(spec, project=project.name))
+        if spec.replicas != 1:
+            raise Invalid("Only replicas=1 is supported by this lab's runtime.")
+        existing = await self.store.find(project.id, spec.name)
+        if existing is not None:
+            if not replace_existing:
+                raise Conflict(
+                    f"A service named {spec.name!r} already exists in project {project.name!r}: "
+                    "choose another name, or update it with PUT."
+                )
+            async with reporting(self.store, existing, progress, "updating: ") as report:
+                spec = await self.runtime.prepare(spec, report)
+            return await self.update(project, existing, spec, progress=progress), False
+        # The row exists while the runtime prepares (an image pull can take minutes), so
+        # that the service's status shows the progress; the lock keeps the reconcile loop
+        # from starting it meanwhile.
+        row = await self.store.insert(
+            project, spec, runtime=self.runtime.name, created_by=created_by
+        )
+        async with self._lock(row.id):
+            try:
+                async with reporting(self.store, row, progress) as report:
+                    spec = await self.runtime.prepare(spec, report)
+            except BaseException:
+                await self.store.delete(row.id)
+                self.routes.drop(project.name, row.name)
+                self._locks.pop(row.id, None)
+                raise
+            await self.store.save(row, spec=spec)
+            await self.reconciler.start_instance(row, progress=progress)
+            await self.routes.refresh(row)
+        self.wake()
+        return row, True
+
+    async def update(
+        self,
+        project: Project,
+        row: ServiceRow,
+        spec: ServiceSpec,
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> ServiceRow:
+        """Move a service to a new spec without downtime.
+
+        The new instance starts beside the old one; only once it is healthy are the new
+        spec and handle stored (together, so a kill at any moment leaves one consistent
+        pair), the route switched and the old instance stopped. If it never becomes
+        healthy, the old one keeps serving and the service's reason says why.
+        """
+        if spec == row.spec and row.desired == "running" and row.handle:
+            return row  # idempotent: nothing changed
+        async with self._lock(row.id):
+            fresh = await self.store.get(row.id)
+            if fresh is None:
+                raise Conflict(f"Service {row.name!r} was just deleted.")
+            row = fresh
+            old_handle = row.handle
+            # The old instance keeps its token until the new one serves in its place.
+            env, token_id = await self.reconciler.environment(row, spec)
+            try:
+                new_handle = await self.runtime.start(spec, env, progress)
+            except BaseException:
+                await self.store.revoke_tokens(row.id, only=token_id)
+                raise
+            healthy, detail = await self.prober.wait_healthy(new_handle, spec)
+            if not healthy:
+                await self.runtime.stop(new_handle)
+                await self.store.revoke_tokens(row.id, only=token_id)
+                reason = f"update failed, the previous version keeps serving: {detail}"
+                await self.store.save(row, reason=reason)
+                raise UpdateFailed(reason)
+            await self.store.save(
+                row,
+                spec=spec,
+                handle=new_handle,
+                desired="running",
+                phase=Phase.RUNNING,
+                healthy=True,
+                reason=None,
+                modified_at=utcnow(),
+                started_at=utcnow(),
+            )
+            await self.routes.refresh(row)
+            if old_handle:
+                await self.runtime.stop(old_handle)
+            await self.store.revoke_tokens(row.id, keep=token_id)
+            self.authority.forget()
+            self.reconciler.watches[row.id] = Watch(ever_healthy=True)
+        return row
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def get(self, project: Project, name: str) -> ServiceRow:
+        try:
+            name = normalize_name(name, what="service name")
+        except InvalidName as exc:
+            raise NotFound(f"Service {name!r} was not found.") from exc
+        row = await self.store.find(project.id, name)
+        if row is None:
+            raise NotFound(f"Service {name!r} was not found in project {project.name!r}.")
+        return row
+
+    async def list_services(self, project: Project) -> list[ServiceRow]:
+        return await self.store.of_project(project.id)
+
+    def logs(
+        self,
+        row: ServiceRow,
+        *,
+        tail: int | None = None,
+        since: datetime | None = None,
+        follow: bool = False,
+    ) -> AsyncIterator[str]:
+        if not row.handle:
+            return _empty()
+        return self.runtime.logs(row.handle, tail=tail, since=since, follow=follow)
+
+    # -- stop, start, restart, delete -----------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, project: Project, name: str) -> AsyncIterator[ServiceRow]:
+        """The service's row, read again once its lock is held: the reconcile loop may
+        have restarted it (a new handle) while the caller waited."""
+        found = await self.get(project, name)
+        async with self._lock(found.id):
+            row = await self.store.get(found.id)
+            if row is None:
+                raise NotFound(f"Service {name!r} was just deleted.")
+            yield row
+
+    async def stop(self, project: Project, name: str) -> ServiceRow:
+        async with self._locked(project, name) as row:
+            if row.handle:
+                await self.runtime.stop(row.handle)
+            await self.store.save(
+                row, desired="stopped", phase=Phase.STOPPED, healthy=None, reason=None
+            )
+            await self.routes.refresh(row)
+        return row
+
+    async def start_service(self, project: Project, name: str) -> ServiceRow:
+        async with self._locked(project, name) as row:
+            if row.desired == "running" and row.phase is not Phase.FAILED:
+                return row
+            await self._replace_instance(row)
+        self.wake()
+        return row
+
+    async def restart(self, project: Project, name: str) -> ServiceRow:
+        async with self._locked(project, name) as row:
+            await self._replace_instance(row)
+        self.wake()
+        return row
+
+    async def _replace_instance(self, row: ServiceRow) -> None:
+        if row.handle:
+            await self.runtime.stop(row.handle)
+        await self.store.save(row, desired="running", handle=None)
+        await self.reconciler.start_instance(row)
+        await self.routes.refresh(row)
+
+    async def delete(self, project: Project, name: str, *, purge: bool = False) -> None:
+        async with self._locked(project, name) as row:
+            if row.handle:
+                await self.runtime.stop(row.handle)
+            if purge:
+                await self.runtime.delete_data(row.spec)
+            await self.store.delete(row.id)
+            self.authority.forget()
+            self.routes.drop(project.name, row.name)
+            self.reconciler.watches.pop(row.id, None)
+        self._locks.pop(row.id, None)
+
+    async def delete_project(self, project_name: str) -> None:
+        """Remove every service of a project, with its data (the project goes away)."""
+        project = await self.store.find_project(project_name)
+        if project is None:
+            return
+        for row in await self.list_services(project):
+            await self.delete(project, row.name, purge=True)
+
+    # -- kept data ------------------------------------------------------------------------
+
+    async def kept_data(self, project: Project) -> list[str]:
+        prefix = f"{project.name}--"
+        live = {f"{project.name}--{row.name}" for row in await self.list_services(project)}
+        return sorted(
+            key[len(prefix) :]
+            for key in await self.runtime.kept_data()
+            if key.startswith(prefix) and key not in live
+        )
+
+    async def purge_kept_data(self, project: Project, service: str) -> None:
+        await self.runtime.delete_data(ServiceSpec(project=project.name, name=service))
+
+
+async def _empty() -> AsyncIterator[str]:
+    return
+    yield  # pragma: no cover

@@ -1,0 +1,73 @@
+"""The route table the proxy reads: where each service's ports are, kept in memory.
+
+The proxy's hot path never touches the database or the runtime: the manager and the
+reconcile loop refresh a service's route whenever its row or instance changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from servicelab.runtimes.base import Address, Runtime
+from servicelab.spec import Phase
+
+from .store import ServiceRow
+
+
+def service_path(project: str, service: str) -> str:
+    """LAB_SERVICE_PATH: the route prefix to which a service appends `<port>/`."""
+    return f"/api/projects/{project}/services/{service}/"
+
+
+@dataclass
+class Route:
+    """What the proxy needs to reach one service."""
+
+    project: str
+    service: str
+    phase: Phase
+    strip_prefix: bool
+    ports: tuple[int, ...]
+    addresses: dict[int, Address] = field(default_factory=dict)
+    reason: str | None = None
+
+
+class RouteTable:
+    """(project, service) -> Route."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._routes: dict[tuple[str, str], Route] = {}
+
+    def get(self, key: tuple[str, str]) -> Route | None:
+        return self._routes.get(key)
+
+    def values(self) -> list[Route]:
+        return list(self._routes.values())
+
+    def drop(self, project: str, service: str) -> None:
+        self._routes.pop((project, service), None)
+
+    def keep_only(self, keys: set[tuple[str, str]]) -> None:
+        """Forget the routes of services that no longer exist."""
+        for key in set(self._routes) - keys:
+            self._routes.pop(key, None)
+
+    async def refresh(self, row: ServiceRow) -> None:
+        """Recompute a service's route from its row and the runtime."""
+        spec = row.spec
+        addresses: dict[int, Address] = {}
+        if row.handle and row.phase is not Phase.STOPPED:
+            for port in spec.ports:
+                address = await self.runtime.address(row.handle, port)
+                if address is not None:
+                    addresses[port] = address
+        self._routes[row.key] = Route(
+            project=row.project,
+            service=row.name,
+            phase=row.phase,
+            strip_prefix=spec.strip_prefix,
+            ports=tuple(spec.ports),
+            addresses=addresses,
+            reason=row.reason,
+        )
