@@ -376,8 +376,9 @@ async def service_logs(
     ctx: ProjectContext = Depends(project_context),
 ) -> Any:
     services = manager(request)
+    since_time = parse_since(since)
     row = await services.get(ctx.project, service)
-    lines = services.logs(row, tail=tail, since=parse_since(since), follow=follow)
+    lines = services.logs(row, tail=tail, since=since_time, follow=follow)
     wants_text = "text/plain" in request.headers.get("accept", "")
     if follow or wants_text:
 

@@ -386,8 +386,15 @@ def logs(
         return
     api.get_service(proj, service)  # a clear 404 before streaming
     while True:
-        for line in api.follow_service_logs(proj, service, tail=tail, since=since):
-            _emit_line(line, as_json)
+        try:
+            for line in api.follow_service_logs(proj, service, tail=tail, since=since):
+                _emit_line(line, as_json)
+        except LabApiError as exc:
+            # Deleted between two streams: the row was still there (and not stopped)
+            # when the last stream ended, and gone when the next one was asked for.
+            if exc.status == 404:
+                return
+            raise
         # The stream ends when the service's process does: a restart goes on, a deletion
         # ends the command.
         ended = datetime.now(UTC)

@@ -148,7 +148,13 @@ class LocalRuntime(Runtime):
         if not spec.code:
             raise SpecError(f"Service {spec.name!r} has no code to run on the local runtime.")
         _check_key(spec.key)
-        return await asyncio.to_thread(self._start, spec, env)
+        try:
+            return await asyncio.to_thread(self._start, spec, env)
+        except OSError as exc:  # the contract's errors only, with a message for users
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise RuntimeError_(
+                f"Could not start service {spec.name!r}: {exc.strerror or exc}{where}."
+            ) from exc
 
     def _start(self, spec: ServiceSpec, env: dict[str, str]) -> Handle:
         assert spec.code is not None

@@ -91,7 +91,9 @@ class ServiceStore:
     async def all(self) -> list[ServiceRow]:
         def read() -> list[ServiceRow]:
             with self.db.session() as session:
-                rows = session.execute(self._select().order_by(Service.id)).all()
+                rows = session.execute(
+                    self._select().order_by(Service.created_at, Service.id)
+                ).all()
                 return [_snapshot(row, project) for row, project in rows]
 
         return await asyncio.to_thread(read)
