@@ -702,3 +702,110 @@ def test_podman_deploy_logs_delete(engine: Any, tmp_path: Path) -> None:
         process.stop()
         remove_everything_of(podman, instance_id)
         podman.close()
+
+
+# --- reliability: one bad service, a lab killed during updates ------------------------------
+
+
+def test_a_service_that_cannot_start_never_stalls_the_others(lab: DockerLab, engine: Any) -> None:
+    api, project = lab.api, lab.api.project()
+    # An image tag of its own, removed once the service runs: its next start is refused.
+    doomed_image = f"servicelab-test/doomed:{secrets.token_hex(3)}"
+    engine.images.get(TEST_IMAGE).tag(doomed_image)
+    try:
+        spec = {"image": doomed_image, "pullPolicy": "never", "env": {"VERSION": "doomed"}}
+        response = api.put(project, "doomed", spec)
+        assert response.status_code == 201, response.text
+        api.deploy(project, "other", TEST_IMAGE, {"VERSION": "other"})
+        for name in ("doomed", "other"):
+            api.running(project, name)
+    finally:
+        engine.images.remove(doomed_image)
+    [doomed] = containers_of(engine, lab.instance_id, f"{project}--doomed")
+    doomed.kill()
+    api.wait_for(
+        project,
+        "doomed",
+        lambda s: s["status"] == "failed" and s["restarts"] >= 2,
+        "doomed to have failed to start",
+    )
+    [before] = containers_of(engine, lab.instance_id, f"{project}--other")
+    before.kill()
+    api.wait_for(
+        project,
+        "other",
+        lambda s: s["status"] == "running" and s["isHealthy"] and s["restarts"] >= 1,
+        "the other service to be restarted",
+        timeout=60,
+    )
+    assert api.via_proxy(project, "other", 8080).json()["version"] == "other"
+    doomed_now = api.service(project, "doomed")
+    assert doomed_now["status"] == "failed"
+    assert "not found" in doomed_now["reason"], doomed_now["reason"]
+    for name in ("doomed", "other"):
+        response = api.http.delete(
+            f"/api/projects/{project}/services/{name}", params={"purge": True}
+        )
+        assert response.status_code == 200, response.text
+
+
+def test_a_lab_killed_during_updates_keeps_one_consistent_instance(
+    engine: Any, tmp_path: Path
+) -> None:
+    instance_id = f"labtest-{secrets.token_hex(4)}"
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    process = start_docker_lab(data_dir, instance_id)
+    api = Api(process.url, process.admin_token, instance_id)
+    key_of = "flip"
+    try:
+        project = api.project()
+        base = {"image": TEST_IMAGE, "health": {"startPeriod": 20}}
+        response = api.put(project, key_of, {**base, "env": {"VERSION": "0"}})
+        assert response.status_code == 201, response.text
+        api.running(project, key_of)
+        key = f"{project}--{key_of}"
+        # Kill points spread over an update: before the new container is created, while it
+        # starts, while it gets healthy, around the switch, after it.
+        delays = [0.05, 0.2, 0.4, 0.6, 0.8, 1.0, 1.3, 1.6, 2.0, 3.0]
+        for version, delay in enumerate(delays, start=1):
+            spec = {**base, "env": {"VERSION": str(version)}}
+            url = f"{process.url}/api/projects/{project}/services/{key_of}"
+
+            def put(
+                url: str = url, spec: dict[str, Any] = spec, auth: Any = api.http.headers
+            ) -> None:
+                with contextlib.suppress(httpx.HTTPError):  # the lab dies under it
+                    httpx.put(url, json=spec, headers=auth, timeout=60)
+
+            thread = threading.Thread(target=put, daemon=True)
+            thread.start()
+            time.sleep(delay)  # the kill point, not a wait for readiness
+            process.stop(signal.SIGKILL)
+            thread.join(timeout=60)
+            api.close()
+            process = start_docker_lab(data_dir, instance_id)
+            api = Api(process.url, process.admin_token, instance_id)
+            stored = api.running(project, key_of)
+
+            def only_one(key: str = key) -> bool:
+                found = containers_of(engine, instance_id, key)
+                return len(found) == 1 and found[0].status == "running"
+
+            wait_until(only_one, timeout=30, what=f"one container after kill {version} ({delay} s)")
+            served = api.via_proxy(project, key_of, 8080).json()["version"]
+            assert served == stored["configuration"]["VERSION"], (
+                f"kill {version} after {delay} s: serving {served}, "
+                f"the database holds {stored['configuration']['VERSION']}"
+            )
+        response = api.http.delete(
+            f"/api/projects/{project}/services/{key_of}", params={"purge": True}
+        )
+        assert response.status_code == 200, response.text
+        assert containers_of(engine, instance_id, key) == []
+        volumes = engine.volumes.list(filters={"label": f"{LABEL_KEY}={key}"})
+        assert volumes == []
+    finally:
+        api.close()
+        process.stop()
+        remove_everything_of(engine, instance_id)

@@ -65,8 +65,10 @@ def test_a_service_that_cannot_start_never_stalls_the_others(
         [before] = service_pids(data_dir, "rel--other")
         kill_all([before])
         wait_until(
-            lambda: service_pids(data_dir, "rel--other") not in ([], [before])
-            and service(api, "rel", "other")["status"] == "running",
+            lambda: (
+                service_pids(data_dir, "rel--other") not in ([], [before])
+                and service(api, "rel", "other")["status"] == "running"
+            ),
             timeout=BACK_WITHIN,
             what="the other service to be restarted and running",
         )

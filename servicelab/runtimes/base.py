@@ -141,7 +141,8 @@ class Runtime(abc.ABC):
 
     @abc.abstractmethod
     async def adopt(self) -> list[AdoptedInstance]:
-        """Every instance of this lab that still runs, found after a restart of the lab;
+        """Every instance of this lab found after a restart of the lab (running, or left
+        behind by a lab killed while starting it);
         a service may have several (a lab killed during an update): the manager keeps one
         and stops the others."""
 

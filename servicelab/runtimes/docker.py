@@ -806,9 +806,13 @@ class DockerRuntime(Runtime):
 
     async def adopt(self) -> list[AdoptedInstance]:
         client = await self._docker()
+        # Every container, not only running ones: a lab killed between creating and
+        # starting one leaves it `created`; the manager keeps one per service and has
+        # the others removed.
         containers = await self._call(
             client.api.containers,
-            filters={"label": f"{LABEL_INSTANCE}={self.instance_id}", "status": "running"},
+            all=True,
+            filters={"label": f"{LABEL_INSTANCE}={self.instance_id}"},
         )
         adopted = []
         for summary in containers:
