@@ -809,3 +809,16 @@ def test_a_lab_killed_during_updates_keeps_one_consistent_instance(
         api.close()
         process.stop()
         remove_everything_of(engine, instance_id)
+
+
+def test_specs_the_engine_can_never_run_are_refused_at_deploy(lab: DockerLab) -> None:
+    api, project = lab.api, lab.api.project()
+    for spec, hint in (
+        ({"image": TEST_IMAGE, "resources": {"cpus": 512}}, "CPUs"),
+        ({"image": TEST_IMAGE, "env": {"A": "x\u0000y"}}, "NUL"),
+        ({"image": TEST_IMAGE, "env": {"A=B": "x"}}, "A=B"),
+    ):
+        response = api.put(project, "greedy", spec)
+        assert response.status_code == 400, response.text
+        assert hint in response.json()["errors"]["message"]
+    assert api.http.get(f"/api/projects/{project}/services").json()["data"] == []

@@ -27,19 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import secrets
 import socket
-import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import docker
 import docker.errors
-import requests.exceptions
 from docker.types import DeviceRequest
 
 from servicelab.runtimes.base import (
@@ -51,18 +47,13 @@ from servicelab.runtimes.base import (
     Runtime,
     RuntimeError_,
     RuntimeStatus,
-    RuntimeUnavailable,
     SpecError,
 )
 from servicelab.runtimes.docker_code import CODE_MOUNT, code_mount
-from servicelab.runtimes.docker_health import (
-    HEALTHY,
-    STARTING,
-    UNHEALTHY,
-    HealthConfig,
-    HealthRunner,
-    health_config,
-)
+from servicelab.runtimes.docker_engine import DockerEngine
+from servicelab.runtimes.docker_images import ensure_image
+from servicelab.runtimes.docker_logs import container_logs
+from servicelab.runtimes.docker_networks import LABEL_INSTANCE, LABEL_PROJECT, ProjectNetworks
 from servicelab.runtimes.docker_rules import (
     check_resources,
     choose_connection_port,
@@ -70,34 +61,16 @@ from servicelab.runtimes.docker_rules import (
     docker_name,
     explain,
     exposed_ports,
-    mib,
-    parse_time,
-    pull_failed,
-    pull_progress_line,
     start_error,
-    timestamp,
 )
-from servicelab.runtimes.docker_stream import iterate_in_thread, split_lines
-from servicelab.spec import PULL_POLICIES, Phase, ServiceSpec
+from servicelab.runtimes.docker_status import ContainerStatus
+from servicelab.spec import PULL_POLICIES, ServiceSpec
 
-T = TypeVar("T")
-
-LABEL_INSTANCE = "servicelab.instance"
-LABEL_PROJECT = "servicelab.project"
 LABEL_SERVICE = "servicelab.service"
 LABEL_KEY = "servicelab.key"
 
 #: Where the service's volume is mounted, as ML Lab's best practices say.
 DATA_MOUNT = "/data"
-
-#: How long `address()` may reuse what it saw of a container: it is called for each
-#: proxied request, and one inspect per request would make the engine the bottleneck.
-ADDRESS_CACHE_SECONDS = 1.0
-#: How often a starting container's HEALTHCHECK is run by us before the engine's first run.
-EARLY_CHECK_INTERVAL = 0.5
-
-#: How many stopped containers `status()` tells from vanished ones.
-MAX_REMEMBERED_STOPS = 10_000
 
 #: A DNS label (the container name on the project network) has at most 63 characters.
 MAX_CONTAINER_NAME = 63
@@ -143,84 +116,31 @@ class DockerRuntime(Runtime):
         self.publish_host = publish_host
         self.runtime_image = runtime_image
         self.name_prefix = name_prefix or docker_name(instance_id)
-        self.run_health_checks = run_health_checks
-        #: container id -> (time of the last early check, whether it passed)
-        self._early: dict[str, tuple[float, bool]] = {}
-        self.lab_container = lab_container or (socket.gethostname() if lab_in_container else None)
-        self.api_timeout = api_timeout
-        self._client = client
-        # A client given by the caller is the caller's to close.
-        self._owns_client = client is None
-        self._client_lock = asyncio.Lock()
-        self._project_locks: dict[str, asyncio.Lock] = {}
-        self._is_podman: bool | None = None
-        self._health: dict[str, HealthRunner] = {}
-        # Containers this runtime stopped and removed: their status is STOPPED, not
-        # "vanished". Bounded, oldest forgotten first.
-        self._stopped: dict[str, None] = {}
-        self._inspect_cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
-
-    # --- the engine -----------------------------------------------------------------
+        lab_container = lab_container or (socket.gethostname() if lab_in_container else None)
+        self.lab_container = lab_container
+        self.engine = DockerEngine(client, api_timeout)
+        self.networks = ProjectNetworks(
+            self.engine,
+            instance_id,
+            self.name_prefix,
+            lab_container if lab_in_container else None,
+        )
+        self.containers = ContainerStatus(
+            self.engine,
+            lab_in_container=lab_in_container,
+            publish_host=publish_host,
+            run_health_checks=run_health_checks,
+        )
 
     @classmethod
     async def available(cls, timeout: float = 3.0) -> bool:
         """Whether a Docker-compatible engine answers at `DOCKER_HOST` within `timeout`."""
-
-        def ping() -> bool:
-            try:
-                client = docker.from_env(timeout=int(max(1, timeout)))
-            except Exception:
-                return False
-            try:
-                return bool(client.ping())
-            except Exception:
-                return False
-            finally:
-                client.close()
-
-        try:
-            return await asyncio.wait_for(asyncio.to_thread(ping), timeout + 1)
-        except TimeoutError:
-            return False
-
-    async def _docker(self) -> docker.DockerClient:
-        if self._client is None:
-            async with self._client_lock:
-                if self._client is None:
-                    self._client = await self._call(
-                        lambda: docker.from_env(timeout=int(self.api_timeout), max_pool_size=32)
-                    )
-        return self._client
-
-    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a blocking SDK call in a thread; an engine that does not answer becomes
-        RuntimeUnavailable."""
-        try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-            raise RuntimeUnavailable(f"The Docker engine does not answer: {exc}") from exc
-        except docker.errors.APIError:
-            raise
-        except docker.errors.DockerException as exc:
-            if "Error while fetching server API version" in str(exc):
-                raise RuntimeUnavailable(
-                    "The Docker engine does not answer; is it running and is DOCKER_HOST "
-                    f"right? ({exc})"
-                ) from exc
-            raise
-
-    async def _engine_is_podman(self) -> bool:
-        if self._is_podman is None:
-            client = await self._docker()
-            version = await self._call(client.version)
-            names = [c.get("Name", "") for c in version.get("Components") or []]
-            self._is_podman = any("podman" in n.lower() for n in names)
-        return self._is_podman
+        return await DockerEngine.available(timeout)
 
     # --- names ----------------------------------------------------------------------
 
     def network_name(self, project: str) -> str:
-        return f"{self.name_prefix}-{project}"
+        return self.networks.name(project)
 
     def volume_name(self, spec: ServiceSpec) -> str:
         # The key (`<project>--<service>`) and not `<project>-<service>`: project "a-b"
@@ -252,11 +172,17 @@ class DockerRuntime(Runtime):
                 f"Unknown pull policy {spec.pull_policy!r}: use one of {', '.join(PULL_POLICIES)}."
             )
         check_resources(spec)
+        engine_cpus = await self.engine.cpus() if spec.resources.cpus else 0
+        if engine_cpus and (spec.resources.cpus or 0) > engine_cpus:
+            raise SpecError(
+                f"Service {spec.name} asks for {spec.resources.cpus:g} CPUs, but the Docker "
+                f"engine has {engine_cpus}: ask for {engine_cpus} or fewer."
+            )
         if spec.code:
             # A local path must exist now, so that a typo is a 4xx and not a crash loop.
             await asyncio.to_thread(code_mount, spec.code)
         image = spec.image or self.runtime_image
-        attrs = await self._ensure_image(image, spec.pull_policy, progress)
+        attrs = await ensure_image(self.engine, image, spec.pull_policy, progress)
         if spec.code:
             # Code services listen on $PORT, by default 8091 (ML Lab's workspace),
             # whatever else the runtime image exposes.
@@ -282,55 +208,6 @@ class DockerRuntime(Runtime):
                 raise SpecError(f"Port {port} is not a valid TCP port (1-65535).")
         return replace(spec, ports=ports, connection_port=connection)
 
-    async def _ensure_image(
-        self, image: str, policy: str, progress: ProgressCallback | None
-    ) -> dict[str, Any]:
-        """The image's attributes, pulled first as `policy` says."""
-        client = await self._docker()
-        if policy != "always":
-            try:
-                found = await self._call(client.images.get, image)
-                return dict(found.attrs)
-            except docker.errors.ImageNotFound:
-                if policy == "never":
-                    raise SpecError(
-                        f"Image {image} not found on the Docker engine, and the pull policy "
-                        "'never' forbids pulling it: build or load it there first."
-                    ) from None
-            except docker.errors.APIError as exc:
-                raise SpecError(f"Invalid image {image!r}: {explain(exc)}") from exc
-        await self._pull(image, policy, progress)
-        try:
-            found = await self._call(client.images.get, image)
-        except docker.errors.ImageNotFound:
-            raise SpecError(f"Image {image} not found after pulling it.") from None
-        return dict(found.attrs)
-
-    async def _pull(self, image: str, policy: str, progress: ProgressCallback | None) -> None:
-        client = await self._docker()
-        repository, tag = docker.utils.parse_repository_tag(image)
-        if not tag:
-            tag = "latest"
-        elif "@" in image:  # a digest: the SDK wants it as the "tag"
-            repository, tag = image.split("@", 1)
-        if progress:
-            progress(f"Pulling {image}")
-        last: dict[str, str] = {}
-        try:
-            events = iterate_in_thread(
-                lambda: client.api.pull(repository, tag=tag, stream=True, decode=True)
-            )
-            async for event in events:
-                if "error" in event:
-                    raise SpecError(pull_failed(image, str(event["error"]), policy))
-                line = pull_progress_line(event, last)
-                if line and progress:
-                    progress(line)
-        except docker.errors.APIError as exc:
-            raise SpecError(pull_failed(image, explain(exc), policy)) from exc
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-            raise RuntimeUnavailable(f"The Docker engine does not answer: {exc}") from exc
-
     # --- start ----------------------------------------------------------------------
 
     async def start(
@@ -338,7 +215,7 @@ class DockerRuntime(Runtime):
     ) -> Handle:
         if not spec.ports or spec.connection_port is None:
             spec = await self.prepare(spec, progress)
-        client = await self._docker()
+        client = await self.engine.client()
         image = spec.image or self.runtime_image
         environment = dict(env)
         environment[DATA_DIR_ENV] = DATA_MOUNT
@@ -373,18 +250,18 @@ class DockerRuntime(Runtime):
                 DeviceRequest(count=resources.gpus, capabilities=[["gpu"]])
             ]
 
-        async with self._project_lock(spec.project):
-            network = await self._ensure_network(spec.project)
+        async with self.networks.lock(spec.project):
+            network = await self.networks.ensure(spec.project)
             kwargs["network"] = network
             try:
                 try:
-                    container = await self._call(client.containers.create, image, **kwargs)
+                    container = await self.engine.call(client.containers.create, image, **kwargs)
                 except docker.errors.NotFound as exc:
                     if "network" not in explain(exc).lower():
                         raise
                     # Another lab on this engine removed the project's network just now.
-                    await self._ensure_network(spec.project)
-                    container = await self._call(client.containers.create, image, **kwargs)
+                    await self.networks.ensure(spec.project)
+                    container = await self.engine.call(client.containers.create, image, **kwargs)
             except docker.errors.ImageNotFound:
                 raise SpecError(
                     f"Image {image} not found on the Docker engine (removed since it was "
@@ -393,65 +270,21 @@ class DockerRuntime(Runtime):
             except docker.errors.APIError as exc:
                 raise start_error(exc, spec) from exc
             try:
-                await self._call(container.start)
-                await self._call(container.reload)
+                await self.engine.call(container.start)
+                await self.engine.call(container.reload)
             except docker.errors.APIError as exc:
                 with contextlib.suppress(docker.errors.APIError):
-                    await self._call(container.remove, force=True)
+                    await self.engine.call(container.remove, force=True)
                 raise start_error(exc, spec) from exc
         return self._handle(container.attrs)
 
-    def _project_lock(self, project: str) -> asyncio.Lock:
-        return self._project_locks.setdefault(project, asyncio.Lock())
-
-    async def _ensure_network(self, project: str) -> str:
-        """The project's network, made on first use (call under the project lock)."""
-        client = await self._docker()
-        name = self.network_name(project)
-        # The `names` filter matches parts of names too: keep exact matches only.
-        found = [n for n in await self._call(client.networks.list, names=[name]) if n.name == name]
-        if not found:
-            labels = {LABEL_INSTANCE: self.instance_id, LABEL_PROJECT: project}
-            try:
-                network = await self._call(
-                    client.networks.create,
-                    name,
-                    driver="bridge",
-                    labels=labels,
-                    check_duplicate=True,
-                )
-            except docker.errors.APIError as exc:
-                if exc.status_code != 409:  # 409: made by someone else just now
-                    raise RuntimeError_(
-                        f"Could not create the network {name}: {explain(exc)}"
-                    ) from exc
-            else:
-                found = [network]
-        if self.lab_in_container and self.lab_container:
-            await self._join_network(name)
-        return name
-
-    async def _join_network(self, name: str) -> None:
-        """Connect the lab's own container to a project network, to reach services."""
-        client = await self._docker()
-        network = await self._call(client.networks.get, name)
-        try:
-            await self._call(network.connect, self.lab_container)
-        except docker.errors.APIError as exc:
-            text = explain(exc).lower()
-            if "already exists" not in text and "already attached" not in text:
-                raise RuntimeError_(
-                    f"Could not connect the lab's container {self.lab_container} to the "
-                    f"network {name}: {explain(exc)}"
-                ) from exc
-
     async def _ensure_volume(self, spec: ServiceSpec) -> str:
-        client = await self._docker()
+        client = await self.engine.client()
         name = self.volume_name(spec)
         try:
-            await self._call(client.volumes.get, name)
+            await self.engine.call(client.volumes.get, name)
         except docker.errors.NotFound:
-            await self._call(client.volumes.create, name=name, labels=self._labels(spec))
+            await self.engine.call(client.volumes.create, name=name, labels=self._labels(spec))
         return name
 
     def _handle(self, attrs: dict[str, Any]) -> Handle:
@@ -479,197 +312,15 @@ class DockerRuntime(Runtime):
             "exposed_ports": exposed_ports(config),
         }
 
-    # --- inspect, status, address -------------------------------------------------------
-
-    async def _inspect(self, container_id: str) -> dict[str, Any] | None:
-        """A container's inspect data, or None when it is gone."""
-        client = await self._docker()
-        try:
-            attrs = await self._call(client.api.inspect_container, container_id)
-        except docker.errors.NotFound:
-            attrs = None
-        self._inspect_cache[container_id] = (time.monotonic(), attrs)
-        return attrs
+    # --- status, address, logs ------------------------------------------------------
 
     async def status(self, handle: Handle) -> RuntimeStatus:
-        attrs = await self._inspect(handle["container_id"])
-        if attrs is None:
-            await self._forget(handle["container_id"])
-            if handle["container_id"] in self._stopped:
-                return RuntimeStatus(phase=Phase.STOPPED, reason="stopped")
-            return RuntimeStatus(phase=Phase.FAILED, reason="container vanished")
-        state = attrs.get("State") or {}
-        started_at = parse_time(state.get("StartedAt"))
-        exit_code = state.get("ExitCode")
-        error = (state.get("Error") or "").strip()
-        extra = {
-            "container_id": attrs["Id"],
-            "container_name": attrs.get("Name", "").lstrip("/"),
-            "state": state.get("Status"),
-            "restart_count": attrs.get("RestartCount", 0),
-        }
-        status = state.get("Status")
-        if status == "running" or state.get("Running"):
-            if state.get("Paused"):
-                return RuntimeStatus(
-                    Phase.UNHEALTHY,
-                    healthy=False,
-                    reason="paused",
-                    started_at=started_at,
-                    extra=extra,
-                )
-            return await self._running_status(attrs, started_at, extra)
-        if status in ("exited", "dead") or (status == "created" and error):
-            await self._forget(attrs["Id"], keep_cache=True)
-            oom = bool(state.get("OOMKilled"))
-            if oom:
-                limit = (attrs.get("HostConfig") or {}).get("Memory") or 0
-                reason = "killed: out of memory" + (f" (limit {mib(limit)})" if limit else "")
-            elif status == "created":
-                reason = f"could not start: {error}"
-            else:
-                reason = f"exited with code {exit_code}"
-                if error:
-                    reason += f": {error}"
-            return RuntimeStatus(
-                Phase.FAILED,
-                healthy=False,
-                reason=reason,
-                exit_code=exit_code,
-                started_at=started_at,
-                oom_killed=oom,
-                extra=extra,
-            )
-        if status == "removing":
-            return RuntimeStatus(Phase.STOPPED, extra=extra)
-        # created (not started yet), restarting
-        return RuntimeStatus(Phase.STARTING, reason=status, started_at=started_at, extra=extra)
-
-    async def _running_status(
-        self, attrs: dict[str, Any], started_at: datetime | None, extra: dict[str, Any]
-    ) -> RuntimeStatus:
-        config = health_config(attrs.get("Config"))
-        if config is None:
-            return RuntimeStatus(Phase.RUNNING, healthy=None, started_at=started_at, extra=extra)
-        engine_health = (attrs.get("State") or {}).get("Health")
-        runner = self._health.get(attrs["Id"])
-        if runner is None and await self._run_health_ourselves(engine_health, config, started_at):
-            runner = self._start_health_runner(attrs["Id"], config, started_at)
-        # Docker runs the first check only after a whole interval (30 s by default); until
-        # it has, run the image's check ourselves, as Docker 25's start interval does, so
-        # that a service is healthy — and served — as soon as it is.
-        awaiting_engine = runner is None and engine_health and not engine_health.get("Log")
-        if awaiting_engine and await self._early_check(attrs["Id"], config):
-            extra["health_checked_by"] = "servicelab"
-            extra["health"] = HEALTHY
-            return RuntimeStatus(Phase.RUNNING, healthy=True, started_at=started_at, extra=extra)
-        if runner is not None:
-            health, output = runner.status, runner.last_output
-            extra["health_checked_by"] = "servicelab"
-        else:
-            engine_health = engine_health or {}
-            health = engine_health.get("Status") or STARTING
-            log = engine_health.get("Log") or []
-            output = (log[-1].get("Output") or "").strip() if log else ""
-            extra["health_checked_by"] = "engine"
-        extra["health"] = health
-        if health == HEALTHY:
-            return RuntimeStatus(Phase.RUNNING, healthy=True, started_at=started_at, extra=extra)
-        if health == UNHEALTHY:
-            reason = "health check failed" + (f": {output}" if output else "")
-            return RuntimeStatus(
-                Phase.UNHEALTHY, healthy=False, reason=reason, started_at=started_at, extra=extra
-            )
-        return RuntimeStatus(Phase.STARTING, healthy=False, started_at=started_at, extra=extra)
-
-    async def _run_health_ourselves(
-        self,
-        engine_health: dict[str, Any] | None,
-        config: HealthConfig,
-        started_at: datetime | None,
-    ) -> bool:
-        """Whether the engine leaves this container's HEALTHCHECK unrun."""
-        if self.run_health_checks is not None:
-            return self.run_health_checks
-        if await self._engine_is_podman():
-            return True
-        if not engine_health:
-            return True
-        if engine_health.get("Log"):
-            return False
-        # Docker checks first after one interval; no result long after that means no one
-        # is checking.
-        running_for = _running_for(started_at)
-        return running_for > config.start_period + 3 * config.interval + 5
-
-    def _exec(self, container_id: str, argv: list[str]) -> tuple[int, str]:
-        """Run `argv` in the container (blocking): its exit code and output."""
-        assert self._client is not None
-        result = self._client.api.exec_create(container_id, argv, stdout=True, stderr=True)
-        output = self._client.api.exec_start(result["Id"])
-        code = self._client.api.exec_inspect(result["Id"]).get("ExitCode")
-        text = output.decode("utf-8", "replace") if isinstance(output, bytes) else ""
-        return (code if isinstance(code, int) else -1), text
-
-    async def _early_check(self, container_id: str, config: HealthConfig) -> bool:
-        """The image's HEALTHCHECK run once now (at most every EARLY_CHECK_INTERVAL s)."""
-        last = self._early.get(container_id)
-        now = time.monotonic()
-        if last is not None and (last[1] or now - last[0] < EARLY_CHECK_INTERVAL):
-            return last[1]
-        try:
-            code, _ = await asyncio.wait_for(
-                asyncio.to_thread(self._exec, container_id, config.argv), config.timeout
-            )
-        except Exception:  # not up yet, exec refused, timed out: simply not healthy yet
-            code = -1
-        self._early[container_id] = (now, code == 0)
-        return code == 0
-
-    def _start_health_runner(
-        self, container_id: str, config: HealthConfig, started_at: datetime | None
-    ) -> HealthRunner:
-        runner = HealthRunner(config, functools.partial(self._exec, container_id))
-        self._health[container_id] = runner
-        runner.start(_running_for(started_at))
-        return runner
-
-    async def _forget(self, container_id: str, *, keep_cache: bool = False) -> None:
-        self._early.pop(container_id, None)
-        runner = self._health.pop(container_id, None)
-        if runner is not None:
-            await runner.close()
-        if not keep_cache:
-            self._inspect_cache.pop(container_id, None)
+        return await self.containers.status(handle)
 
     async def address(self, handle: Handle, port: int) -> Address | None:
-        container_id = handle["container_id"]
-        cached = self._inspect_cache.get(container_id)
-        if cached is not None and time.monotonic() - cached[0] < ADDRESS_CACHE_SECONDS:
-            attrs = cached[1]
-        else:
-            attrs = await self._inspect(container_id)
-        if attrs is None or not (attrs.get("State") or {}).get("Running"):
-            return None
-        if self.lab_in_container:
-            known = set(exposed_ports(attrs.get("Config"))) | set(handle.get("exposed_ports") or [])
-            known |= {int(p) for p in handle.get("ports") or {}}
-            if port not in known:
-                return None
-            return Address(attrs.get("Name", "").lstrip("/"), port)
-        bindings = ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{port}/tcp")
-        if not bindings:
-            return None
-        host = self.publish_host
-        if host in ("", "0.0.0.0"):
-            host = "127.0.0.1"
-        elif host == "::":
-            host = "::1"
-        return Address(host, int(bindings[0]["HostPort"]))
+        return await self.containers.address(handle, port)
 
-    # --- logs -----------------------------------------------------------------------
-
-    async def logs(
+    def logs(
         self,
         handle: Handle,
         *,
@@ -677,79 +328,25 @@ class DockerRuntime(Runtime):
         since: datetime | None = None,
         follow: bool = False,
     ) -> AsyncIterator[str]:
-        if tail == 0 and not follow:
-            return
-        options: dict[str, Any] = {
-            "follow": follow,
-            "tail": "all" if tail is None else max(0, int(tail)),
-        }
-        since_ts = timestamp(since) if since is not None else None
-        if tail == 0 and follow:
-            # "Only new lines" as a time, not as tail=0: a line written after this call
-            # but before the engine opened the stream would otherwise be lost.
-            options["tail"] = "all"
-            since_ts = max(since_ts or 0.0, time.time())
-        if since_ts is not None:
-            # The SDK ignores a `since` of 0 or less; just after the epoch means all.
-            options["since"] = max(since_ts, 1e-6)
-        container_id = handle["container_id"]
-        if not (tail and await self._engine_is_podman()):
-            async for line in self._log_lines(container_id, options):
-                yield line
-            return
-        # Podman 4's `tail` loses, joins and invents lines (k8s-file log driver), so
-        # count lines here instead: the last `tail` of everything there is now, then,
-        # when following, whatever comes after them.
-        options["tail"] = "all"
-        if not follow:
-            last: deque[str] = deque(maxlen=tail)
-            async for line in self._log_lines(container_id, options):
-                last.append(line)
-            for line in last:
-                yield line
-            return
-        count = 0
-        async for _ in self._log_lines(container_id, {**options, "follow": False}):
-            count += 1
-        skip = max(0, count - tail)
-        async for line in self._log_lines(container_id, options):
-            if skip:
-                skip -= 1
-                continue
-            yield line
-
-    async def _log_lines(self, container_id: str, options: dict[str, Any]) -> AsyncIterator[str]:
-        client = await self._docker()
-
-        def open_stream() -> Any:
-            return client.api.logs(container_id, stdout=True, stderr=True, stream=True, **options)
-
-        try:
-            async for line in iterate_in_thread(open_stream, split_lines):
-                yield line
-        except docker.errors.NotFound:
-            return  # a vanished container has no logs left
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-            raise RuntimeUnavailable(f"The Docker engine does not answer: {exc}") from exc
+        return container_logs(
+            self.engine, handle["container_id"], tail=tail, since=since, follow=follow
+        )
 
     # --- stop, data, adopt ------------------------------------------------------------
 
     async def stop(self, handle: Handle, *, timeout: float = 10.0) -> None:
-        client = await self._docker()
+        client = await self.engine.client()
         container_id = handle["container_id"]
-        await self._forget(container_id)
-        self._stopped[container_id] = None
-        while len(self._stopped) > MAX_REMEMBERED_STOPS:
-            del self._stopped[next(iter(self._stopped))]
+        await self.containers.stopping(container_id)
         try:
-            container = await self._call(client.containers.get, container_id)
+            container = await self.engine.call(client.containers.get, container_id)
         except docker.errors.NotFound:
             container = None
         if container is not None:
             try:
                 if container.status in ("running", "restarting", "paused"):
-                    await self._call(container.stop, timeout=max(0, int(round(timeout))))
-                await self._call(container.remove, v=False, force=True)
+                    await self.engine.call(container.stop, timeout=max(0, int(round(timeout))))
+                await self.engine.call(container.remove, v=False, force=True)
             except docker.errors.NotFound:
                 pass
             except docker.errors.APIError as exc:
@@ -760,31 +357,14 @@ class DockerRuntime(Runtime):
                     ) from exc
         project = handle.get("project")
         if project:
-            await self._remove_network_if_unused(project)
-
-    async def _remove_network_if_unused(self, project: str) -> None:
-        """Remove a project's network when its last container is gone: a Docker engine
-        has room for only a few dozen bridge networks."""
-        client = await self._docker()
-        name = self.network_name(project)
-        async with self._project_lock(project):
-            try:
-                network = await self._call(client.networks.get, name)
-                in_use = await self._call(
-                    client.containers.list, all=True, filters={"network": name}
-                )
-                if in_use:
-                    return
-                await self._call(network.remove)
-            except docker.errors.APIError:
-                pass  # gone already, or joined meanwhile (the lab's own container...)
+            await self.networks.remove_if_unused(project)
 
     async def delete_data(self, spec: ServiceSpec) -> None:
-        client = await self._docker()
+        client = await self.engine.client()
         name = self.volume_name(spec)
         try:
-            volume = await self._call(client.volumes.get, name)
-            await self._call(volume.remove)
+            volume = await self.engine.call(client.volumes.get, name)
+            await self.engine.call(volume.remove)
         except docker.errors.NotFound:
             return
         except docker.errors.APIError as exc:
@@ -796,27 +376,29 @@ class DockerRuntime(Runtime):
             raise RuntimeError_(f"Could not delete volume {name}: {explain(exc)}") from exc
 
     async def kept_data(self) -> list[str]:
-        client = await self._docker()
+        client = await self.engine.client()
         label = f"{LABEL_INSTANCE}={self.instance_id}"
-        volumes = await self._call(client.volumes.list, filters={"label": label})
-        containers = await self._call(client.containers.list, all=True, filters={"label": label})
+        volumes = await self.engine.call(client.volumes.list, filters={"label": label})
+        containers = await self.engine.call(
+            client.containers.list, all=True, filters={"label": label}
+        )
         with_container = {(c.labels or {}).get(LABEL_KEY) for c in containers}
         keys = {(v.attrs.get("Labels") or {}).get(LABEL_KEY) for v in volumes}
         return sorted(k for k in keys if k and k not in with_container)
 
     async def adopt(self) -> list[AdoptedInstance]:
-        client = await self._docker()
+        client = await self.engine.client()
         # Every container, not only running ones: a lab killed between creating and
         # starting one leaves it `created`; the manager keeps one per service and has
         # the others removed.
-        containers = await self._call(
+        containers = await self.engine.call(
             client.api.containers,
             all=True,
             filters={"label": f"{LABEL_INSTANCE}={self.instance_id}"},
         )
         adopted = []
         for summary in containers:
-            attrs = await self._inspect(summary["Id"])
+            attrs = await self.containers.inspect(summary["Id"])
             if attrs is None:
                 continue
             handle = self._handle(attrs)
@@ -825,15 +407,5 @@ class DockerRuntime(Runtime):
         return adopted
 
     async def close(self) -> None:
-        for container_id in list(self._health):
-            await self._forget(container_id)
-        self._inspect_cache.clear()
-        if self._client is not None and self._owns_client:
-            client, self._client = self._client, None
-            await asyncio.to_thread(client.close)
-
-
-def _running_for(started_at: datetime | None) -> float:
-    if started_at is None:
-        return 0.0
-    return max(0.0, time.time() - started_at.timestamp())
+        await self.containers.close()
+        await self.engine.close()
