@@ -7,13 +7,14 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from lab_client import Environment, LabApiError, Record
+from lab_client import Environment, LabApiError, Record, to_datetime
 
 from .labtools import ROOT, LabProcess, free_port, wait_until
 
@@ -96,6 +97,33 @@ def run_snippet(lab: LabProcess, project: str, image: str, more: str, tmp_path: 
 
 
 # -- ML Lab's guide ---------------------------------------------------------------------
+
+
+def test_guide_snippet_with_ml_labs_workspace_image_runs_the_code(
+    lab: LabProcess, project: str, tmp_path: Path
+) -> None:
+    """ML Lab's guide deploys code with its workspace image: on the local runtime, which
+    runs no images, that is a code service."""
+    image = '"mltooling/ml-workspace:latest"'
+    done = run_snippet(lab, project, image, f', "EXECUTE_CODE": "{ECHO}"', tmp_path)
+    assert done.returncode == 0, done.stderr
+    env = env_for(lab, project)
+    service = wait_running(env, "my-service")
+    assert service.exposedPorts == [8091]
+    assert os.fspath(ECHO) == service.configuration.EXECUTE_CODE
+    env.lab_handler.lab_api.delete_service(project, "my-service", purge=True)
+
+
+def test_timestamps_are_read_in_both_forms(lab: LabProcess, project: str) -> None:
+    """The lab answers epoch milliseconds (ML Lab's form); labs before it answered ISO."""
+    created = env_for(lab, project).lab_handler.lab_api.get_project(project).createdAt
+    assert type(created) is int
+    assert to_datetime(created) == datetime.fromtimestamp(created / 1000, UTC)
+    moment = datetime(2026, 11, 27, 11, 35, 53, 798000, tzinfo=UTC)
+    assert to_datetime(int(moment.timestamp() * 1000)) == moment
+    assert to_datetime("2026-11-27T11:35:53.798+00:00") == moment
+    assert to_datetime("2026-11-27T11:35:53.798") == moment  # naive ISO is UTC
+    assert to_datetime(None) is None and to_datetime("yesterday") is None
 
 
 def test_guide_snippet_deploys_code_on_the_local_runtime(
