@@ -272,6 +272,24 @@ def test_upload_and_get_file_downloads_only_new_versions(
     assert caught.value.status == 404
 
 
+def test_ml_lab_routes_through_the_client(lab: LabProcess, project: str, tmp_path: Path) -> None:
+    env = env_for(lab, project)
+    api = env.lab_handler.lab_api
+    info = api.get_lab_info()
+    assert info.healthy is True and type(info.projectsCount) is int
+    assert api.is_project_available(project) is False
+    assert api.is_project_available("not-made-yet") is True
+    source = tmp_path / "weights.bin"
+    keys = []
+    for n in range(3):
+        source.write_bytes(b"w" * (n + 1))
+        keys.append(env.upload_file(source, "models"))
+    assert api.delete_file(project, keys[-1], keep_latest_versions=2) == keys[:1]
+    left = api.get_files(project, "models", prefix="models/weights", all_versions=True)
+    assert [f.key for f in left] == keys[1:]
+    assert api.delete_file(project, "models/weights.bin") == keys[1:]
+
+
 def test_upload_folder_is_a_zip(lab: LabProcess, project: str, tmp_path: Path) -> None:
     env = env_for(lab, project, tmp_path / "root")
     key = env.upload_folder(ECHO, "models")
