@@ -546,3 +546,17 @@ def test_basic_credentials_of_ml_labs_client(mllab: Lab) -> None:
 
 def test_unknown_route_is_an_int_code_404(mllab: Lab) -> None:
     failed(mllab.get("/api/experiments"), 404, "not_found")
+
+
+def test_servicelab_routes_use_the_same_time_rule(mllab: Lab) -> None:
+    """Routes ML Lab never had answer times as epoch milliseconds too: one rule."""
+    login = ok(
+        mllab.client.post("/api/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+    )
+    mllab.client.cookies.clear()
+    assert type(login["expiresAt"]) is int and login["expiresAt"] > 1_600_000_000_000
+    created = ok(mllab.post("/api/auth/tokens", json={"name": "t", "expiresIn": 3600}), 201)
+    for field in ("createdAt", "expiresAt"):
+        assert type(created[field]) is int, field
+    listed = ok(mllab.get("/api/auth/tokens"))
+    assert all(type(t["createdAt"]) is int for t in listed)
