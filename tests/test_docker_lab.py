@@ -757,6 +757,7 @@ def test_a_service_that_cannot_start_never_stalls_the_others(lab: DockerLab, eng
         assert response.status_code == 200, response.text
 
 
+@pytest.mark.timeout(600)  # ten lab restarts
 def test_a_lab_killed_during_updates_keeps_one_consistent_instance(
     engine: Any, tmp_path: Path
 ) -> None:
