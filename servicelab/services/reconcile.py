@@ -28,7 +28,7 @@ from servicelab.runtimes.base import (
 from servicelab.spec import Phase, ServiceSpec
 
 from .health import STARTING_PROBE_INTERVAL, Prober
-from .routes import RouteTable, service_path
+from .routes import service_url_env, RouteTable, service_path
 from .store import ServiceRow, ServiceStore
 
 log = logging.getLogger("servicelab.services")
@@ -252,6 +252,7 @@ class Reconciler:
             "LAB_PROJECT": row.project,
             "LAB_SERVICE_PATH": service_path(row.project, row.name),
         }
+        env.update(service_url_env(row.project, row.name, spec))
         env.update(spec.env)
         return env, token_id
 
