@@ -153,6 +153,16 @@ def test_cli_keep_prefix_and_update_keep_what_they_do_not_name(
     again = cli.json("services", "deploy", "--code", code, "-n", "kept", "--update")
     assert again["stripPrefix"] is False
     assert again["configuration"]["UNDER_PREFIX"] == "1"
-    back = cli.json("services", "deploy", "--code", code, "-n", "kept", "--update", "--strip-prefix",
-                    "-e", "UNDER_PREFIX=")
+    back = cli.json(
+        "services",
+        "deploy",
+        "--code",
+        code,
+        "-n",
+        "kept",
+        "--update",
+        "--strip-prefix",
+        "-e",
+        "UNDER_PREFIX=",
+    )
     assert back["stripPrefix"] is True and back["status"] == "running"

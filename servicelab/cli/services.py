@@ -199,9 +199,7 @@ def deploy(
                 "it, or choose another --name.",
                 Exit.API_ERROR,
             )
-    spec = build_spec(
-        image, source, env_values, list(ports or []), cpus, memory, gpus, keep_prefix
-    )
+    spec = build_spec(image, source, env_values, list(ports or []), cpus, memory, gpus, keep_prefix)
     service = put_with_progress(lab, proj, service_name, spec, quiet=as_json)
     if not no_wait:
         service = wait_healthy(lab, proj, service.name, timeout, quiet=as_json)

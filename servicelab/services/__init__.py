@@ -17,6 +17,11 @@ from .routes import Route, RouteTable, service_path, service_url_env
 from .store import ServiceRow
 
 __all__ = [
-    "Route", "RouteTable", "ServiceError", "ServiceManager", "ServiceRow", "service_path",
+    "Route",
+    "RouteTable",
+    "ServiceError",
+    "ServiceManager",
+    "ServiceRow",
+    "service_path",
     "service_url_env",
 ]

@@ -17,6 +17,7 @@ by `spec.check_health_path` at deploy, and here again for rows stored before tha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -171,8 +172,6 @@ async def tcp_check(address: Address, port: int, timeout: float) -> tuple[bool, 
     except (OSError, TimeoutError) as exc:
         return False, f"port {port} does not accept connections ({type(exc).__name__})"
     writer.close()
-    try:
+    with contextlib.suppress(OSError):
         await writer.wait_closed()
-    except OSError:
-        pass
     return True, None

@@ -28,7 +28,7 @@ from servicelab.runtimes.base import (
 from servicelab.spec import Phase, ServiceSpec
 
 from .health import STARTING_PROBE_INTERVAL, Prober
-from .routes import service_url_env, RouteTable, service_path
+from .routes import RouteTable, service_path, service_url_env
 from .store import ServiceRow, ServiceStore
 
 log = logging.getLogger("servicelab.services")
