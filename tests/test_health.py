@@ -166,3 +166,17 @@ def test_cli_keep_prefix_and_update_keep_what_they_do_not_name(
         "UNDER_PREFIX=",
     )
     assert back["stripPrefix"] is True and back["status"] == "running"
+
+
+@pytest.mark.parametrize("path", ["/_stcore/health", "/static/app-main.js", "/lab/api/x"])
+def test_a_request_from_a_service_page_that_misses_the_prefix_names_the_fix(
+    lab: LabProcess, path: str
+) -> None:
+    page = f"{lab.url}/api/projects/health/services/stream/8091/"
+    with httpx.Client(base_url=lab.url) as browser:
+        r = browser.get(path, headers={"Referer": page})
+        plain = browser.get(path)
+    assert r.status_code == 404
+    message = r.json()["errors"]["message"]
+    assert "'stream'" in message and "LAB_SERVICE_URL" in message and "--keep-prefix" in message
+    assert plain.status_code == 404 and "LAB_SERVICE_URL" not in plain.text
