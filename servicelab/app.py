@@ -16,6 +16,7 @@ from servicelab.api import admin as admin_api
 from servicelab.api import auth as auth_api
 from servicelab.api import files as files_api
 from servicelab.api import projects as projects_api
+from servicelab.api import service_metrics as service_metrics_api
 from servicelab.api import services as services_api
 from servicelab.api.deps import require_admin
 from servicelab.api.errors import install_error_handlers
@@ -92,6 +93,7 @@ def create_app(
     app.include_router(projects_api.router)
     app.include_router(services_api.router)
     app.include_router(services_api.volumes_router)
+    app.include_router(service_metrics_api.router)
     files_api.install(app)
 
     @app.get("/healthz", include_in_schema=False)

@@ -49,8 +49,10 @@ from servicelab.runtimes.base import (
     RuntimeError_,
     RuntimeStatus,
     SpecError,
+    Usage,
 )
 from servicelab.runtimes.supervisor import proc_start_ticks, utc_stamp, write_json_atomic
+from servicelab.runtimes.usage import process_group_usage
 from servicelab.spec import InvalidSpec, Phase, ServiceSpec, code_port
 
 SUPERVISOR_PATH = Path(__file__).with_name("supervisor.py")
@@ -314,6 +316,12 @@ class LocalRuntime(Runtime):
             return None
         running = await asyncio.to_thread(self._is_running, handle)
         return Address(self.host, int(real)) if running else None
+
+    async def usage(self, handle: Handle) -> Usage | None:
+        state = _read_json(_state_path(handle))
+        if not state or not _alive(state.get("pid"), state.get("pid_start")):
+            return None
+        return await asyncio.to_thread(process_group_usage, int(state["pid"]))
 
     def _is_running(self, handle: Handle) -> bool:
         state = _read_json(_state_path(handle))
