@@ -1,0 +1,31 @@
+"""FastAPI with /docs served offline (Swagger UI's files from the fastapi-offline package,
+no CDN), with the route prefix removed (the default): root_path makes /docs load
+openapi.json and its assets under $LAB_SERVICE_URL."""
+
+import os
+
+import uvicorn
+from fastapi_offline import FastAPIOffline
+
+app = FastAPIOffline(
+    title="servicelab example", root_path=os.environ["LAB_SERVICE_URL"].rstrip("/")
+)
+
+
+@app.get("/")
+def root() -> dict[str, str]:
+    return {"hello": "world", "docs": "docs"}
+
+
+@app.get("/add")
+def add(a: int, b: int) -> dict[str, int]:
+    return {"sum": a + b}
+
+
+IN_CONTAINER = os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv")
+uvicorn.run(
+    app,
+    host="0.0.0.0" if IN_CONTAINER else "127.0.0.1",
+    port=int(os.environ.get("PORT", "8091")),
+    access_log=False,
+)
