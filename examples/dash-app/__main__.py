@@ -22,5 +22,6 @@ def greet(name: str) -> str:
     return f"Hello, {name}!"
 
 
-IN_CONTAINER = os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv")
-app.run(host="0.0.0.0" if IN_CONTAINER else "127.0.0.1", port=int(os.environ.get("PORT", "8091")))
+#: Loopback on the local runtime (it sets HOST), every address inside a container.
+HOST = os.environ.get("HOST", "0.0.0.0")
+app.run(host=HOST, port=int(os.environ.get("PORT", "8091")))

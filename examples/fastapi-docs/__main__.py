@@ -22,10 +22,11 @@ def add(a: int, b: int) -> dict[str, int]:
     return {"sum": a + b}
 
 
-IN_CONTAINER = os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv")
+#: Loopback on the local runtime (it sets HOST), every address inside a container.
+HOST = os.environ.get("HOST", "0.0.0.0")
 uvicorn.run(
     app,
-    host="0.0.0.0" if IN_CONTAINER else "127.0.0.1",
+    host=HOST,
     port=int(os.environ.get("PORT", "8091")),
     access_log=False,
 )

@@ -13,9 +13,10 @@ def greet(name: str) -> str:
 
 
 demo = gr.Interface(fn=greet, inputs=gr.Textbox(label="name"), outputs=gr.Textbox(label="greeting"))
-IN_CONTAINER = os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv")
+#: Loopback on the local runtime (it sets HOST), every address inside a container.
+HOST = os.environ.get("HOST", "0.0.0.0")
 demo.launch(
-    server_name="0.0.0.0" if IN_CONTAINER else "127.0.0.1",
+    server_name=HOST,
     server_port=int(os.environ.get("PORT", "8091")),
     root_path=os.environ["LAB_SERVICE_URL"].rstrip("/"),
     show_api=False,

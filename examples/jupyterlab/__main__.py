@@ -7,10 +7,11 @@ import sys
 
 from jupyterlab.labapp import main
 
-IN_CONTAINER = os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv")
+#: Loopback on the local runtime (it sets HOST), every address inside a container.
+HOST = os.environ.get("HOST", "0.0.0.0")
 sys.argv = [
     "jupyter-lab",
-    f"--ip={'0.0.0.0' if IN_CONTAINER else '127.0.0.1'}",
+    f"--ip={HOST}",
     f"--port={os.environ.get('PORT', '8091')}",
     "--port-retries=0",
     f"--ServerApp.base_url={os.environ['LAB_SERVICE_URL']}",

@@ -7,13 +7,14 @@ from pathlib import Path
 
 from panel.command import main
 
-IN_CONTAINER = os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv")
+#: Loopback on the local runtime (it sets HOST), every address inside a container.
+HOST = os.environ.get("HOST", "0.0.0.0")
 sys.argv = [
     "panel",
     "serve",
     str(Path(__file__).with_name("page.py")),
     f"--port={os.environ.get('PORT', '8091')}",
-    f"--address={'0.0.0.0' if IN_CONTAINER else '127.0.0.1'}",
+    f"--address={HOST}",
     f"--prefix={os.environ['LAB_SERVICE_URL'].rstrip('/')}",
     "--allow-websocket-origin=*",
     "--index=page",

@@ -7,13 +7,14 @@ from pathlib import Path
 
 from streamlit.web import cli
 
-IN_CONTAINER = os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv")
+#: Loopback on the local runtime (it sets HOST), every address inside a container.
+HOST = os.environ.get("HOST", "0.0.0.0")
 sys.argv = [
     "streamlit",
     "run",
     str(Path(__file__).with_name("page.py")),
     f"--server.port={os.environ.get('PORT', '8091')}",
-    f"--server.address={'0.0.0.0' if IN_CONTAINER else '127.0.0.1'}",
+    f"--server.address={HOST}",
     f"--server.baseUrlPath={os.environ['LAB_SERVICE_URL']}",
     "--server.headless=true",
     # The lab's proxy authenticates every request and checks WebSocket origins.

@@ -240,6 +240,9 @@ class LocalRuntime(Runtime):
         result = base | env
         result[DATA_DIR_ENV] = str(data_dir)
         result["PORT"] = str(ports[port])
+        # Where to listen: loopback only, as the proxy reaches local services there
+        # (containers listen on every address of their own network).
+        result.setdefault("HOST", "127.0.0.1")
         for spec_port, real in ports.items():
             result[f"PORT_{spec_port}"] = str(real)
         return result
