@@ -27,6 +27,8 @@ RECIPES = {
     "panel": ("panel-app", True),
 }
 INSTALL_TIMEOUT = 900
+#: A first page load of a big app on a loaded 2-core machine takes a while.
+expect.set_options(timeout=60_000)
 
 
 @pytest.fixture(scope="module")

@@ -19,5 +19,4 @@ demo.launch(
     server_name=HOST,
     server_port=int(os.environ.get("PORT", "8091")),
     root_path=os.environ["LAB_SERVICE_URL"].rstrip("/"),
-    show_api=False,
 )
