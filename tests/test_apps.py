@@ -22,7 +22,7 @@ RECIPES = {
     "streamlit": ("streamlit-app", True),
     "jupyterlab": ("jupyterlab", True),
     "gradio": ("gradio-app", False),
-    "fastapi": ("fastapi-docs", False),
+    "fastapi": ("fastapi-docs", True),
     "dash": ("dash-app", False),
     "panel": ("panel-app", True),
 }

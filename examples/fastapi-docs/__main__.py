@@ -1,6 +1,6 @@
 """FastAPI with /docs served offline (Swagger UI's files from the fastapi-offline package,
-no CDN), with the route prefix removed (the default): root_path makes /docs load
-openapi.json and its assets under $LAB_SERVICE_URL."""
+no CDN). Deploy with the route prefix kept (--keep-prefix): with root_path set, Starlette
+routes (and mounts static files) by the path behind root_path, which is $LAB_SERVICE_URL."""
 
 import os
 
