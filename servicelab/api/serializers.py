@@ -6,10 +6,17 @@ from datetime import datetime
 from typing import Any
 
 from servicelab.db import ApiToken, Project, User
+from servicelab.execute import is_vcs_url, redact_url
 
 
 def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
+
+
+def source_out(code: str | None) -> str | None:
+    """An EXECUTE_CODE source as shown anywhere (API, CLI, UI): credentials in a VCS URL
+    masked (`git+https://user:***@host/...`); the service itself gets them unmasked."""
+    return redact_url(code) if code and is_vcs_url(code) else code
 
 
 def user_out(user: User) -> dict[str, Any]:

@@ -240,7 +240,7 @@ def test_upload_limit_quota_and_stale_temp_files(lab: LabProcess) -> None:
 
     pool = concurrent.futures.ThreadPoolExecutor(1)
     pending = pool.submit(lambda: send("killed.bin", slow_body(), timeout=60))
-    wait_until(leftovers, timeout=30, what="the upload's temporary file")
+    wait_until(lambda: leftovers(lab), timeout=30, what="the upload's temporary file")
     lab.stop(signal.SIGKILL)
     release.set()
     with pytest.raises(httpx.TransportError):
