@@ -182,9 +182,9 @@ _PLAIN_USER_SCHEMES = ("ssh", "svn+ssh", "bzr+ssh", "sftp", "file")
 
 
 def redact_url(url: str) -> str:
-    """`url` with its credentials masked, fit for logs and for showing: a password
-    becomes `***` (`https://user:***@host`), and so does a user name alone unless the
-    scheme is ssh-like (`https://***@host`, `ssh://git@host`)."""
+    """`url` with its credentials masked, fit for logs and for showing: `user:password@`
+    becomes `***@`, and so does a user name alone unless the scheme is ssh-like
+    (`https://***@host`, `ssh://git@host`)."""
     try:
         parts = urllib.parse.urlsplit(url)
         username, password = parts.username, parts.password
@@ -194,12 +194,8 @@ def redact_url(url: str) -> str:
         return url
     scheme = parts.scheme.lower()  # `git+ssh`, `svn+ssh`, `https`...
     host = parts.netloc.rpartition("@")[2]
-    if password is not None:
-        user = f"{username}:***@"
-    elif scheme in _PLAIN_USER_SCHEMES or scheme.partition("+")[2] in _PLAIN_USER_SCHEMES:
-        user = f"{username}@"
-    else:
-        user = "***@"
+    plain = scheme in _PLAIN_USER_SCHEMES or scheme.partition("+")[2] in _PLAIN_USER_SCHEMES
+    user = f"{username}@" if password is None and plain else "***@"
     return urllib.parse.urlunsplit(parts._replace(netloc=user + host))
 
 
@@ -557,18 +553,19 @@ def check_tar_members(members: list[tarfile.TarInfo]) -> None:
     anything but a regular file of the archive, a name given twice."""
     links: dict[str, str] = {}
     regular: set[str] = set()
-    files: set[str] = set()
+    seen: set[str] = set()
     for member in members:
         normal = posixpath.normpath(member.name)
         if not member.isdir():
-            if normal in files:
+            if normal in seen:
                 raise ExecuteError(f"Refusing archive member {member.name!r}: it appears twice.")
-            files.add(normal)
+            seen.add(normal)
         if member.issym():
             links[normal] = member.linkname
         elif member.isfile():
             regular.add(normal)
-    _check_names([m.name for m in members], files)
+    # A path through a link is refused below, with its own message.
+    _check_names([m.name for m in members], seen - links.keys())
     for member in members:
         name = member.name
         normal = posixpath.normpath(name)
