@@ -39,6 +39,7 @@ CLIENT_FREE_FAILURES = 20
 MAX_DELAY = 60.0
 FORGET_AFTER = 15 * 60.0
 MAX_TRACKED = 10_000
+MAX_KEY_LENGTH = 128
 
 T = TypeVar("T")
 
@@ -166,7 +167,7 @@ class LoginGate:
     ) -> T | None:
         """The user `find` returns (with its password hash) when the password is right,
         None when not; raises LoginRefused. `find` runs in a thread."""
-        username = username.lower()
+        username = username.lower()[:MAX_KEY_LENGTH]  # keys stay small, whatever is sent
         self._refuse_if_throttled(username, client)
         try:
             async with asyncio.timeout(self.wait):
