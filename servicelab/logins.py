@@ -33,7 +33,7 @@ from servicelab.auth import hash_password, verify_password
 from servicelab.proxy.metrics import PROXY_REGISTRY
 
 HASH_SLOTS = 2
-HASH_WAIT = 2.0
+HASH_WAIT = 5.0
 USER_FREE_FAILURES = 5
 CLIENT_FREE_FAILURES = 20
 MAX_DELAY = 60.0
