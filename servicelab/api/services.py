@@ -85,7 +85,9 @@ class ResourcesIn(BaseModel):
 
 
 class HealthIn(BaseModel):
-    path: str | None = Field(default="/", description="An absolute path such as /health")
+    path: str | None = Field(
+        default="/", description="A path answering below 400, such as /health; null: TCP check"
+    )
     port: int | None = Field(default=None, ge=1, le=65535)
     interval: float = Field(default=2.0, gt=0, le=MAX_HEALTH_SECONDS)
     timeout: float = Field(default=2.0, gt=0, le=MAX_HEALTH_SECONDS)
