@@ -80,7 +80,8 @@ def check_code_roots(code: str, roots: Sequence[Path]) -> None:
     if is_remote(text):
         return
     raw = text.removeprefix("file://")
-    resolved = Path(os.path.realpath(Path(raw).expanduser())) if raw.startswith(("/", "~")) else None
+    absolute = raw.startswith(("/", "~"))  # a relative path would depend on the lab's cwd
+    resolved = Path(os.path.realpath(Path(raw).expanduser())) if absolute else None
     if resolved is not None and any(_below(resolved, root) for root in roots):
         return
     where = (
@@ -118,7 +119,7 @@ def open_code_folder(path: Path) -> CodeFolder:
     path: if a link was swapped into `path` since, that path differs and the start is
     refused instead of following the link.
     """
-    folder, main = (path, None) if not path.suffix == ".py" else (path.parent, path.name)
+    folder, main = (path, None) if path.suffix != ".py" else (path.parent, path.name)
     try:
         fd = os.open(folder, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:

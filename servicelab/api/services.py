@@ -29,6 +29,7 @@ from servicelab.spec import (
     normalize_name,
 )
 
+from .deploy_policy import check_deploy
 from .deps import ProjectContext, project_context
 from .errors import ApiError
 from .serializers import iso
@@ -287,6 +288,8 @@ async def put_service(
 async def _deploy(
     request: Request, ctx: ProjectContext, spec: ServiceSpec, *, replace_existing: bool
 ) -> JSONResponse:
+    # Runtime isolation (issue 12): host paths and unsandboxed runtimes, see deploy_policy.
+    check_deploy(request.app.state.settings, manager(request).runtime, ctx.identity, spec)
     try:
         row, created = await manager(request).deploy(
             ctx.project,

@@ -174,9 +174,9 @@ def sandboxed_launch(
 ) -> Launch:
     """Install in one sandbox, serve from another; the folders given to the service."""
     ids = service_ids(service_dir)
-    folders = {
-        name: service_dir / name for name in ("data", "venv", "work", "cache")
-    } | {"tmp": instance_dir / "tmp"}
+    folders = {name: service_dir / name for name in ("data", "venv", "work", "cache")} | {
+        "tmp": instance_dir / "tmp"
+    }
     for folder in folders.values():
         own(folder, ids)
     local = local_code_path(code)
@@ -212,5 +212,3 @@ def close_fds(launch: Launch) -> None:
     """The lab's copies of descriptors handed to the supervisor."""
     for fd in launch.pass_fds:
         os.close(fd)
-
-

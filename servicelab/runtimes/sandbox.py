@@ -92,8 +92,8 @@ def detect(executor: Path) -> SandboxSupport:
     bwrap, setpriv = shutil.which("bwrap"), shutil.which("setpriv")
     if not bwrap:
         return SandboxSupport(
-            None, "bubblewrap is not installed (apt-get install bubblewrap, or "
-            "scripts/setup-sandbox.sh)"
+            None,
+            "bubblewrap is not installed (apt-get install bubblewrap, or scripts/setup-sandbox.sh)",
         )
     if not setpriv:
         return SandboxSupport(None, "setpriv (util-linux) is not installed")
