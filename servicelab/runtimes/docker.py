@@ -54,7 +54,7 @@ from servicelab.runtimes.base import (
     RuntimeUnavailable,
     SpecError,
 )
-from servicelab.runtimes.docker_code import CODE_PARENT, code_archive, code_mount
+from servicelab.runtimes.docker_code import CODE_PARENT, code_archive, code_mount, resolved_code
 from servicelab.runtimes.docker_health import (
     HEALTHY,
     STARTING,
@@ -254,8 +254,9 @@ class DockerRuntime(Runtime):
             )
         check_resources(spec)
         if spec.code:
-            # A local path must exist now, so that a typo is a 4xx and not a crash loop.
-            await asyncio.to_thread(code_mount, spec.code)
+            # A local path must exist now, so that a typo is a 4xx and not a crash loop;
+            # resolved here once, the service only ever gets this path (issue 12).
+            spec = replace(spec, code=await asyncio.to_thread(resolved_code, spec.code))
         image = spec.image or self.runtime_image
         attrs = await self._ensure_image(image, spec.pull_policy, progress)
         if spec.code:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from servicelab.code_source import local_code_path, open_code_folder
+from servicelab.code_source import is_remote, local_code_path, open_code_folder
 
 #: Where the folder goes; the runtime image's working directory is /workspace.
 CODE_MOUNT = "/workspace/code"
@@ -38,18 +38,27 @@ class CodeMount:
     execute_code: str
 
 
+def resolved_code(code: str) -> str:
+    """The source as `prepare` stores it: a local path checked and resolved (no links),
+    which is then the one path the service ever gets; VCS URLs and data keys as given."""
+    path = local_code_path(code)
+    return code.strip() if path is None else str(path)
+
+
 def code_mount(code: str) -> CodeMount | None:
-    """Where a local-path code source goes, or None for VCS URLs and data keys.
+    """Where a local-path code source (as resolved by `resolved_code`) goes, or None for
+    VCS URLs and data keys. Not resolved again: `code_archive` refuses the path if it
+    is no longer what was resolved.
 
     A `.py` file's whole folder is copied, so that a `requirements.txt` beside it is
-    installed as ML Lab did. Raises SpecError for a bad path (see `local_code_path`).
+    installed as ML Lab did.
     """
-    path = local_code_path(code)
-    if path is None:
+    if is_remote(code):
         return None
-    if path.is_dir():
-        return CodeMount(str(path), CODE_MOUNT)
-    return CodeMount(str(path), f"{CODE_MOUNT}/{path.name}")
+    path = Path(code.strip())
+    if path.suffix == ".py":
+        return CodeMount(str(path), f"{CODE_MOUNT}/{path.name}")
+    return CodeMount(str(path), CODE_MOUNT)
 
 
 def code_archive(mount: CodeMount) -> IO[bytes]:

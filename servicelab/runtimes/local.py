@@ -156,7 +156,9 @@ class LocalRuntime(Runtime):
 
     def _start(self, spec: ServiceSpec, env: dict[str, str]) -> Handle:
         assert spec.code is not None
-        code = check_code(spec.code)
+        # As `prepare` resolved it: not resolved again, so that a link swapped in since
+        # is refused (`open_code_folder`) rather than followed.
+        code = spec.code.strip()
         service_dir = self.root / spec.key
         log_dir = service_dir / "logs"
         instance = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)

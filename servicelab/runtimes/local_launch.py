@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from servicelab.code_source import CodeFolder, local_code_path, open_code_folder
+from servicelab.code_source import CodeFolder, is_remote, local_code_path, open_code_folder
 from servicelab.runtimes.base import DATA_DIR_ENV, SpecError
 from servicelab.runtimes.sandbox import (
     INSIDE_CODE,
@@ -179,7 +179,7 @@ def sandboxed_launch(
     }
     for folder in folders.values():
         own(folder, ids)
-    local = local_code_path(code)
+    local = None if is_remote(code) else Path(code)
     opened: CodeFolder | None = open_code_folder(local) if local is not None else None
     source = code
     if opened is not None:

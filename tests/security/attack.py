@@ -93,10 +93,14 @@ def run_hostile(lab: LabProcess, token: str, code: str, targets: dict[str, Any])
         return dict(r.json())
 
 
-def assert_all_refused(report: dict, expected: set[str]) -> None:
+def assert_all_refused(
+    report: dict, expected: set[str], allowed: frozenset[str] = frozenset()
+) -> None:
+    """Every attempt of `expected` was refused, except those in `allowed` (which the
+    caller checks stayed confined), and the controls worked."""
     attacks = report["attacks"]
     assert set(attacks) == expected, sorted(attacks)
-    succeeded = {name: a for name, a in attacks.items() if not a["refused"]}
+    succeeded = {n: a for n, a in attacks.items() if not a["refused"] and n not in allowed}
     assert succeeded == {}, json.dumps(succeeded, indent=1)
     assert report["controls"]["own_data_written"] is True
     assert report["controls"]["own_code_read"] is True
