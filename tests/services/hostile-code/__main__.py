@@ -1,7 +1,7 @@
 """A hostile code service: what a member's code would try against the lab and its neighbours.
 
-GET / answers "ok". GET /attack runs every attempt and answers a JSON report, one entry
-per attempt: {"refused": true, "error": "..."} when it failed (what the lab must make
+GET / answers "ok"; GET /eat?mb=N holds N MiB of memory. GET /attack runs every attempt
+and answers a JSON report, one entry per attempt: {"refused": true, "error": "..."} when it failed (what the lab must make
 happen), {"refused": false, "got": "..."} when it succeeded. The targets (paths of the
 lab's machine, another service's port and pid) come from $HOSTILE_TARGETS (JSON), which
 the test fills in. Two controls must succeed: writing its own /data, reading its own code.
@@ -20,6 +20,7 @@ IN_CONTAINER = os.path.exists("/.dockerenv") or os.path.exists("/run/.containere
 HOST = "0.0.0.0" if IN_CONTAINER else "127.0.0.1"
 TARGETS = json.loads(os.environ.get("HOSTILE_TARGETS") or "{}")
 MY_TOKEN = os.environ.get("LAB_API_TOKEN", "")
+HOARD = []
 
 
 def read(path):
@@ -145,6 +146,11 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/":
             self._send(200, "ok", "text/plain")
+        elif self.path.startswith("/eat?mb="):
+            # Holds N MiB (touched, so really resident): past a memory limit the kernel
+            # kills the process.
+            HOARD.append(bytearray(int(self.path.split("=", 1)[1]) * 1024 * 1024))
+            self._send(200, "ate", "text/plain")
         elif self.path == "/attack":
             self._send(200, json.dumps({"attacks": run_attacks(), "controls": controls()}))
         else:
