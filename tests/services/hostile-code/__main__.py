@@ -1,10 +1,11 @@
 """A hostile code service: what a member's code would try against the lab and its neighbours.
 
 GET / answers "ok"; GET /eat?mb=N holds N MiB of memory. GET /attack runs every attempt
-and answers a JSON report, one entry per attempt: {"refused": true, "error": "..."} when it failed (what the lab must make
-happen), {"refused": false, "got": "..."} when it succeeded. The targets (paths of the
-lab's machine, another service's port and pid) come from $HOSTILE_TARGETS (JSON), which
-the test fills in. Two controls must succeed: writing its own /data, reading its own code.
+and answers a JSON report, one entry per attempt: {"refused": true, "error": "..."} when
+it failed (what the lab must make happen), {"refused": false, "got": "..."} when it
+succeeded. The targets (paths of the lab's machine, another service's port and pid) come
+from $HOSTILE_TARGETS (JSON), which the test fills in. Two controls must succeed:
+writing its own /data, reading its own code.
 Standard library only; listens on $PORT (all addresses in a container, else loopback).
 """
 
