@@ -85,6 +85,8 @@ def create_app(
     app.state.isolation_notice = isolation_notice(settings, services.runtime)
     if app.state.isolation_notice:
         log.warning("%s", app.state.isolation_notice)
+    elif note := getattr(services.runtime, "isolation_note", None):
+        log.info("%s", note)
     app.state.on_startup.append(services.start)
     app.state.on_shutdown.append(services.close)
     app.state.project_cleanups.append(services.delete_project)
