@@ -59,23 +59,25 @@ from servicelab.runtimes.local_launch import (
     sandboxed_launch,
     service_port,
 )
-from servicelab.runtimes.local_logs import STAMP_LEN, LogReader, format_since, parse_stamp, present
+from servicelab.runtimes.local_logs import STAMP_LEN, LogReader, format_since, present
 from servicelab.runtimes.local_state import (
+    adoptable,
     alive,
-    exit_reason,
     exited_or_gone,
+    kept_keys,
     kill_quietly,
-    killpg_quietly,
     last_line,
     live_handles,
+    prune_instances,
     read_json,
     record_end,
     signal_if_alive,
     state_file,
+    status_of,
 )
 from servicelab.runtimes.sandbox_select import sandbox_note, sandbox_support
 from servicelab.runtimes.supervisor import write_json_atomic
-from servicelab.spec import Phase, ServiceSpec
+from servicelab.spec import ServiceSpec
 
 __all__ = ["EXECUTOR_PATH", "LocalRuntime"]
 
@@ -165,7 +167,7 @@ class LocalRuntime(Runtime):
         instance_dir = service_dir / "instances" / instance
         for folder in (service_dir / "data", log_dir, instance_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        self._prune_instances(service_dir)
+        prune_instances(service_dir, KEEP_ENDED_INSTANCES)
 
         port = service_port(spec.env | env)
         spec_ports = list(dict.fromkeys([*spec.ports, port]))
@@ -248,50 +250,11 @@ class LocalRuntime(Runtime):
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
-    def _prune_instances(self, service_dir: Path) -> None:
-        """Remove folders of long-ended instances, keeping the last few for post-mortems."""
-        ended = [
-            d
-            for d in sorted((service_dir / "instances").iterdir())
-            if (read_json(d / "state.json") or {}).get("status") == "exited"
-        ]
-        for folder in ended[:-KEEP_ENDED_INSTANCES]:
-            shutil.rmtree(folder, ignore_errors=True)
-
     # -- status, address -------------------------------------------------------------
 
     async def status(self, handle: Handle) -> RuntimeStatus:
-        return await asyncio.to_thread(self._status, handle)
-
-    def _status(self, handle: Handle) -> RuntimeStatus:
         self._reap()
-        state = read_json(state_file(handle))
-        if state is None:
-            return RuntimeStatus(Phase.FAILED, reason="process vanished")
-        started = parse_stamp(state.get("started_at"))
-        if state.get("status") == "exited":
-            if state.get("stop_requested"):
-                return RuntimeStatus(
-                    Phase.STOPPED, exit_code=state.get("exit_code"), started_at=started
-                )
-            return RuntimeStatus(
-                Phase.FAILED,
-                reason=exit_reason(state),
-                exit_code=state.get("exit_code"),
-                started_at=started,
-            )
-        if not alive(state.get("supervisor_pid"), state.get("supervisor_start")):
-            if alive(state.get("pid"), state.get("pid_start")):
-                reason = "supervisor process vanished (the service runs unsupervised)"
-            else:
-                # A sandbox ends with its supervisor (bubblewrap's --die-with-parent).
-                reason = "supervisor process vanished, and the service with it"
-            return RuntimeStatus(Phase.FAILED, reason=reason, started_at=started)
-        if state.get("stop_requested") or state.get("status") == "stopping":
-            return RuntimeStatus(
-                Phase.RUNNING, healthy=None, started_at=started, extra={"stopping": True}
-            )
-        return RuntimeStatus(Phase.RUNNING, healthy=None, started_at=started)
+        return await asyncio.to_thread(status_of, handle)
 
     async def address(self, handle: Handle, port: int) -> Address | None:
         real = (handle.get("ports") or {}).get(str(port))
@@ -393,30 +356,7 @@ class LocalRuntime(Runtime):
     # -- adopt, data -----------------------------------------------------------------
 
     async def adopt(self) -> list[AdoptedInstance]:
-        return await asyncio.to_thread(self._adopt)
-
-    def _adopt(self) -> list[AdoptedInstance]:
-        found: list[AdoptedInstance] = []
-        for state_path in sorted(self.root.glob("*/instances/*/state.json")):
-            state = read_json(state_path)
-            if not state or state.get("status") == "exited":
-                continue
-            handle = dict(state.get("handle") or {})
-            if handle.get("lab") != self.instance_id:
-                continue
-            handle.update(
-                supervisor_pid=state.get("supervisor_pid"),
-                pid=state.get("pid"),
-                started_at=state.get("started_at"),
-            )
-            if alive(state.get("supervisor_pid"), state.get("supervisor_start")):
-                found.append(AdoptedInstance(key=handle["key"], handle=handle))
-            elif alive(state.get("pid"), state.get("pid_start")):
-                # Its supervisor is gone, so nobody reads its output or records its end:
-                # end it rather than leave a copy the manager does not know of.
-                killpg_quietly(state["pid"], signal.SIGKILL)
-                record_end(state_path, "ended at adoption: its supervisor had vanished")
-        return found
+        return await asyncio.to_thread(adoptable, self.root, self.instance_id)
 
     async def delete_data(self, spec: ServiceSpec) -> None:
         """Remove the service's folder (data, venv, logs), stopping what still runs there."""
@@ -427,16 +367,7 @@ class LocalRuntime(Runtime):
         await asyncio.to_thread(shutil.rmtree, service_dir, True)
 
     async def kept_data(self) -> list[str]:
-        return await asyncio.to_thread(self._kept_data)
-
-    def _kept_data(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(
-            d.name
-            for d in self.root.iterdir()
-            if SAFE_KEY.match(d.name) and (d / "data").is_dir() and not live_handles(d)
-        )
+        return await asyncio.to_thread(kept_keys, self.root, SAFE_KEY)
 
     async def close(self) -> None:
         self._reap()

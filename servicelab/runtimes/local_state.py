@@ -11,12 +11,15 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
 
-from servicelab.runtimes.base import Handle
+from servicelab.runtimes.base import AdoptedInstance, Handle, RuntimeStatus
+from servicelab.runtimes.local_logs import parse_stamp
 from servicelab.runtimes.supervisor import proc_start_ticks, utc_stamp, write_json_atomic
+from servicelab.spec import Phase
 
 
 def state_file(handle: Handle) -> Path | None:
@@ -145,3 +148,82 @@ def exit_reason(state: dict[str, Any]) -> str:
         useful = next((s for s in reversed(stderr) if _EXCEPTION_LINE.match(s)), stderr[-1])
         reason += ": " + useful[:300]
     return reason
+
+
+def status_of(handle: Handle) -> RuntimeStatus:
+    """What the state file and /proc say of an instance."""
+    state = read_json(state_file(handle))
+    if state is None:
+        return RuntimeStatus(Phase.FAILED, reason="process vanished")
+    started = parse_stamp(state.get("started_at"))
+    if state.get("status") == "exited":
+        if state.get("stop_requested"):
+            return RuntimeStatus(
+                Phase.STOPPED, exit_code=state.get("exit_code"), started_at=started
+            )
+        return RuntimeStatus(
+            Phase.FAILED,
+            reason=exit_reason(state),
+            exit_code=state.get("exit_code"),
+            started_at=started,
+            oom_killed=bool(state.get("oom_killed")),
+        )
+    if not alive(state.get("supervisor_pid"), state.get("supervisor_start")):
+        if alive(state.get("pid"), state.get("pid_start")):
+            reason = "supervisor process vanished (the service runs unsupervised)"
+        else:
+            # A sandbox ends with its supervisor (bubblewrap's --die-with-parent).
+            reason = "supervisor process vanished, and the service with it"
+        return RuntimeStatus(Phase.FAILED, reason=reason, started_at=started)
+    if state.get("stop_requested") or state.get("status") == "stopping":
+        return RuntimeStatus(
+            Phase.RUNNING, healthy=None, started_at=started, extra={"stopping": True}
+        )
+    return RuntimeStatus(Phase.RUNNING, healthy=None, started_at=started)
+
+
+def adoptable(root: Path, instance_id: str) -> list[AdoptedInstance]:
+    """Instances of lab `instance_id` under `root` whose supervisor still runs."""
+    found: list[AdoptedInstance] = []
+    for state_path in sorted(root.glob("*/instances/*/state.json")):
+        state = read_json(state_path)
+        if not state or state.get("status") == "exited":
+            continue
+        handle = dict(state.get("handle") or {})
+        if handle.get("lab") != instance_id:
+            continue
+        handle.update(
+            supervisor_pid=state.get("supervisor_pid"),
+            pid=state.get("pid"),
+            started_at=state.get("started_at"),
+        )
+        if alive(state.get("supervisor_pid"), state.get("supervisor_start")):
+            found.append(AdoptedInstance(key=handle["key"], handle=handle))
+        elif alive(state.get("pid"), state.get("pid_start")):
+            # Its supervisor is gone, so nobody reads its output or records its end:
+            # end it rather than leave a copy the manager does not know of.
+            killpg_quietly(state["pid"], signal.SIGKILL)
+            record_end(state_path, "ended at adoption: its supervisor had vanished")
+    return found
+
+
+def prune_instances(service_dir: Path, keep: int) -> None:
+    """Remove folders of long-ended instances, keeping the last few for post-mortems."""
+    ended = [
+        d
+        for d in sorted((service_dir / "instances").iterdir())
+        if (read_json(d / "state.json") or {}).get("status") == "exited"
+    ]
+    for folder in ended[:-keep]:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def kept_keys(root: Path, safe_key: re.Pattern[str]) -> list[str]:
+    """Keys of service folders with data and nothing running: data kept from deletes."""
+    if not root.is_dir():
+        return []
+    return sorted(
+        d.name
+        for d in root.iterdir()
+        if safe_key.match(d.name) and (d / "data").is_dir() and not live_handles(d)
+    )
