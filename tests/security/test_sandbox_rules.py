@@ -18,7 +18,7 @@ from servicelab.runtimes.local import LocalRuntime
 from servicelab.spec import ServiceSpec
 
 from ..conftest import Lab, make_settings, open_lab
-from ..labtools import stop_local_services
+from ..labtools import ADMIN_PASSWORD, stop_local_services
 from .attack import ECHO
 
 POST = "/api/projects/proj1/services"
@@ -97,6 +97,15 @@ def test_without_a_sandbox_only_admins_deploy(
             status, message = deploy(lab, token, "member-svc", str(roots / "ok"))
             assert status == 403 and "Only admins may deploy" in message
             assert deploy(lab, None, "admin-svc", str(roots / "ok")) == (201, "")
+            # The UI says it on its pages too.
+            page = lab.client.post(
+                "/login",
+                data={"username": "admin", "password": ADMIN_PASSWORD},
+                follow_redirects=True,
+            )
+            assert page.status_code == 200
+            assert "Only admins may deploy services" in page.text
+            lab.client.cookies.clear()
     assert "Only admins may deploy services" in caplog.text
     stop_local_services(tmp_path / "data")
 
