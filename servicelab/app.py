@@ -17,6 +17,7 @@ from servicelab.api import auth as auth_api
 from servicelab.api import files as files_api
 from servicelab.api import projects as projects_api
 from servicelab.api import services as services_api
+from servicelab.api.deploy_policy import isolation_notice
 from servicelab.api.deps import require_admin
 from servicelab.api.errors import install_error_handlers
 from servicelab.auth import TokenAuthority
@@ -84,6 +85,12 @@ def create_app(
 
     services = ServiceManager(db, make_runtime(settings), app.state.authority, settings)
     app.state.services = services
+    # Runtime isolation (issue 12): said at start, and shown by the UI.
+    app.state.isolation_notice = isolation_notice(settings, services.runtime)
+    if app.state.isolation_notice:
+        log.warning("%s", app.state.isolation_notice)
+    elif note := getattr(services.runtime, "isolation_note", None):
+        log.info("%s", note)
     app.state.on_startup.append(services.start)
     app.state.on_shutdown.append(services.close)
     app.state.project_cleanups.append(services.delete_project)

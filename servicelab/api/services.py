@@ -37,6 +37,7 @@ from servicelab.spec import (
     same_image,
 )
 
+from .deploy_policy import check_deploy
 from .deps import ProjectContext, project_context
 from .errors import ApiError
 from .files import check_code_source
@@ -318,6 +319,8 @@ async def put_service(
 async def _deploy(
     request: Request, ctx: ProjectContext, spec: ServiceSpec, *, replace_existing: bool
 ) -> JSONResponse:
+    # Runtime isolation (issue 12): host paths and unsandboxed runtimes, see deploy_policy.
+    check_deploy(request.app.state.settings, manager(request).runtime, ctx.identity, spec)
     if spec.code:
         await check_code_source(request, ctx.name, spec.code)
     row, created = await manager(request).deploy(

@@ -157,6 +157,7 @@ def render(
         "base": base,
         "user": identity,
         "csrf": csrf_token(request, identity) if identity else "",
+        "isolation_notice": getattr(request.app.state, "isolation_notice", None),
         **context,
     }
     response = templates.TemplateResponse(request, template, full, status_code=status_code)
