@@ -1,12 +1,20 @@
 """The lab's side of the proxy contract: routes from the ServiceManager, decisions from
-the TokenAuthority. Both answer from memory on the hot path; the authority's caches
-expire within 5 s, so a revoked token stops opening services that quickly."""
+the TokenAuthority, one-time codes in the token table. Routes and decisions answer from
+memory on the hot path; the caches expire within 5 s, so a revoked token (or the lab
+session behind a service-origin cookie) stops opening services that quickly."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 
-from servicelab.auth import AuthFailed, TokenAuthority
+from sqlalchemy import delete, select, update
+
+from servicelab.auth import AuthFailed, Identity, TokenAuthority
+from servicelab.db import ApiToken, Database, Project, User, utcnow
 from servicelab.proxy import AuthError, Principal, RouteError, Upstream
 from servicelab.services import ServiceManager
 from servicelab.spec import Phase
@@ -35,10 +43,14 @@ class LabResolver:
             raise RouteError(503, f"Service {service!r} {state}{why}", retry_after=RETRY_AFTER)
         return Upstream(address, route.strip_prefix)
 
+    def names(self) -> Iterable[tuple[str, str]]:
+        return list(self.services.routes)
+
 
 class LabAuthorizer:
     def __init__(self, authority: TokenAuthority) -> None:
         self.authority = authority
+        self._parent_cache: ParentTokens | None = None
 
     async def authorize(self, token: str | None, project: str) -> Principal:
         if not token:
@@ -56,4 +68,131 @@ class LabAuthorizer:
             raise AuthError(404, f"Project {project!r} was not found.")
         if not decision.allowed:
             raise AuthError(403, f"Your token does not open project {project!r}.")
-        return Principal(user=decision.identity.username, project=decision.project.name)
+        return Principal(
+            user=decision.identity.username,
+            project=decision.project.name,
+            token_id=decision.identity.token_id,
+        )
+
+    async def authorize_parent(self, token_id: str, project: str) -> Principal:
+        project = project.lower()
+        identity = self._parents.get(token_id)
+        if identity is None:
+            identity = await asyncio.to_thread(self._parents.load, token_id)
+        if identity is None or (
+            identity.expires_at is not None and identity.expires_at <= utcnow()
+        ):
+            raise AuthError(401, "The lab session that opened this service has ended.")
+        ref = self.authority.project(project)
+        if ref is None:
+            raise AuthError(404, f"Project {project!r} was not found.")
+        allowed = await asyncio.to_thread(self.authority.can_open, identity, ref)
+        if not allowed:
+            raise AuthError(403, f"You no longer have access to project {project!r}.")
+        return Principal(user=identity.username, project=ref.name, token_id=token_id)
+
+    @property
+    def _parents(self) -> ParentTokens:
+        if self._parent_cache is None:
+            self._parent_cache = ParentTokens(self.authority.db, self.authority.cache_ttl)
+        return self._parent_cache
+
+
+class ParentTokens:
+    """Lab tokens by id, for the service-origin cookies made from them; cached as long as
+    the authority caches tokens by secret (so both end within 5 s of a revocation)."""
+
+    def __init__(self, db: Database, ttl: float) -> None:
+        self.db = db
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, Identity | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token_id: str) -> Identity | None:
+        """The cached identity, or None when it must be loaded (or is gone)."""
+        cached = self._cache.get(token_id)
+        return cached[1] if cached and cached[0] > time.monotonic() else None
+
+    def load(self, token_id: str) -> Identity | None:
+        with self.db.session() as session:
+            row = session.execute(
+                select(ApiToken, User, Project)
+                .outerjoin(User, ApiToken.user_id == User.id)
+                .outerjoin(Project, ApiToken.project_id == Project.id)
+                .where(ApiToken.id == token_id)
+            ).first()
+            identity = _identity(*row) if row is not None else None
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[token_id] = (time.monotonic() + self.ttl, identity)
+        return identity
+
+
+def _identity(token: ApiToken, user: User | None, project: Project | None) -> Identity | None:
+    """The identity a live session, user or project token stands for, as the authority
+    builds it; None for anything else (revoked, a code, a user or project gone)."""
+    if token.revoked_at is not None or token.kind not in ("session", "user", "project"):
+        return None
+    if (token.kind == "project") != (project is not None) or (
+        token.kind != "project" and user is None
+    ):
+        return None
+    return Identity(
+        token_id=token.id,
+        kind=token.kind,
+        user_id=user.id if user else None,
+        username=user.username if user else None,
+        is_admin=bool(user and user.is_admin and token.kind != "project"),
+        project_id=project.id if project else None,
+        project_name=project.name if project else None,
+        expires_at=token.expires_at,
+    )
+
+
+class LabCodes:
+    """One-time codes of the service-origin handshake, as rows of the token table: only
+    a hash, no user, so no code can ever act as an API token; claimed by one atomic
+    UPDATE, so a code works once even when several lab processes share the database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add(self, digest: str, expires: float) -> None:
+        await asyncio.to_thread(self._add, digest, expires)
+
+    async def claim(self, digest: str) -> bool:
+        return await asyncio.to_thread(self._claim, digest)
+
+    def _add(self, digest: str, expires: float) -> None:
+        with self.db.session() as session:
+            # Spent and stale codes go as new ones come: the table holds a minute's worth.
+            session.execute(
+                delete(ApiToken).where(
+                    ApiToken.kind == "code", ApiToken.expires_at < utcnow() - timedelta(minutes=1)
+                )
+            )
+            session.add(
+                ApiToken(
+                    kind="code",
+                    name="service origin handshake",
+                    hint="",
+                    secret_hash=digest,
+                    expires_at=datetime.fromtimestamp(expires, UTC),
+                )
+            )
+
+    def _claim(self, digest: str) -> bool:
+        with self.db.session() as session:
+            result = session.execute(
+                update(ApiToken)
+                .where(
+                    ApiToken.secret_hash == digest,
+                    ApiToken.kind == "code",
+                    ApiToken.revoked_at.is_(None),
+                    ApiToken.expires_at > utcnow(),
+                )
+                .values(revoked_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            return bool(getattr(result, "rowcount", 0) == 1)

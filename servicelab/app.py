@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from servicelab import envelope
-from servicelab.access import LabAuthorizer, LabResolver
+from servicelab.access import LabAuthorizer, LabCodes, LabResolver
 from servicelab.api import auth as auth_api
 from servicelab.api import files as files_api
 from servicelab.api import projects as projects_api
@@ -106,5 +106,14 @@ def create_app(
         read_timeout=settings.proxy_read_timeout or None,
         connect_timeout=settings.proxy_connect_timeout,
         trust_forwarded_headers=settings.trust_proxy_headers,
+        service_domain=settings.service_domain,
+        lab_url=settings.endpoint,
+        secret_key=app.state.secret_key,
     )
-    return ProxyApp(app, LabResolver(services), LabAuthorizer(app.state.authority), proxy_settings)
+    return ProxyApp(
+        app,
+        LabResolver(services),
+        LabAuthorizer(app.state.authority),
+        proxy_settings,
+        codes=LabCodes(db),
+    )

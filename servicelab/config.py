@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     session_ttl: int = 7 * 24 * 3600
     #: How long an authorisation decision may be cached. Revocation must take effect within 5 s.
     auth_cache_ttl: float = 2.0
+    #: Every service is also served on `<service>--<project>.<service_domain>` (wildcard
+    #: DNS and certificate are the operator's part). Empty: `localhost` when the lab is
+    #: reached on a loopback host; elsewhere services are then served sandboxed.
+    service_domain: str = ""
     #: Origins besides the lab's own that may open WebSockets with cookie auth.
     allowed_origins: list[str] = Field(default_factory=list)
     #: Seconds the proxy waits for an upstream's response; 0 means no limit.

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from servicelab import envelope
 from servicelab.auth import (
+    AuthFailed,
     Forbidden,
     Identity,
     hash_password,
@@ -22,16 +23,19 @@ from servicelab.auth import (
     revoke,
     verify_password,
 )
-from servicelab.credentials import COOKIE_NAME, find_token
+from servicelab.credentials import COOKIE_NAME, TokenSource, find_token
 from servicelab.db import ApiToken, Membership, Project, User
 from servicelab.spec import normalize_name
 
 from .deps import (
     authority,
+    check_csrf,
+    csrf_even_for_get,
     csrf_token_for,
     current_identity,
     db_session,
     find_project,
+    refuse_cross_origin,
     require_admin,
     require_user,
 )
@@ -151,6 +155,19 @@ def logout(
     request: Request, response: Response, session: Session = Depends(db_session, scope="function")
 ) -> dict:
     found = find_token(request.headers.get("authorization"), request.cookies, {})
+    if found and found.source is TokenSource.COOKIE:
+        # Else any page could log the user out (with a link, for this GET).
+        refuse_cross_origin(request)
+        try:
+            check_csrf(request, authority(request).identify(found.token))
+        except AuthFailed:
+            pass  # no live session behind the cookie: there is only the cookie to clear
+    return end_session(request, response, session)
+
+
+def end_session(request: Request, response: Response, session: Session) -> dict:
+    """Revoke the caller's session token (header or cookie) and clear the cookie."""
+    found = find_token(request.headers.get("authorization"), request.cookies, {})
     if found and found.token.startswith("sls_"):
         token = session.scalar(
             select(ApiToken).where(ApiToken.secret_hash == hash_secret(found.token))
@@ -170,7 +187,11 @@ def logout_post(
     return logout(request, response, session)
 
 
-@router.get("/refresh", summary="A fresh session token for the caller")
+@router.get(
+    "/refresh",
+    summary="A fresh session token for the caller",
+    dependencies=[Depends(csrf_even_for_get)],
+)
 def refresh(
     request: Request,
     response: Response,
@@ -284,7 +305,11 @@ def delete_user(
     return envelope.success(None, message=f"User {found.username!r} deleted.")
 
 
-@router.get("/users/{user}/token", summary="A new user API token (ML Lab)")
+@router.get(
+    "/users/{user}/token",
+    summary="A new user API token (ML Lab)",
+    dependencies=[Depends(csrf_even_for_get)],
+)
 def user_token(
     user: str,
     identity: Identity = Depends(require_user),

@@ -16,6 +16,7 @@ from servicelab.spec import normalize_name
 from .deps import (
     ProjectContext,
     authority,
+    csrf_even_for_get,
     current_identity,
     db_session,
     project_context,
@@ -139,7 +140,11 @@ def _require_person(ctx: ProjectContext) -> Identity:
     return ctx.identity
 
 
-@router.get("/{project}/token", summary="A new project API token (ML Lab)")
+@router.get(
+    "/{project}/token",
+    summary="A new project API token (ML Lab)",
+    dependencies=[Depends(csrf_even_for_get)],
+)
 def project_token(ctx: ProjectContext = Depends(project_context)) -> dict:
     identity = _require_person(ctx)
     issued = issue_token(

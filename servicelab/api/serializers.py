@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from fastapi import Request
+
 from servicelab.db import ApiToken, Project, User
+from servicelab.proxy.origins import OriginPolicy
 
 
 def iso(value: datetime | None) -> str | None:
@@ -50,3 +53,15 @@ def token_out(token: ApiToken, *, project: str | None = None) -> dict[str, Any]:
         "revokedAt": iso(token.revoked_at),
         "lastUsedAt": iso(token.last_used_at),
     }
+
+
+def service_origin(request: Request, project: str, service: str) -> str | None:
+    """The service's own origin (`scheme://<service>--<project>.<domain>[:port]`) as seen
+    by this request's client, or None when none can be formed (then browsers get the
+    path route, served sandboxed)."""
+    settings = request.app.state.settings
+    host = request.headers.get("host", "")
+    if settings.trust_proxy_headers and request.headers.get("x-forwarded-host"):
+        host = request.headers["x-forwarded-host"].split(",")[0].strip()
+    policy = OriginPolicy(settings.service_domain)
+    return policy.service_origin(request.url.scheme, host, project, service)

@@ -31,7 +31,7 @@ from servicelab.spec import (
 
 from .deps import ProjectContext, project_context
 from .errors import ApiError
-from .serializers import iso
+from .serializers import iso, service_origin
 
 router = APIRouter(prefix="/api/projects/{project}/services", tags=["services"])
 
@@ -174,10 +174,9 @@ def service_out(row: Service, project: str, request: Request) -> dict[str, Any]:
     if spec.code:
         configuration["EXECUTE_CODE"] = spec.code
     configuration.update({k: MASK if spec.is_secret(k) else v for k, v in spec.env.items()})
-    ports = [
-        {"port": p, "path": f"{base}{p}/", "url": f"{settings.endpoint}{base}{p}/"}
-        for p in spec.ports
-    ]
+    # Browsers open a service on its own origin; API clients use `endpoint` (the path).
+    browse = service_origin(request, project, row.name) or settings.endpoint
+    ports = [{"port": p, "path": f"{base}{p}/", "url": f"{browse}{base}{p}/"} for p in spec.ports]
     return {
         "name": row.name,
         "project": project,
@@ -196,6 +195,7 @@ def service_out(row: Service, project: str, request: Request) -> dict[str, Any]:
         "endpoint": f"{settings.endpoint}{base}{spec.connection_port}/"
         if spec.connection_port
         else None,
+        "url": f"{browse}{base}{spec.connection_port}/" if spec.connection_port else None,
         "configuration": configuration,
         "labels": {
             "servicelab.project": project,

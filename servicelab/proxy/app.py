@@ -31,11 +31,22 @@ from servicelab.proxy.client import UpstreamError, UpstreamPool, UpstreamTimeout
 from servicelab.proxy.contract import (
     AuthError,
     Authorizer,
+    CodeStore,
+    MemoryCodes,
     Principal,
     ProxySettings,
     RouteError,
     RouteResolver,
     Upstream,
+)
+from servicelab.proxy.grants import CODE_TTL, GRANT_TTL, Grant, code_digest, sign, verify
+from servicelab.proxy.handshake import (
+    NO_STORE,
+    cookie_request_allowed,
+    drop_lab_set_cookies,
+    grant_cookie,
+    local_path,
+    take_grant_cookie,
 )
 from servicelab.proxy.headers import (
     IncomingRequest,
@@ -45,6 +56,13 @@ from servicelab.proxy.headers import (
     strip_lab_query,
 )
 from servicelab.proxy.metrics import UNROUTED, RouteStats, record, stats_for
+from servicelab.proxy.origins import (
+    CALLBACK_PATH,
+    SANDBOX_CSP,
+    OriginPolicy,
+    parse_label,
+    split_host,
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -59,6 +77,7 @@ _ROUTE = re.compile(rb"/api/projects/([^/]+)/services/([^/]+)/([0-9]{1,5})(/.*)?
 _JSON = [(b"content-type", b"application/json")]
 _COOKIE_SAFE = re.compile(r"[A-Za-z0-9._~+/=\-]+")
 _HTTP11 = b" HTTP/1.1\r\n"
+_UNKNOWN = object()
 
 
 @dataclass(slots=True)
@@ -85,6 +104,18 @@ class _Route:
     source: TokenSource | None
     upstream: Upstream
     stats: RouteStats
+    #: Served without an origin of its own: the response gets `Content-Security-Policy:
+    #: sandbox`, so its pages run as an opaque origin.
+    sandbox: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class _Site:
+    """The service a service host (`<label>.<domain>`) belongs to, and its origin."""
+
+    project: str
+    service: str
+    origin: str
 
 
 @dataclass(slots=True)
@@ -144,16 +175,24 @@ class ProxyApp:
         resolver: RouteResolver,
         authorizer: Authorizer,
         settings: ProxySettings | None = None,
+        codes: CodeStore | None = None,
     ) -> None:
         self.app = app
         self.resolver = resolver
         self.authorizer = authorizer
         self.settings = settings or ProxySettings()
+        #: One-time codes of the handshake: the database for a lab, memory for tests.
+        self.codes: CodeStore = codes or MemoryCodes()
+        self.policy = OriginPolicy(self.settings.service_domain)
         self._session: aiohttp.ClientSession | None = None
         self._pool = UpstreamPool(self.settings.connect_timeout, self.settings.read_timeout)
         self._allowed_origins = frozenset(
             o.rstrip("/").lower().encode() for o in self.settings.allowed_origins
         )
+        self._allowed_origins_str = tuple(o.decode() for o in self._allowed_origins)
+        #: Host header -> service label (None: the lab's host), and -> service domain.
+        self._labels: dict[bytes, object] = {}
+        self._domains: dict[bytes, object] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -190,6 +229,10 @@ class ProxyApp:
         kind = scope["type"]
         if kind == "http" or kind == "websocket":
             raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+            site = self._site(scope)
+            if site is not None:
+                await self._service_host(scope, receive, send, raw_path, site)
+                return
             if raw_path.startswith(_ROUTE_START):
                 match = _ROUTE.fullmatch(raw_path)
                 if match is not None:
@@ -202,6 +245,102 @@ class ProxyApp:
             await self.app(scope, self._lifespan_receive(receive), send)
             return
         await self.app(scope, receive, send)
+
+    def _site(self, scope: Scope) -> _Site | None:
+        """The service whose host this request came to, or None for the lab's own host."""
+        host: bytes | None = None
+        proto: bytes | None = None
+        trusted = self.settings.trust_forwarded_headers
+        for name, value in scope["headers"]:
+            if name == b"host":
+                if host is None:
+                    host = value
+            elif trusted and name == b"x-forwarded-host":
+                host = value.split(b",")[0].strip()
+                trusted = False  # the first forwarded host wins over Host
+            elif name == b"x-forwarded-proto" and self.settings.trust_forwarded_headers:
+                proto = value
+        if host is None:
+            return None
+        label = self._labels.get(host, _UNKNOWN)
+        if label is _UNKNOWN:
+            if len(self._labels) > 4096:
+                self._labels.clear()
+            label = self._labels[host] = self.policy.label_of(host.decode("latin-1"))
+        if label is None:
+            return None
+        assert isinstance(label, str)
+        names = parse_label(label, self._names() if label.endswith("--h") else ())
+        if names is None:
+            return _Site("", "", "")
+        if proto is not None:
+            scheme = proto.split(b",")[0].strip().decode("latin-1").lower()
+        else:
+            scheme = _PROTO.get(scope.get("scheme", "http"), "http")
+        return _Site(names[0], names[1], f"{scheme}://{host.decode('latin-1').lower()}")
+
+    def _domain_for(self, req: IncomingRequest) -> str | None:
+        """The service domain for a request to the lab's own host (cached per host)."""
+        host = req.forwarded_host or req.host or b""
+        domain = self._domains.get(host, _UNKNOWN)
+        if domain is _UNKNOWN:
+            if len(self._domains) > 4096:
+                self._domains.clear()
+            domain = self._domains[host] = self.policy.domain_for(host.decode("latin-1"))
+        assert domain is None or isinstance(domain, str)
+        return domain
+
+    def _names(self) -> list[tuple[str, str]]:
+        names = getattr(self.resolver, "names", None)
+        return list(names()) if names is not None else []
+
+    async def _service_host(
+        self, scope: Scope, receive: Receive, send: Send, raw_path: bytes, site: _Site
+    ) -> None:
+        """A service host answers its service's routes and the handshake's callback only:
+        nothing of the lab (API, UI, other services) is reachable on it."""
+        kind = scope["type"]
+        match = _ROUTE.fullmatch(raw_path) if raw_path.startswith(_ROUTE_START) else None
+        if (
+            match is not None
+            and site.project
+            and (_name(match[1]).lower(), _name(match[2]).lower()) == (site.project, site.service)
+        ):
+            if kind == "http":
+                await self._http(scope, receive, send, match, raw_path, site)
+            else:
+                await self._websocket(scope, receive, send, match, raw_path, site)
+            return
+        started = time.perf_counter()
+        if kind == "websocket":
+            message = await receive()
+            if message["type"] != "websocket.connect":
+                return
+            reply = _error(404, "Not found on this service's host.")
+            await websocket.reject(scope, send, reply.status, reply.body, reply.headers)
+        else:
+            if raw_path == CALLBACK_PATH and site.project and scope["method"] in ("GET", "HEAD"):
+                try:
+                    reply = await self._callback(scope, site)
+                except Exception:
+                    logger.exception("service-origin handshake failed for %s", site.origin)
+                    reply = _error(500, "The lab could not check this request; try again later.")
+            else:
+                reply = _error(
+                    404, "Not found: this host serves one service's routes, nothing else."
+                )
+            await _send_reply(send, reply)
+        path = raw_path.decode("latin-1")
+        record(
+            stats_for(*UNROUTED),
+            kind.upper()[:4],
+            path,
+            _client_ip(scope),
+            reply.status,
+            0,
+            0,
+            started,
+        )
 
     def _lifespan_receive(self, receive: Receive) -> Receive:
         async def wrapped() -> Message:
@@ -217,8 +356,15 @@ class ProxyApp:
     # -- admission: the same for HTTP and WebSocket ------------------------------------
 
     async def _admit(
-        self, scope: Scope, match: re.Match[bytes], raw_path: bytes, ws: bool
+        self,
+        scope: Scope,
+        match: re.Match[bytes],
+        raw_path: bytes,
+        ws: bool,
+        site: _Site | None = None,
     ) -> _Route | _Reply:
+        """Authorise, resolve and strip one request; `site` is the service host it came to
+        (None: the lab's own host, where only the path names the service)."""
         project = _name(match[1])
         service = _name(match[2])
         port = int(match[3])
@@ -233,30 +379,26 @@ class ProxyApp:
                 return _Reply(307, b"", [(b"location", location)])
             rest = b"/"
         settings = self.settings
+        method: str = scope.get("method", "GET")
         req = parse_request(scope["headers"], settings.trust_forwarded_headers)
         query_token, query = strip_lab_query(query_string)
+        grant = None
+        if site is not None:
+            # On a service host the lab cookie means nothing (the lab never sets it
+            # there); the service origin's own cookie does.
+            grant, req.cookies = take_grant_cookie(req.cookies)
+            req.lab_cookie = None
 
-        # Who is asking (see servicelab.credentials for the order of the sources).
-        authorization = req.authorization.decode("latin-1") if req.authorization else None
-        cookies = {COOKIE_NAME: req.lab_cookie} if req.lab_cookie else {}
-        params = {QUERY_PARAM: query_token} if query_token else {}
-        found = find_token(authorization, cookies, params)
         try:
-            try:
-                principal = await self.authorizer.authorize(found.token if found else None, project)
-            except AuthError as exc:
-                # An Authorization header that is no lab token may be the service's own
-                # (its Basic auth, its API keys) when the lab cookie or parameter is there.
-                if exc.status != 401 or found is None or found.source is not TokenSource.HEADER:
-                    raise
-                found = find_token(None, cookies, params)
-                if found is None:
-                    raise
-                principal = await self.authorizer.authorize(found.token, project)
+            principal, source = await self._authenticate(
+                req, query_token, grant, project, service, site
+            )
         except AuthError as exc:
-            method = scope.get("method", "GET")
             browser = not ws and method in ("GET", "HEAD") and is_browser(req.accept)
             if exc.status == 401 and browser:
+                if site is not None:
+                    # The handshake: the lab checks who this is and sends a code back.
+                    return self._to_lab(scope, req, raw_path, query)
                 original = raw_path + (b"?" + query if query else b"")
                 target = quote(original.decode("latin-1"), safe="/")
                 location = f"{settings.login_path}?next={target}".encode()
@@ -265,28 +407,43 @@ class ProxyApp:
             if exc.status == 401:
                 reply.headers.append((b"www-authenticate", b'Bearer realm="servicelab"'))
             return reply
-        source = found.source if found is not None else None
 
-        if ws and source is TokenSource.COOKIE and not self._origin_allowed(scope, req):
-            return _error(403, "WebSocket from a foreign origin refused (cross-site request).")
-
-        if source is TokenSource.QUERY and not ws and scope["method"] in ("GET", "HEAD"):
-            token = found.token if found is not None else ""
-            if not _COOKIE_SAFE.fullmatch(token):
-                return _error(400, "lab_token holds characters a cookie cannot carry.")
-            cookie = f"{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Lax"
-            if self._scheme(scope, req) == "https":
-                cookie += "; Secure"
-            location = raw_path + (b"?" + query if query else b"")
-            return _Reply(
-                302,
-                b"",
-                [
-                    (b"location", location),
-                    (b"set-cookie", cookie.encode()),
-                    (b"cache-control", b"no-store"),
-                ],
-            )
+        scheme = self._scheme(scope, req)
+        sandbox = False
+        if site is not None:
+            if source is TokenSource.GRANT and not cookie_request_allowed(
+                req.passed, method, ws, (site.origin, *self._allowed_origins_str)
+            ):
+                return _error(403, "Cross-origin request with this service's cookie refused.")
+            if source is TokenSource.QUERY and not ws and method in ("GET", "HEAD"):
+                return self._grant_reply(principal, project, service, scheme, raw_path, query)
+        elif source in (TokenSource.COOKIE, TokenSource.QUERY):
+            origin = None
+            if self._domain_for(req) is not None:
+                lab_host = (req.forwarded_host or req.host or b"").decode("latin-1")
+                origin = self.policy.service_origin(scheme, lab_host, project, service)
+            if origin is not None:
+                # A browser on the lab's origin: the service's pages run on their own.
+                if not ws and method in ("GET", "HEAD"):
+                    return await self._code_reply(
+                        principal, project, service, origin, raw_path, query
+                    )
+                # Browsers send Origin with every WebSocket and every other method: a
+                # request without it is a script's, served as before.
+                if req.origin is not None:
+                    return _error(
+                        403,
+                        "Browsers reach this service on its own origin: "
+                        f"{origin}{raw_path.decode('latin-1')}",
+                    )
+            # No origin can be formed: the page is served in a sandbox (an opaque origin).
+            sandbox = origin is None
+            if ws and source is TokenSource.COOKIE and not self._origin_allowed(scope, req):
+                return _error(403, "WebSocket from a foreign origin refused (cross-site request).")
+            if source is TokenSource.QUERY and not ws and method in ("GET", "HEAD"):
+                return self._lab_cookie_reply(scheme, raw_path, query, query_token or "")
+        elif self._domain_for(req) is None:
+            sandbox = True
 
         try:
             upstream = await self.resolver.resolve(project, service, port)
@@ -306,7 +463,159 @@ class ProxyApp:
             source=source,
             upstream=upstream,
             stats=stats_for(project, service, port),
+            sandbox=sandbox,
         )
+
+    async def _authenticate(
+        self,
+        req: IncomingRequest,
+        query_token: str | None,
+        grant: str | None,
+        project: str,
+        service: str,
+        site: _Site | None,
+    ) -> tuple[Principal, TokenSource]:
+        """Who is asking, from the first credential present (see servicelab.credentials;
+        on a service host its cookie stands where the lab cookie would)."""
+        authorization = req.authorization.decode("latin-1") if req.authorization else None
+        cookies = {COOKIE_NAME: req.lab_cookie} if req.lab_cookie else {}
+        params = {QUERY_PARAM: query_token} if query_token else {}
+        header_token = find_token(authorization, {}, {})
+        if header_token is not None:
+            try:
+                principal = await self.authorizer.authorize(header_token.token, project)
+                return principal, TokenSource.HEADER
+            except AuthError as exc:
+                # An Authorization header that is no lab token may be the service's own
+                # (its Basic auth, its API keys) when another lab credential is there.
+                if exc.status != 401 or not (cookies or params or grant):
+                    raise
+        if grant is not None:
+            granted = verify(self.settings.secret_key, grant, "grant")
+            if (
+                granted is None
+                or site is None
+                or (granted.project, granted.service)
+                != (
+                    site.project,
+                    site.service,
+                )
+            ):
+                if not params:
+                    raise AuthError(401, "This service's session has ended: open it again.")
+            else:
+                principal = await self.authorizer.authorize_parent(granted.parent, project)
+                return principal, TokenSource.GRANT
+        found = find_token(None, cookies, params)
+        principal = await self.authorizer.authorize(found.token if found else None, project)
+        assert found is not None  # authorize refuses a missing token
+        return principal, found.source
+
+    def _to_lab(self, scope: Scope, req: IncomingRequest, raw_path: bytes, query: bytes) -> _Reply:
+        """Send a browser without the service's cookie to the same path on the lab."""
+        lab = self.settings.lab_url.rstrip("/")
+        if not lab:
+            _, port = split_host((req.forwarded_host or req.host or b"").decode("latin-1"))
+            lab = f"{self._scheme(scope, req)}://localhost{port}"
+        location = lab.encode() + raw_path + (b"?" + query if query else b"")
+        return _Reply(302, b"", [(b"location", location), *NO_STORE])
+
+    async def _code_reply(
+        self,
+        principal: Principal,
+        project: str,
+        service: str,
+        origin: str,
+        raw_path: bytes,
+        query: bytes,
+    ) -> _Reply:
+        """The lab's half of the handshake: a one-time code for this service, sent to its
+        origin's callback."""
+        if principal.token_id is None:
+            return _error(500, "The lab could not open a session for this service.")
+        code = sign(
+            self.settings.secret_key,
+            Grant(
+                kind="code",
+                parent=principal.token_id,
+                project=project.lower(),
+                service=service.lower(),
+                expires=time.time() + CODE_TTL,
+                next=(raw_path + (b"?" + query if query else b"")).decode("latin-1"),
+            ),
+        )
+        await self.codes.add(code_digest(code), time.time() + CODE_TTL)
+        location = f"{origin}{CALLBACK_PATH.decode()}?code={code}".encode()
+        return _Reply(302, b"", [(b"location", location), *NO_STORE])
+
+    def _grant_reply(
+        self,
+        principal: Principal,
+        project: str,
+        service: str,
+        scheme: str,
+        raw_path: bytes,
+        query: bytes,
+    ) -> _Reply:
+        """The service origin's cookie, and a redirect to the clean URL."""
+        if principal.token_id is None:
+            return _error(500, "The lab could not open a session for this service.")
+        value = sign(
+            self.settings.secret_key,
+            Grant(
+                kind="grant",
+                parent=principal.token_id,
+                project=project.lower(),
+                service=service.lower(),
+                expires=time.time() + GRANT_TTL,
+            ),
+        )
+        location = raw_path + (b"?" + query if query else b"")
+        headers = [
+            (b"location", location),
+            (b"set-cookie", grant_cookie(value, scheme == "https")),
+            *NO_STORE,
+        ]
+        return _Reply(302, b"", headers)
+
+    def _lab_cookie_reply(self, scheme: str, raw_path: bytes, query: bytes, token: str) -> _Reply:
+        """Without service origins, `lab_token` becomes the lab cookie, as in ML Lab."""
+        if not _COOKIE_SAFE.fullmatch(token):
+            return _error(400, "lab_token holds characters a cookie cannot carry.")
+        cookie = f"{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Lax"
+        if scheme == "https":
+            cookie += "; Secure"
+        location = raw_path + (b"?" + query if query else b"")
+        return _Reply(
+            302, b"", [(b"location", location), (b"set-cookie", cookie.encode()), *NO_STORE]
+        )
+
+    async def _callback(self, scope: Scope, site: _Site) -> _Reply:
+        """The service host's half of the handshake: claim the code once, set the cookie."""
+        req = parse_request(scope["headers"], self.settings.trust_forwarded_headers)
+        code = ""
+        for piece in scope.get("query_string", b"").split(b"&"):
+            name, _, value = piece.partition(b"=")
+            if name == b"code":
+                code = unquote(value.decode("latin-1"))
+        granted = verify(self.settings.secret_key, code, "code")
+        if (
+            granted is None
+            or (granted.project, granted.service) != (site.project, site.service)
+            or not local_path(granted.next)
+            or not await self.codes.claim(code_digest(code))
+        ):
+            return _error(
+                400, "This sign-in link has expired or was already used: open the service again."
+            )
+        try:
+            principal = await self.authorizer.authorize_parent(granted.parent, site.project)
+        except AuthError as exc:
+            return _error(exc.status, exc.message)
+        scheme = self._scheme(scope, req)
+        target = granted.next.encode("latin-1")
+        path, _, query = target.partition(b"?")
+        return self._grant_reply(principal, site.project, site.service, scheme, path, query)
 
     def _scheme(self, scope: Scope, req: IncomingRequest) -> str:
         if req.forwarded_proto:
@@ -355,13 +664,19 @@ class ProxyApp:
     # -- HTTP --------------------------------------------------------------------------
 
     async def _http(
-        self, scope: Scope, receive: Receive, send: Send, match: re.Match[bytes], raw_path: bytes
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        match: re.Match[bytes],
+        raw_path: bytes,
+        site: _Site | None = None,
     ) -> None:
         started = time.perf_counter()
         method: str = scope["method"]
         log_path = raw_path.decode("latin-1")
         try:
-            admitted = await self._admit(scope, match, raw_path, ws=False)
+            admitted = await self._admit(scope, match, raw_path, ws=False, site=site)
         except Exception:
             # A resolver or authorizer bug or outage: the client gets the envelope.
             logger.exception("proxy admission failed for %s", log_path)
@@ -453,6 +768,9 @@ class ProxyApp:
                 route.prefix,
                 route.upstream.strip_prefix,
             )
+            out_headers = drop_lab_set_cookies(out_headers)
+            if route.sandbox:
+                out_headers.append((b"content-security-policy", SANDBOX_CSP))
             await send(
                 {"type": "http.response.start", "status": response.status, "headers": out_headers}
             )
@@ -494,7 +812,13 @@ class ProxyApp:
     # -- WebSocket ---------------------------------------------------------------------
 
     async def _websocket(
-        self, scope: Scope, receive: Receive, send: Send, match: re.Match[bytes], raw_path: bytes
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        match: re.Match[bytes],
+        raw_path: bytes,
+        site: _Site | None = None,
     ) -> None:
         started = time.perf_counter()
         log_path = raw_path.decode("latin-1")
@@ -502,7 +826,7 @@ class ProxyApp:
         if message["type"] != "websocket.connect":
             return
         try:
-            admitted = await self._admit(scope, match, raw_path, ws=True)
+            admitted = await self._admit(scope, match, raw_path, ws=True, site=site)
         except Exception:
             logger.exception("proxy admission failed for %s", log_path)
             admitted = _error(500, "The lab could not check this request; try again later.")
