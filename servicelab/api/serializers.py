@@ -55,13 +55,16 @@ def token_out(token: ApiToken, *, project: str | None = None) -> dict[str, Any]:
     }
 
 
-def service_origin(request: Request, project: str, service: str) -> str | None:
-    """The service's own origin (`scheme://<service>--<project>.<domain>[:port]`) as seen
-    by this request's client, or None when none can be formed (then browsers get the
-    path route, served sandboxed)."""
+def browser_base(request: Request, project: str, service: str) -> str:
+    """Where browsers open a service: its own origin (`scheme://<service>--<project>.
+    <domain>[:port]`) as this request's client sees the lab, or, when none can be formed,
+    the lab itself (the path route, served sandboxed)."""
     settings = request.app.state.settings
     host = request.headers.get("host", "")
     if settings.trust_proxy_headers and request.headers.get("x-forwarded-host"):
         host = request.headers["x-forwarded-host"].split(",")[0].strip()
     policy = OriginPolicy(settings.service_domain)
-    return policy.service_origin(request.url.scheme, host, project, service)
+    origin = policy.service_origin(request.url.scheme, host, project, service)
+    if origin is not None:
+        return origin
+    return settings.public_url.rstrip("/") or f"{request.url.scheme}://{host}"

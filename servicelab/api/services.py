@@ -31,7 +31,7 @@ from servicelab.spec import (
 
 from .deps import ProjectContext, project_context
 from .errors import ApiError
-from .serializers import iso, service_origin
+from .serializers import browser_base, iso
 
 router = APIRouter(prefix="/api/projects/{project}/services", tags=["services"])
 
@@ -175,7 +175,7 @@ def service_out(row: Service, project: str, request: Request) -> dict[str, Any]:
         configuration["EXECUTE_CODE"] = spec.code
     configuration.update({k: MASK if spec.is_secret(k) else v for k, v in spec.env.items()})
     # Browsers open a service on its own origin; API clients use `endpoint` (the path).
-    browse = service_origin(request, project, row.name) or settings.endpoint
+    browse = browser_base(request, project, row.name)
     ports = [{"port": p, "path": f"{base}{p}/", "url": f"{browse}{base}{p}/"} for p in spec.ports]
     return {
         "name": row.name,
