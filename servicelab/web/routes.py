@@ -38,7 +38,7 @@ from servicelab.api.errors import ApiError
 from servicelab.api.services import service_out
 from servicelab.auth import AuthFailed, Forbidden, Identity
 from servicelab.db import Project
-from servicelab.proxy.origins import OriginPolicy
+from servicelab.proxy.origins import OriginPolicy, split_host
 from servicelab.services import ServiceError, ServiceManager
 from servicelab.spec import InvalidName
 
@@ -163,11 +163,29 @@ def render(
         full["origin_hint"] = hint
     response = templates.TemplateResponse(request, template, full, status_code=status_code)
     response.headers.update(SECURITY_HEADERS)
+    services = _service_origins_source(request)
+    if services:
+        # After log-in the browser may be sent on to a service's origin (the handshake),
+        # and `form-action` also governs where a form's redirects may lead.
+        csp = SECURITY_HEADERS["Content-Security-Policy"]
+        response.headers["Content-Security-Policy"] = csp.replace(
+            "form-action 'self'", f"form-action 'self' {services}"
+        )
     if hint:
         response.set_cookie(
             ORIGIN_HINT_COOKIE, "1", max_age=365 * 24 * 3600, httponly=True, samesite="lax"
         )
     return response
+
+
+def _service_origins_source(request: Request) -> str:
+    """A CSP source for every service origin of this lab (`http://*.localhost:8080`)."""
+    host = request.headers.get("host", "")
+    domain = OriginPolicy(request.app.state.settings.service_domain).domain_for(host)
+    if domain is None:
+        return ""
+    _, port = split_host(host)
+    return f"{request.url.scheme}://*.{domain}{port}"
 
 
 #: Set once an admin was told that services are served sandboxed, so it is told once.
