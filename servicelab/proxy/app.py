@@ -17,7 +17,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -25,7 +25,6 @@ import aiohttp
 from yarl import URL
 
 from servicelab.credentials import COOKIE_NAME, QUERY_PARAM, TokenSource, find_token
-from servicelab.envelope import error_bytes
 from servicelab.proxy import websocket
 from servicelab.proxy.client import UpstreamError, UpstreamPool, UpstreamTimeout
 from servicelab.proxy.contract import (
@@ -39,13 +38,13 @@ from servicelab.proxy.contract import (
     RouteResolver,
     Upstream,
 )
-from servicelab.proxy.grants import CODE_TTL, GRANT_TTL, Grant, code_digest, sign, verify
+from servicelab.proxy.grants import verify
 from servicelab.proxy.handshake import (
-    NO_STORE,
+    Handshake,
+    Site,
     cookie_request_allowed,
     drop_lab_set_cookies,
-    grant_cookie,
-    local_path,
+    lab_cookie_reply,
     take_grant_cookie,
 )
 from servicelab.proxy.headers import (
@@ -55,14 +54,14 @@ from servicelab.proxy.headers import (
     response_headers,
     strip_lab_query,
 )
+from servicelab.proxy.hosts import HostMap
 from servicelab.proxy.metrics import UNROUTED, RouteStats, record, stats_for
 from servicelab.proxy.origins import (
     CALLBACK_PATH,
     SANDBOX_CSP,
     OriginPolicy,
-    parse_label,
-    split_host,
 )
+from servicelab.proxy.replies import Reply, error, send_reply
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -74,19 +73,7 @@ logger = logging.getLogger("servicelab.proxy")
 
 _ROUTE_START = b"/api/projects/"
 _ROUTE = re.compile(rb"/api/projects/([^/]+)/services/([^/]+)/([0-9]{1,5})(/.*)?", re.DOTALL)
-_JSON = [(b"content-type", b"application/json")]
-_COOKIE_SAFE = re.compile(r"[A-Za-z0-9._~+/=\-]+")
 _HTTP11 = b" HTTP/1.1\r\n"
-_UNKNOWN = object()
-
-
-@dataclass(slots=True)
-class _Reply:
-    """A response the proxy makes itself (errors and redirects)."""
-
-    status: int
-    body: bytes = b""
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -109,15 +96,6 @@ class _Route:
     sandbox: bool = False
 
 
-@dataclass(slots=True, frozen=True)
-class _Site:
-    """The service a service host (`<label>.<domain>`) belongs to, and its origin."""
-
-    project: str
-    service: str
-    origin: str
-
-
 @dataclass(slots=True)
 class _Exchange:
     """Mutable per-request state shared by the body generator and the response loop."""
@@ -133,20 +111,6 @@ class _Exchange:
 
 class _ClientGone(Exception):
     """The client disconnected while its request body was being forwarded."""
-
-
-def _error(status: int, message: str, retry_after: int | None = None) -> _Reply:
-    headers = list(_JSON)
-    if retry_after is not None:
-        headers.append((b"retry-after", str(retry_after).encode()))
-    return _Reply(status, error_bytes(status, message), headers)
-
-
-async def _send_reply(send: Send, reply: _Reply) -> None:
-    headers = reply.headers
-    headers.append((b"content-length", str(len(reply.body)).encode()))
-    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-    await send({"type": "http.response.body", "body": reply.body, "more_body": False})
 
 
 def _name(raw: bytes) -> str:
@@ -184,15 +148,14 @@ class ProxyApp:
         #: One-time codes of the handshake: the database for a lab, memory for tests.
         self.codes: CodeStore = codes or MemoryCodes()
         self.policy = OriginPolicy(self.settings.service_domain)
+        self.hosts = HostMap(self.policy, resolver, self.settings.trust_forwarded_headers)
+        self.handshake = Handshake(self.settings, self.codes, authorizer)
         self._session: aiohttp.ClientSession | None = None
         self._pool = UpstreamPool(self.settings.connect_timeout, self.settings.read_timeout)
         self._allowed_origins = frozenset(
             o.rstrip("/").lower().encode() for o in self.settings.allowed_origins
         )
         self._allowed_origins_str = tuple(o.decode() for o in self._allowed_origins)
-        #: Host header -> service label (None: the lab's host), and -> service domain.
-        self._labels: dict[bytes, object] = {}
-        self._domains: dict[bytes, object] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -229,7 +192,7 @@ class ProxyApp:
         kind = scope["type"]
         if kind == "http" or kind == "websocket":
             raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-            site = self._site(scope)
+            site = self.hosts.site(scope)
             if site is not None:
                 await self._service_host(scope, receive, send, raw_path, site)
                 return
@@ -246,56 +209,8 @@ class ProxyApp:
             return
         await self.app(scope, receive, send)
 
-    def _site(self, scope: Scope) -> _Site | None:
-        """The service whose host this request came to, or None for the lab's own host."""
-        host: bytes | None = None
-        proto: bytes | None = None
-        trusted = self.settings.trust_forwarded_headers
-        for name, value in scope["headers"]:
-            if name == b"host":
-                if host is None:
-                    host = value
-            elif trusted and name == b"x-forwarded-host":
-                host = value.split(b",")[0].strip()
-                trusted = False  # the first forwarded host wins over Host
-            elif name == b"x-forwarded-proto" and self.settings.trust_forwarded_headers:
-                proto = value
-        if host is None:
-            return None
-        label = self._labels.get(host, _UNKNOWN)
-        if label is _UNKNOWN:
-            if len(self._labels) > 4096:
-                self._labels.clear()
-            label = self._labels[host] = self.policy.label_of(host.decode("latin-1"))
-        if label is None:
-            return None
-        assert isinstance(label, str)
-        names = parse_label(label, self._names() if label.endswith("--h") else ())
-        if names is None:
-            return _Site("", "", "")
-        if proto is not None:
-            scheme = proto.split(b",")[0].strip().decode("latin-1").lower()
-        else:
-            scheme = _PROTO.get(scope.get("scheme", "http"), "http")
-        return _Site(names[0], names[1], f"{scheme}://{host.decode('latin-1').lower()}")
-
-    def _domain_for(self, req: IncomingRequest) -> str | None:
-        """The service domain for a request to the lab's own host (cached per host)."""
-        host = req.forwarded_host or req.host or b""
-        domain = self._domains.get(host, _UNKNOWN)
-        if domain is _UNKNOWN:
-            if len(self._domains) > 4096:
-                self._domains.clear()
-            domain = self._domains[host] = self.policy.domain_for(host.decode("latin-1"))
-        assert domain is None or isinstance(domain, str)
-        return domain
-
-    def _names(self) -> list[tuple[str, str]]:
-        names = getattr(self.resolver, "names", None)
-        return list(names()) if names is not None else []
-
     async def _service_host(
-        self, scope: Scope, receive: Receive, send: Send, raw_path: bytes, site: _Site
+        self, scope: Scope, receive: Receive, send: Send, raw_path: bytes, site: Site
     ) -> None:
         """A service host answers its service's routes and the handshake's callback only:
         nothing of the lab (API, UI, other services) is reachable on it."""
@@ -316,20 +231,23 @@ class ProxyApp:
             message = await receive()
             if message["type"] != "websocket.connect":
                 return
-            reply = _error(404, "Not found on this service's host.")
+            reply = error(404, "Not found on this service's host.")
             await websocket.reject(scope, send, reply.status, reply.body, reply.headers)
         else:
             if raw_path == CALLBACK_PATH and site.project and scope["method"] in ("GET", "HEAD"):
                 try:
-                    reply = await self._callback(scope, site)
+                    req = parse_request(scope["headers"], self.settings.trust_forwarded_headers)
+                    reply = await self.handshake.callback(
+                        scope.get("query_string", b""), self._scheme(scope, req), site
+                    )
                 except Exception:
                     logger.exception("service-origin handshake failed for %s", site.origin)
-                    reply = _error(500, "The lab could not check this request; try again later.")
+                    reply = error(500, "The lab could not check this request; try again later.")
             else:
-                reply = _error(
+                reply = error(
                     404, "Not found: this host serves one service's routes, nothing else."
                 )
-            await _send_reply(send, reply)
+            await send_reply(send, reply)
         path = raw_path.decode("latin-1")
         record(
             stats_for(*UNROUTED),
@@ -361,8 +279,8 @@ class ProxyApp:
         match: re.Match[bytes],
         raw_path: bytes,
         ws: bool,
-        site: _Site | None = None,
-    ) -> _Route | _Reply:
+        site: Site | None = None,
+    ) -> _Route | Reply:
         """Authorise, resolve and strip one request; `site` is the service host it came to
         (None: the lab's own host, where only the path names the service)."""
         project = _name(match[1])
@@ -370,13 +288,13 @@ class ProxyApp:
         port = int(match[3])
         rest = match[4]
         if not 0 < port < 65536:
-            return _error(404, f"No port {port} on service {service!r}.")
+            return error(404, f"No port {port} on service {service!r}.")
         query_string: bytes = scope.get("query_string", b"")
         if rest is None:
             if not ws:
                 # Relative links in the service's pages only work below a trailing slash.
                 location = raw_path + b"/" + (b"?" + query_string if query_string else b"")
-                return _Reply(307, b"", [(b"location", location)])
+                return Reply(307, b"", [(b"location", location)])
             rest = b"/"
         settings = self.settings
         method: str = scope.get("method", "GET")
@@ -398,40 +316,42 @@ class ProxyApp:
             if exc.status == 401 and browser:
                 if site is not None:
                     # The handshake: the lab checks who this is and sends a code back.
-                    return self._to_lab(scope, req, raw_path, query)
+                    return self.handshake.to_lab(self._scheme(scope, req), req, raw_path, query)
                 original = raw_path + (b"?" + query if query else b"")
                 target = quote(original.decode("latin-1"), safe="/")
                 location = f"{settings.login_path}?next={target}".encode()
-                return _Reply(302, b"", [(b"location", location)])
-            reply = _error(exc.status, exc.message)
+                return Reply(302, b"", [(b"location", location)])
+            reply = error(exc.status, exc.message)
             if exc.status == 401:
                 reply.headers.append((b"www-authenticate", b'Bearer realm="servicelab"'))
             return reply
 
         scheme = self._scheme(scope, req)
+        #: The URL without the lab's credential, where a redirect lands.
+        clean = raw_path + (b"?" + query if query else b"")
         sandbox = False
         if site is not None:
             if source is TokenSource.GRANT and not cookie_request_allowed(
                 req.passed, method, ws, (site.origin, *self._allowed_origins_str)
             ):
-                return _error(403, "Cross-origin request with this service's cookie refused.")
+                return error(403, "Cross-origin request with this service's cookie refused.")
             if source is TokenSource.QUERY and not ws and method in ("GET", "HEAD"):
-                return self._grant_reply(principal, project, service, scheme, raw_path, query)
+                return self.handshake.grant_reply(principal, project, service, scheme, clean)
         elif source in (TokenSource.COOKIE, TokenSource.QUERY):
             origin = None
-            if self._domain_for(req) is not None:
+            if self.hosts.domain_for(req) is not None:
                 lab_host = (req.forwarded_host or req.host or b"").decode("latin-1")
                 origin = self.policy.service_origin(scheme, lab_host, project, service)
             if origin is not None:
                 # A browser on the lab's origin: the service's pages run on their own.
                 if not ws and method in ("GET", "HEAD"):
-                    return await self._code_reply(
-                        principal, project, service, origin, raw_path, query
+                    return await self.handshake.code_reply(
+                        principal, project, service, origin, clean
                     )
                 # Browsers send Origin with every WebSocket and every other method: a
                 # request without it is a script's, served as before.
                 if req.origin is not None:
-                    return _error(
+                    return error(
                         403,
                         "Browsers reach this service on its own origin: "
                         f"{origin}{raw_path.decode('latin-1')}",
@@ -439,16 +359,18 @@ class ProxyApp:
             # No origin can be formed: the page is served in a sandbox (an opaque origin).
             sandbox = origin is None
             if ws and source is TokenSource.COOKIE and not self._origin_allowed(scope, req):
-                return _error(403, "WebSocket from a foreign origin refused (cross-site request).")
+                return error(403, "WebSocket from a foreign origin refused (cross-site request).")
             if source is TokenSource.QUERY and not ws and method in ("GET", "HEAD"):
-                return self._lab_cookie_reply(scheme, raw_path, query, query_token or "")
-        elif self._domain_for(req) is None:
+                return lab_cookie_reply(
+                    scheme, raw_path + (b"?" + query if query else b""), query_token or ""
+                )
+        elif self.hosts.domain_for(req) is None:
             sandbox = True
 
         try:
             upstream = await self.resolver.resolve(project, service, port)
         except RouteError as exc:
-            return _error(exc.status, exc.message, exc.retry_after)
+            return error(exc.status, exc.message, exc.retry_after)
 
         prefix = raw_path[: len(raw_path) - len(rest)]
         return _Route(
@@ -473,7 +395,7 @@ class ProxyApp:
         grant: str | None,
         project: str,
         service: str,
-        site: _Site | None,
+        site: Site | None,
     ) -> tuple[Principal, TokenSource]:
         """Who is asking, from the first credential present (see servicelab.credentials;
         on a service host its cookie stands where the lab cookie would)."""
@@ -510,112 +432,6 @@ class ProxyApp:
         principal = await self.authorizer.authorize(found.token if found else None, project)
         assert found is not None  # authorize refuses a missing token
         return principal, found.source
-
-    def _to_lab(self, scope: Scope, req: IncomingRequest, raw_path: bytes, query: bytes) -> _Reply:
-        """Send a browser without the service's cookie to the same path on the lab."""
-        lab = self.settings.lab_url.rstrip("/")
-        if not lab:
-            _, port = split_host((req.forwarded_host or req.host or b"").decode("latin-1"))
-            lab = f"{self._scheme(scope, req)}://localhost{port}"
-        location = lab.encode() + raw_path + (b"?" + query if query else b"")
-        return _Reply(302, b"", [(b"location", location), *NO_STORE])
-
-    async def _code_reply(
-        self,
-        principal: Principal,
-        project: str,
-        service: str,
-        origin: str,
-        raw_path: bytes,
-        query: bytes,
-    ) -> _Reply:
-        """The lab's half of the handshake: a one-time code for this service, sent to its
-        origin's callback."""
-        if principal.token_id is None:
-            return _error(500, "The lab could not open a session for this service.")
-        code = sign(
-            self.settings.secret_key,
-            Grant(
-                kind="code",
-                parent=principal.token_id,
-                project=project.lower(),
-                service=service.lower(),
-                expires=time.time() + CODE_TTL,
-                next=(raw_path + (b"?" + query if query else b"")).decode("latin-1"),
-            ),
-        )
-        await self.codes.add(code_digest(code), time.time() + CODE_TTL)
-        location = f"{origin}{CALLBACK_PATH.decode()}?code={code}".encode()
-        return _Reply(302, b"", [(b"location", location), *NO_STORE])
-
-    def _grant_reply(
-        self,
-        principal: Principal,
-        project: str,
-        service: str,
-        scheme: str,
-        raw_path: bytes,
-        query: bytes,
-    ) -> _Reply:
-        """The service origin's cookie, and a redirect to the clean URL."""
-        if principal.token_id is None:
-            return _error(500, "The lab could not open a session for this service.")
-        value = sign(
-            self.settings.secret_key,
-            Grant(
-                kind="grant",
-                parent=principal.token_id,
-                project=project.lower(),
-                service=service.lower(),
-                expires=time.time() + GRANT_TTL,
-            ),
-        )
-        location = raw_path + (b"?" + query if query else b"")
-        headers = [
-            (b"location", location),
-            (b"set-cookie", grant_cookie(value, scheme == "https")),
-            *NO_STORE,
-        ]
-        return _Reply(302, b"", headers)
-
-    def _lab_cookie_reply(self, scheme: str, raw_path: bytes, query: bytes, token: str) -> _Reply:
-        """Without service origins, `lab_token` becomes the lab cookie, as in ML Lab."""
-        if not _COOKIE_SAFE.fullmatch(token):
-            return _error(400, "lab_token holds characters a cookie cannot carry.")
-        cookie = f"{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Lax"
-        if scheme == "https":
-            cookie += "; Secure"
-        location = raw_path + (b"?" + query if query else b"")
-        return _Reply(
-            302, b"", [(b"location", location), (b"set-cookie", cookie.encode()), *NO_STORE]
-        )
-
-    async def _callback(self, scope: Scope, site: _Site) -> _Reply:
-        """The service host's half of the handshake: claim the code once, set the cookie."""
-        req = parse_request(scope["headers"], self.settings.trust_forwarded_headers)
-        code = ""
-        for piece in scope.get("query_string", b"").split(b"&"):
-            name, _, value = piece.partition(b"=")
-            if name == b"code":
-                code = unquote(value.decode("latin-1"))
-        granted = verify(self.settings.secret_key, code, "code")
-        if (
-            granted is None
-            or (granted.project, granted.service) != (site.project, site.service)
-            or not local_path(granted.next)
-            or not await self.codes.claim(code_digest(code))
-        ):
-            return _error(
-                400, "This sign-in link has expired or was already used: open the service again."
-            )
-        try:
-            principal = await self.authorizer.authorize_parent(granted.parent, site.project)
-        except AuthError as exc:
-            return _error(exc.status, exc.message)
-        scheme = self._scheme(scope, req)
-        target = granted.next.encode("latin-1")
-        path, _, query = target.partition(b"?")
-        return self._grant_reply(principal, site.project, site.service, scheme, path, query)
 
     def _scheme(self, scope: Scope, req: IncomingRequest) -> str:
         if req.forwarded_proto:
@@ -670,7 +486,7 @@ class ProxyApp:
         send: Send,
         match: re.Match[bytes],
         raw_path: bytes,
-        site: _Site | None = None,
+        site: Site | None = None,
     ) -> None:
         started = time.perf_counter()
         method: str = scope["method"]
@@ -680,9 +496,9 @@ class ProxyApp:
         except Exception:
             # A resolver or authorizer bug or outage: the client gets the envelope.
             logger.exception("proxy admission failed for %s", log_path)
-            admitted = _error(500, "The lab could not check this request; try again later.")
-        if isinstance(admitted, _Reply):
-            await _send_reply(send, admitted)
+            admitted = error(500, "The lab could not check this request; try again later.")
+        if isinstance(admitted, Reply):
+            await send_reply(send, admitted)
             stats = stats_for(*UNROUTED)
             record(stats, method, log_path, _client_ip(scope), admitted.status, 0, 0, started)
             return
@@ -745,19 +561,19 @@ class ProxyApp:
             exchange.client_gone = True
             return 499
         except UpstreamTimeout:
-            reply = _error(504, f"Service {route.service!r} did not answer in time.")
-            await _send_reply(send, reply)
+            reply = error(504, f"Service {route.service!r} did not answer in time.")
+            await send_reply(send, reply)
             return 504
         except (UpstreamError, OSError) as exc:
             if exchange.client_gone:
                 return 499
             logger.info("upstream %s of %s/%s: %s", address.url, route.project, route.service, exc)
-            reply = _error(
+            reply = error(
                 502,
                 f"Service {route.service!r} refused the connection on port {route.port}; "
                 "it may still be starting or have stopped.",
             )
-            await _send_reply(send, reply)
+            await send_reply(send, reply)
             return 502
         try:
             host = (route.req.forwarded_host or route.req.host or b"").lower()
@@ -818,7 +634,7 @@ class ProxyApp:
         send: Send,
         match: re.Match[bytes],
         raw_path: bytes,
-        site: _Site | None = None,
+        site: Site | None = None,
     ) -> None:
         started = time.perf_counter()
         log_path = raw_path.decode("latin-1")
@@ -829,8 +645,8 @@ class ProxyApp:
             admitted = await self._admit(scope, match, raw_path, ws=True, site=site)
         except Exception:
             logger.exception("proxy admission failed for %s", log_path)
-            admitted = _error(500, "The lab could not check this request; try again later.")
-        if isinstance(admitted, _Reply):
+            admitted = error(500, "The lab could not check this request; try again later.")
+        if isinstance(admitted, Reply):
             await websocket.reject(scope, send, admitted.status, admitted.body, admitted.headers)
             stats = stats_for(*UNROUTED)
             record(stats, "WS", log_path, _client_ip(scope), admitted.status, 0, 0, started)
