@@ -31,11 +31,11 @@ from servicelab.spec import normalize_name
 from .deps import (
     authority,
     check_csrf,
-    csrf_even_for_get,
     csrf_token_for,
     current_identity,
     db_session,
     find_project,
+    header_identity,
     refuse_cross_origin,
     require_admin,
     require_user,
@@ -202,7 +202,7 @@ def logout_post(
 @router.get(
     "/refresh",
     summary="A fresh session token for the caller",
-    dependencies=[Depends(csrf_even_for_get)],
+    dependencies=[Depends(header_identity)],
 )
 def refresh(
     request: Request,
@@ -331,7 +331,7 @@ def delete_user(
 @router.get(
     "/users/{user}/token",
     summary="A new user API token (ML Lab)",
-    dependencies=[Depends(csrf_even_for_get)],
+    dependencies=[Depends(header_identity)],
 )
 def user_token(
     user: str,
@@ -365,20 +365,6 @@ def _set_membership(
     authority(request).forget()
     verb = "added to" if add else "removed from"
     return envelope.success(None, message=f"{found_user.username} {verb} {found_project.name}.")
-
-
-def header_identity(request: Request, identity: Identity = Depends(require_user)) -> Identity:
-    """The caller of one of ML Lab's state-changing GET routes: only a token sent in the
-    Authorization header counts. A browser sends cookies (and follows links carrying
-    `lab_token`) on its own, so a cookie-only GET, e.g. an <img> on another site, must
-    change nothing."""
-    found = find_token(request.headers.get("authorization"), request.cookies, {})
-    if found is None or found.source is not TokenSource.HEADER:
-        raise Forbidden(
-            "This GET route changes state: send your token in the Authorization header, "
-            "or use the POST/PUT route."
-        )
-    return identity
 
 
 def _change_password(

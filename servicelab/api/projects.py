@@ -16,9 +16,9 @@ from servicelab.spec import normalize_name
 from .deps import (
     ProjectContext,
     authority,
-    csrf_even_for_get,
     current_identity,
     db_session,
+    header_identity,
     project_context,
     require_user,
 )
@@ -157,7 +157,7 @@ def _require_person(ctx: ProjectContext) -> Identity:
 @router.get(
     "/{project}/token",
     summary="A new project API token (ML Lab)",
-    dependencies=[Depends(csrf_even_for_get)],
+    dependencies=[Depends(header_identity)],
 )
 def project_token(ctx: ProjectContext = Depends(project_context)) -> dict:
     identity = _require_person(ctx)
