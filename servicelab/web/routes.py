@@ -161,6 +161,7 @@ def render(
         "base": base,
         "user": identity,
         "csrf": csrf_token(request, identity) if identity else "",
+        "isolation_notice": getattr(request.app.state, "isolation_notice", None),
         **context,
     }
     hint = _origin_hint(request, identity)
@@ -258,7 +259,7 @@ def login_submit(
     try:
         if not username or not password:
             raise ApiError(400, "Give your username and password.")
-        user = auth_api.check_credentials(session, username, password)
+        user = auth_api.check_credentials(session, username, password, request)
     except ApiError as exc:
         context = {"next": target, "error": exc.message, "username": username}
         return render(request, "login.html", context, None, status_code=exc.status)
