@@ -14,6 +14,7 @@ from servicelab import envelope
 from servicelab.access import LabAuthorizer, LabResolver
 from servicelab.api import auth as auth_api
 from servicelab.api import files as files_api
+from servicelab.api import models as models_api
 from servicelab.api import projects as projects_api
 from servicelab.api import services as services_api
 from servicelab.api.deps import require_admin
@@ -90,6 +91,7 @@ def create_app(
     app.include_router(services_api.router)
     app.include_router(services_api.volumes_router)
     files_api.install(app)
+    app.include_router(models_api.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:

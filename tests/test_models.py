@@ -1,0 +1,212 @@
+"""Model files deployed as services on the local runtime, end to end: models trained here,
+uploaded through the API, deployed with ML Lab's route, and asked for predictions through
+the proxy with a project token, over the V2 protocol and `/predict`.
+
+One lab serves the module; the models are trained once per session and deployed in
+parallel (each service installs its framework into its own environment, from the suite's
+shared uv cache).
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .labtools import LabProcess, stop_local_services, wait_until
+from .modeltools import RECORDS, ROWS, TrainedModel, close, train_all, v2_request, zip_of
+
+PROJECT = "models"
+#: Installing a framework from a cold package cache takes a while on a slow network.
+READY_TIMEOUT = 420
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TrainedModel]:
+    return train_all(tmp_path_factory.mktemp("trained"))
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProcess]:
+    data_dir = tmp_path_factory.mktemp("models-lab") / "data"
+    data_dir.mkdir()
+    process = LabProcess(data_dir, env={"SERVICELAB_RUNTIME": "local"}).start()
+    with process.client() as api:
+        assert api.post("/api/projects", json={"name": PROJECT}).status_code == 201
+    yield process
+    process.stop()
+    stop_local_services(data_dir)
+
+
+@pytest.fixture(scope="module")
+def project_token(lab: LabProcess) -> str:
+    with lab.client() as api:
+        return str(api.get(f"/api/projects/{PROJECT}/token").json()["data"])
+
+
+def upload(api: httpx.Client, name: str, content: bytes) -> str:
+    r = api.post(
+        f"/api/projects/{PROJECT}/files/upload",
+        params={"dataType": "model", "fileName": name},
+        files={"file": (name, content, "application/octet-stream")},
+    )
+    assert r.status_code == 200, r.text
+    return str(r.json()["data"])
+
+
+def deploy(api: httpx.Client, key: str, name: str, env: dict | None = None) -> httpx.Response:
+    return api.post(
+        f"/api/projects/{PROJECT}/files/models/deploy",
+        params={"fileKey": key, "name": name},
+        json=env or {},
+    )
+
+
+def service(api: httpx.Client, name: str) -> dict[str, Any]:
+    return dict(api.get(f"/api/projects/{PROJECT}/services/{name}").json()["data"])
+
+
+def wait_status(api: httpx.Client, name: str, status: str) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        found = service(api, name)
+        if found["status"] == status and (status != "running" or found["isHealthy"]):
+            return found
+        if status == "running" and found["status"] == "failed":
+            logs = api.get(f"/api/projects/{PROJECT}/services/{name}/logs").text
+            raise AssertionError(f"{name} failed: {found['reason']}\n{logs[-3000:]}")
+        return None
+
+    return wait_until(check, timeout=READY_TIMEOUT, interval=0.5, what=f"{name} {status}")
+
+
+@pytest.fixture(scope="module")
+def deployed(lab: LabProcess, trained: dict[str, TrainedModel]) -> dict[str, dict[str, Any]]:
+    """Every format deployed at once; waits until all are running and healthy."""
+    services = {}
+    with lab.client() as api:
+        for fmt, model in trained.items():
+            key = upload(api, model.file.name, model.file.read_bytes())
+            r = deploy(api, key, f"{fmt}-model")
+            assert r.status_code == 201, r.text
+            services[fmt] = r.json()["data"]
+        for fmt in trained:
+            wait_status(api, f"{fmt}-model", "running")
+    return services
+
+
+def route(name: str, path: str) -> str:
+    return f"/api/projects/{PROJECT}/services/{name}/8091/{path}"
+
+
+@pytest.mark.parametrize("fmt", ["sklearn", "onnx", "mlflow", "python"])
+def test_predictions_through_the_proxy(
+    fmt: str,
+    lab: LabProcess,
+    project_token: str,
+    trained: dict[str, TrainedModel],
+    deployed: dict[str, dict[str, Any]],
+) -> None:
+    name, expected = f"{fmt}-model", trained[fmt].expected
+    created = deployed[fmt]
+    assert created["name"] == name and created["configuration"]["MODEL_FILE"].startswith("models/")
+    with lab.client(project_token) as api:
+        # V2: model metadata, readiness, then inference with the exact tensor JSON.
+        meta = api.get(route(name, f"v2/models/{name}"))
+        assert meta.status_code == 200, meta.text
+        assert meta.json()["name"] == name
+        assert api.get(route(name, "v2/health/ready")).status_code == 200
+        assert api.get(route(name, f"v2/models/{name}/ready")).status_code == 200
+        r = api.post(route(name, f"v2/models/{name}/infer"), json=v2_request(ROWS))
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert answer["model_name"] == name and answer["id"] == "req-1"
+        first = answer["outputs"][0]
+        assert set(first) == {"name", "shape", "datatype", "data"}
+        assert first["shape"][0] == len(ROWS)
+        assert close(first["data"], expected), (first, expected)
+        # ML Lab style: rows, then records, in; predictions out.
+        r = api.post(route(name, "predict"), json=ROWS)
+        assert r.status_code == 200, r.text
+        assert close(r.json()["predictions"], expected)
+        if fmt != "onnx":  # the ONNX graph takes one tensor; records are for named columns
+            r = api.post(route(name, "predict"), json=RECORDS)
+            assert r.status_code == 200, r.text
+            assert close(r.json()["predictions"], expected)
+        info = api.get(route(name, "info")).json()
+        assert info["format"] == trained[fmt].format and info["name"] == name
+        # A malformed request is the client's error, and says what to fix.
+        r = api.post(
+            route(name, f"v2/models/{name}/infer"),
+            json={"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [1]}]},
+        )
+        assert r.status_code == 400 and "holds 8 values" in r.json()["error"]
+    # Without a token the proxy answers, not the model.
+    assert httpx.get(f"{lab.url}{route(name, 'info')}").status_code == 401
+
+
+def test_sklearn_probabilities_and_update_to_a_new_version(
+    lab: LabProcess, project_token: str, deployed: dict[str, dict[str, Any]]
+) -> None:
+    with lab.client(project_token) as api:
+        request = v2_request(ROWS) | {"outputs": [{"name": "predict_proba"}]}
+        r = api.post(route("sklearn-model", "v2/models/sklearn-model/infer"), json=request)
+        assert r.status_code == 200, r.text
+        proba = r.json()["outputs"][0]
+        assert proba["name"] == "predict_proba" and proba["shape"] == [len(ROWS), 2]
+        assert all(abs(sum(proba["data"][i : i + 2]) - 1) < 1e-6 for i in (0, 2, 4))
+    with lab.client() as api:
+        # A new version of the Python model, rolled out over the running service.
+        new = zip_of({"summer.py": "def predict(data):\n    return [-1 for _ in data]\n"})
+        key = upload(api, "summer.zip", new)
+        r = deploy(api, key, "python-model")
+        assert r.status_code == 409, r.text
+        r = api.post(
+            f"/api/projects/{PROJECT}/files/models/deploy",
+            params={"fileKey": key, "name": "python-model", "update": "true"},
+            json={},
+            timeout=READY_TIMEOUT,
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["data"]["configuration"]["MODEL_FILE"] == key
+    with lab.client(project_token) as api:
+        r = api.post(route("python-model", "predict"), json=ROWS)
+        assert r.json()["predictions"] == [-1, -1, -1]
+
+
+def test_bad_model_files(lab: LabProcess) -> None:
+    with lab.client() as api:
+        # Not a model: refused at deploy time, saying what is expected.
+        key = upload(api, "notes.txt", b"just some notes\n")
+        r = deploy(api, key, "notes")
+        assert r.status_code == 400, r.text
+        assert "not a model" in r.json()["errors"]["message"]
+        key = upload(api, "data.pkl", pickle.dumps({"weights": [1, 2, 3]}))
+        r = deploy(api, key, "plain-data")
+        assert r.status_code == 400 and "plain data" in r.json()["errors"]["message"]
+        r = deploy(api, "models/no-such-file.pkl", "missing")
+        assert r.status_code == 404, r.text
+        # A pickle of a class whose module is not installed: the service fails, naming it.
+        key = upload(api, "custom.pkl", b"cnot_installed_module_xyz\nModel\n)\x81.")
+        r = deploy(api, key, "custom-class")
+        assert r.status_code == 201, r.text
+        # A requirement that does not exist: the service fails, naming it.
+        code = zip_of(
+            {
+                "model.py": "def predict(data):\n    return data\n",
+                "requirements.txt": "--no-index\nsurely-not-a-package-xyz\n",
+            }
+        )
+        r = deploy(api, upload(api, "needs-missing.zip", code), "missing-dep")
+        assert r.status_code == 201, r.text
+        failed = wait_status(api, "custom-class", "failed")
+        assert "No module named 'not_installed_module_xyz'" in failed["reason"]
+        assert not failed["isHealthy"]
+        failed = wait_status(api, "missing-dep", "failed")
+        assert "surely-not-a-package-xyz" in failed["reason"]
+        assert not failed["isHealthy"]
+        for name in ("custom-class", "missing-dep"):
+            assert api.delete(f"/api/projects/{PROJECT}/services/{name}").status_code == 200
