@@ -9,16 +9,26 @@ shared uv cache).
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Browser
+
+from lab_client import Environment
+from lab_client.models import deploy_model, predict
 
 from .labtools import LabProcess, stop_local_services, wait_until
 from .modeltools import RECORDS, ROWS, TrainedModel, close, train_all, v2_request, zip_of
+from .test_web_ui import browser, log_in  # noqa: F401 - the fixture, and logging in
+
 
 PROJECT = "models"
 #: Installing a framework from a cold package cache takes a while on a slow network.
@@ -210,3 +220,83 @@ def test_bad_model_files(lab: LabProcess) -> None:
         assert not failed["isHealthy"]
         for name in ("custom-class", "missing-dep"):
             assert api.delete(f"/api/projects/{PROJECT}/services/{name}").status_code == 200
+
+
+@pytest.mark.browser
+def test_deploy_as_service_from_the_web_ui(
+    lab: LabProcess, project_token: str, trained: dict[str, TrainedModel], browser: Browser
+) -> None:
+    with lab.client() as api:
+        key = upload(api, "ui-model.zip", trained["python"].file.read_bytes())
+    context = browser.new_context(base_url=lab.url)
+    page = context.new_page()
+    try:
+        page.goto(f"/projects/{PROJECT}")
+        log_in(page)
+        row = page.locator(f"tr[data-file-key='{key}']")
+        row.locator("summary:has-text('Deploy as service')").click()
+        row.locator("input[name=name]").fill("from-the-ui")
+        row.locator("button:has-text('Deploy')").click()
+        page.wait_for_url(f"**/projects/{PROJECT}/services/from-the-ui")
+    finally:
+        context.close()
+    with lab.client() as api:
+        wait_status(api, "from-the-ui", "running")
+    with lab.client(project_token) as api:
+        r = api.post(route("from-the-ui", "predict"), json=ROWS)
+        assert close(r.json()["predictions"], trained["python"].expected)
+
+
+def test_cli_and_client_deploy_and_predict(
+    lab: LabProcess,
+    project_token: str,
+    trained: dict[str, TrainedModel],
+    deployed: dict[str, dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    """`servicelab models deploy|predict` and lab_client's deploy_model/predict (V2)."""
+    with lab.client() as api:
+        key = upload(api, "cli-model.zip", trained["python"].file.read_bytes())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
+    env |= {
+        "HOME": str(tmp_path),
+        "LAB_ENDPOINT": lab.url,
+        "LAB_API_TOKEN": lab.admin_token,
+        "LAB_PROJECT": PROJECT,
+    }
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "servicelab", "models", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=READY_TIMEOUT,
+        )
+
+    result = cli("deploy", key, "--name", "cli-model")
+    assert result.returncode == 0, result.stderr
+    said = result.stdout + result.stderr
+    assert "cli-model" in said and "v2/models/cli-model/infer" in said
+    result = cli("predict", "cli-model", "--json", json.dumps(ROWS))
+    assert result.returncode == 0, result.stderr
+    assert close(json.loads(result.stdout)["predict"], trained["python"].expected)
+    result = cli("predict", "sklearn-model", "--json", json.dumps(ROWS), "-o", "predict_proba")
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)["predict_proba"]) == len(ROWS)
+    result = cli("predict", "cli-model", "--json", "[[1, 2")
+    assert result.returncode != 0 and "not JSON" in result.stderr
+    result = cli("deploy", upload_text(lab, "readme.txt", "no model"), "--name", "readme")
+    assert result.returncode != 0 and "not a model" in result.stderr
+
+    with Environment(project=PROJECT, lab_endpoint=lab.url, lab_api_token=project_token) as lab_env:
+        service = deploy_model(lab_env, key, name="client-model")
+        assert service.status == "running" and service.isHealthy
+        assert close(predict(lab_env, "client-model", ROWS)["predict"], trained["python"].expected)
+        answer = predict(lab_env, "sklearn-model", ROWS)
+        assert answer["predict"] == trained["sklearn"].expected
+
+
+def upload_text(lab: LabProcess, name: str, text: str) -> str:
+    with lab.client() as api:
+        return upload(api, name, text.encode())
