@@ -15,7 +15,7 @@ ROWS = [[0.5, -1.0, 2.0, 0.1], [-2.0, 1.5, -0.3, 0.0], [1.0, 1.0, 1.0, 1.0]]
 COLUMNS = ["a", "b", "c", "d"]
 RECORDS = [dict(zip(COLUMNS, row, strict=True)) for row in ROWS]
 
-PYTHON_MODEL = '''
+PYTHON_MODEL = """
 SCALE = None
 
 
@@ -27,9 +27,9 @@ def load():
 def predict(data):
     rows = [list(r.values()) if isinstance(r, dict) else r for r in data]
     return [round(sum(r) * SCALE, 6) for r in rows]
-'''
+"""
 
-MLFLOW_MODEL = '''
+MLFLOW_MODEL = """
 import mlflow
 from mlflow.pyfunc import PythonModel
 
@@ -40,7 +40,7 @@ class RowSums(PythonModel):
 
 
 mlflow.models.set_model(RowSums())
-'''
+"""
 
 
 @dataclass

@@ -29,7 +29,6 @@ from .labtools import LabProcess, stop_local_services, wait_until
 from .modeltools import RECORDS, ROWS, TrainedModel, close, train_all, v2_request, zip_of
 from .test_web_ui import browser, log_in  # noqa: F401 - the fixture, and logging in
 
-
 PROJECT = "models"
 #: Installing a framework from a cold package cache takes a while on a slow network.
 READY_TIMEOUT = 420
@@ -224,7 +223,10 @@ def test_bad_model_files(lab: LabProcess) -> None:
 
 @pytest.mark.browser
 def test_deploy_as_service_from_the_web_ui(
-    lab: LabProcess, project_token: str, trained: dict[str, TrainedModel], browser: Browser
+    lab: LabProcess,
+    project_token: str,
+    trained: dict[str, TrainedModel],
+    browser: Browser,  # noqa: F811
 ) -> None:
     with lab.client() as api:
         key = upload(api, "ui-model.zip", trained["python"].file.read_bytes())

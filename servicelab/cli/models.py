@@ -22,7 +22,8 @@ app = typer.Typer(
 @app.command()
 def deploy(
     key: Annotated[
-        str, typer.Argument(help="The model file's key, e.g. models/iris.joblib.", show_default=False)
+        str,
+        typer.Argument(help="The model file's key, e.g. models/iris.joblib.", show_default=False),
     ],
     name: Annotated[
         str | None, typer.Option("--name", "-n", help="Service name (default: from the file).")
@@ -30,7 +31,9 @@ def deploy(
     env_pairs: Annotated[
         list[str] | None,
         typer.Option(
-            "--env", "-e", help="Environment variable KEY=VALUE (repeatable), e.g. MODEL_REQUIREMENTS."
+            "--env",
+            "-e",
+            help="Environment variable KEY=VALUE (repeatable), e.g. MODEL_REQUIREMENTS.",
         ),
     ] = None,
     update: Annotated[
@@ -70,8 +73,8 @@ def predict(
         str | None,
         typer.Option(
             "--json",
-            help='Rows \'[[5.1, 3.5], ...]\', records \'[{"a": 1}, ...]\' or columns '
-            '\'{"a": [1, 2]}\' as JSON.',
+            help="Rows '[[5.1, 3.5], ...]', records '[{\"a\": 1}, ...]' or columns "
+            "'{\"a\": [1, 2]}' as JSON.",
             show_default=False,
         ),
     ] = None,
@@ -113,5 +116,7 @@ def _columns_of_records(value: Any) -> Any:
     if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
         return {key: [r.get(key) for r in value] for key in value[0]}
     if not isinstance(value, (list, dict)):
-        raise CliError("Give a list of rows, a list of records or an object of columns.", Exit.USAGE)
+        raise CliError(
+            "Give a list of rows, a list of records or an object of columns.", Exit.USAGE
+        )
     return value

@@ -36,8 +36,20 @@ def name_from_key(key: str) -> str:
     base = key.rsplit("/", 1)[-1]
     if "." in base and base.rsplit(".", 1)[1][:1] == "v" and base.rsplit(".", 1)[1][1:].isdigit():
         base = base.rsplit(".", 1)[0]  # the version suffix of a versioned key
-    for suffix in (".tar.gz", ".tgz", ".tar", ".zip", ".pkl", ".pickle", ".joblib", ".onnx",
-                   ".skops", ".gz", ".bz2", ".xz"):
+    for suffix in (
+        ".tar.gz",
+        ".tgz",
+        ".tar",
+        ".zip",
+        ".pkl",
+        ".pickle",
+        ".joblib",
+        ".onnx",
+        ".skops",
+        ".gz",
+        ".bz2",
+        ".xz",
+    ):
         base = base.removesuffix(suffix)
     return name_from_image(base.replace(".", "-").replace("_", "-"))
 

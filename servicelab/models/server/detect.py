@@ -75,11 +75,11 @@ def detect_file(path: Path) -> ModelFormat:
             names = [i.filename for i in archive.infolist() if not i.is_dir()]
             return _detect_archive(names, lambda n: archive.read(n), "zip")
     if _is_tar(path):
-        with tarfile.open(path) as archive:
-            members = {m.name: m for m in archive.getmembers() if m.isfile()}
+        with tarfile.open(path) as tar:
+            members = {m.name: m for m in tar.getmembers() if m.isfile()}
 
             def read(name: str) -> bytes:
-                extracted = archive.extractfile(members[name])
+                extracted = tar.extractfile(members[name])
                 return extracted.read() if extracted else b""
 
             return _detect_archive(list(members), read, "tar")
@@ -115,9 +115,7 @@ def _detect_archive(names: list[str], read: Callable[[str], bytes], kind: str) -
                 "mlflow.pyfunc.save_model."
             )
         version = re.search(r"^mlflow_version:\s*['\"]?([\w.]+)", text, re.MULTILINE)
-        return ModelFormat(
-            MLFLOW, "mlflow", version.group(1) if version else None, root=root
-        )
+        return ModelFormat(MLFLOW, "mlflow", version.group(1) if version else None, root=root)
     if "schema.json" in clean and any(n.endswith(".npy") or "." not in n for n in clean):
         return ModelFormat(SKOPS, "scikit-learn", requirements=["skops", "scikit-learn"])
     for name in sorted((n for n in clean if n.endswith(".py")), key=lambda n: n.count("/")):
@@ -150,13 +148,13 @@ def _decompressed(head: bytes) -> bytes:
         if head[:2] in (b"x\x9c", b"x\x01", b"x\xda", b"x^"):
             return zlib.decompressobj().decompress(head, PICKLE_SCAN_BYTES)
         if head[:2] == b"ZF":  # joblib < 0.10: "ZF" + length, then zlib
-            return zlib.decompressobj().decompress(head[head.index(b"x"):], PICKLE_SCAN_BYTES)
+            return zlib.decompressobj().decompress(head[head.index(b"x") :], PICKLE_SCAN_BYTES)
     except (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError):
         pass  # not compressed after all
     return head
 
 
-def _read_some(stream: IO[bytes]) -> bytes:
+def _read_some(stream: IO[bytes] | gzip.GzipFile | bz2.BZ2File | lzma.LZMAFile) -> bytes:
     chunks, total = [], 0
     try:
         while total < PICKLE_SCAN_BYTES:

@@ -6,6 +6,7 @@ Standard library only, like the rest of the server's start-up: nothing is instal
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -70,10 +71,8 @@ def _open(path: str, key: str) -> object:
         return urllib.request.urlopen(_request(path, {"fileKey": key}), timeout=60)
     except urllib.error.HTTPError as exc:
         detail = ""
-        try:
+        with contextlib.suppress(ValueError, AttributeError, OSError):
             detail = json.loads(exc.read()).get("errors", {}).get("message", "")
-        except (ValueError, AttributeError, OSError):
-            pass
         raise ModelError(f"the lab answered {exc.code} for {key!r}: {detail}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise ModelError(f"cannot reach the lab to fetch {key!r}: {exc}") from None
@@ -137,7 +136,7 @@ def requirements(model: ModelFormat, folder: Path | None) -> list[str]:
                 line = re.sub(r"^mlflow(?=\s*(==|>=|<=|~=|$))", "mlflow-skinny", line)
             lines.append(line)
     if model.format == MLFLOW:
-        lines += [] if any(l.startswith("mlflow") for l in lines) else ["mlflow-skinny"]
+        lines += [] if any(line.startswith("mlflow") for line in lines) else ["mlflow-skinny"]
         lines += ["pandas", "numpy"]
     extra = os.environ.get("MODEL_REQUIREMENTS", "")
     lines += [part for part in re.split(r"[\n,;]+", extra) if part.strip()]

@@ -140,7 +140,10 @@ class Handler(BaseHTTPRequestHandler):
         if path in ("/", "/info"):
             if method != "GET":
                 return 405, {"error": f"Use GET for {path}."}
-            return 200, {**app.info, "signature": dict(zip(("inputs", "outputs"), app.model.signature(), strict=True))}
+            return 200, {
+                **app.info,
+                "signature": dict(zip(("inputs", "outputs"), app.model.signature(), strict=True)),
+            }
         if path == "/predict":
             if method != "POST":
                 return 405, {"error": "Use POST for /predict, with a JSON list of rows or records."}
@@ -150,7 +153,9 @@ class Handler(BaseHTTPRequestHandler):
             return 200, {"predictions": predictions, "model": app.name, "durationMs": elapsed}
         match = _MODEL_PATH.match(path)
         if match is None:
-            return 404, {"error": f"No route {path}: see /info, /predict and /v2/models/{app.name}."}
+            return 404, {
+                "error": f"No route {path}: see /info, /predict and /v2/models/{app.name}."
+            }
         name, _, action = match.groups()
         if name != app.name:
             return 404, {"error": f"Model {name!r} is not served here; this serves {app.name!r}."}

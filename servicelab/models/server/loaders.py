@@ -34,7 +34,7 @@ def _records(data: Any) -> tuple[list[dict[str, Any]] | None, list[Any] | None]:
         return [data], None  # one record
     if not isinstance(data, list) or not data:
         raise BadRequest(
-            "Send a JSON list of rows ([[5.1, 3.5], ...]) or of records ([{\"a\": 1}, ...])."
+            'Send a JSON list of rows ([[5.1, 3.5], ...]) or of records ([{"a": 1}, ...]).'
         )
     if all(isinstance(r, dict) for r in data):
         return data, None
@@ -103,7 +103,7 @@ class PickleModel:
 
     def predict(self, data: Any) -> Any:
         records, rows = _records(data)
-        features = _frame(records, self.columns) if records is not None else self._rows(rows)
+        features = _frame(records, self.columns) if records is not None else self._rows(rows or [])
         return plain(self.model.predict(features))
 
     def infer(self, inputs: dict[str, Any], outputs: list[str] | None) -> Outputs:
@@ -112,7 +112,10 @@ class PickleModel:
         else:
             columns = {k: numpy().asarray(v).ravel() for k, v in inputs.items()}
             features = _frame(
-                [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)],
+                [
+                    dict(zip(columns, row, strict=True))
+                    for row in zip(*columns.values(), strict=True)
+                ],
                 self.columns,
             )
         result = []
@@ -172,7 +175,9 @@ class OnnxModel:
         if set(inputs) == set(names):
             return {i.name: self._cast(i, inputs[i.name]) for i in self.inputs}
         if len(inputs) == len(names):  # by position when the names differ
-            return {i.name: self._cast(i, v) for i, v in zip(self.inputs, inputs.values(), strict=True)}
+            return {
+                i.name: self._cast(i, v) for i, v in zip(self.inputs, inputs.values(), strict=True)
+            }
         raise BadRequest(f"This model takes the inputs {', '.join(names)}.")
 
     def predict(self, data: Any) -> Any:
@@ -184,7 +189,7 @@ class OnnxModel:
                 keys = list(records[0])
                 feed = {self.inputs[0].name: [[r.get(k) for k in keys] for r in records]}
         else:
-            feed = {self.inputs[0].name: rows}
+            feed = {self.inputs[0].name: rows or []}
         first = self.session.run([self.outputs[0].name], self._feed(feed))[0]
         return plain(first)
 
@@ -200,7 +205,11 @@ class OnnxModel:
     def signature(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         def tensor(meta: Any) -> dict[str, Any]:
             shape = [d if isinstance(d, int) else -1 for d in (meta.shape or [])]
-            return {"name": meta.name, "datatype": _ONNX_TYPES.get(meta.type, "BYTES"), "shape": shape}
+            return {
+                "name": meta.name,
+                "datatype": _ONNX_TYPES.get(meta.type, "BYTES"),
+                "shape": shape,
+            }
 
         return [tensor(i) for i in self.inputs], [tensor(o) for o in self.outputs]
 
@@ -212,7 +221,9 @@ class MlflowModel:
         assert prepared.folder is not None
         self.model = mlflow.pyfunc.load_model(str(prepared.folder))
         schema = self.model.metadata.get_input_schema()
-        self.columns = schema.input_names() if schema is not None and schema.has_input_names() else None
+        self.columns = (
+            schema.input_names() if schema is not None and schema.has_input_names() else None
+        )
         self.framework = "mlflow"
         self.version = _version("mlflow")
 
@@ -247,9 +258,7 @@ class MlflowModel:
         return named
 
     def signature(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        inputs = [
-            {"name": name, "datatype": "BYTES", "shape": [-1]} for name in self.columns or []
-        ]
+        inputs = [{"name": name, "datatype": "BYTES", "shape": [-1]} for name in self.columns or []]
         return inputs, [{"name": "predict", "datatype": "BYTES", "shape": [-1]}]
 
 
@@ -287,7 +296,13 @@ class PythonModel:
         return [], [{"name": "predict", "datatype": "BYTES", "shape": [-1]}]
 
 
-ADAPTERS = {PICKLE: PickleModel, SKOPS: PickleModel, ONNX: OnnxModel, MLFLOW: MlflowModel, PYTHON: PythonModel}
+ADAPTERS = {
+    PICKLE: PickleModel,
+    SKOPS: PickleModel,
+    ONNX: OnnxModel,
+    MLFLOW: MlflowModel,
+    PYTHON: PythonModel,
+}
 
 
 def load(prepared: Prepared) -> Any:

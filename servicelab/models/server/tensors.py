@@ -12,7 +12,6 @@ import math
 from typing import Any
 
 
-
 def numpy() -> Any:
     """numpy, or None: looked up when needed, since it is installed after this module is
     imported (a plain Python model may not need it at all)."""
@@ -21,6 +20,7 @@ def numpy() -> Any:
     except ImportError:
         return None
     return numpy
+
 
 #: V2 datatype -> numpy dtype name.
 DATATYPES = {
