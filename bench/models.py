@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -111,6 +112,8 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is missing: run scripts/setup-bench.sh (apt-get install -y wrk)")
     with tempfile.TemporaryDirectory(prefix="servicelab-bench-models-") as tmp:
         folder = Path(tmp)
         data_dir = folder / "data"

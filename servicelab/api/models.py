@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from servicelab import envelope
 from servicelab.files import FileNotFound, InvalidKey
-from servicelab.models.deploy import NotAModel, detect, model_spec, name_from_key
+from servicelab.models.deploy import NotAModel, detect, model_spec, name_from_file
 from servicelab.services import ServiceError
 from servicelab.spec import normalize_name
 
@@ -44,7 +44,8 @@ async def deploy_model(
     port = env.get("PORT", "8091")
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ApiError(400, f"PORT={port!r} is not a port number.")
-    service_name = normalize_name(name, what="service name") if name else name_from_key(file_key)
+    if name:
+        normalize_name(name, what="service name")  # a bad name is a 400 before any work
     try:
         info, found = await detect(request.app.state.files, ctx.name, file_key)
     except InvalidKey as exc:
@@ -53,6 +54,7 @@ async def deploy_model(
         raise ApiError(404, str(exc), code="not_found") from None
     except NotAModel as exc:
         raise ApiError(400, str(exc), code="not_a_model") from None
+    service_name = normalize_name(name, what="service name") if name else name_from_file(info.name)
     spec = model_spec(ctx.name, service_name, info, found, env)
     try:
         row, created = await manager(request).deploy(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,34 +24,16 @@ from servicelab.spec import CODE_SERVICE_PORT, HealthCheck, ServiceSpec, name_fr
 SERVER_DIR = Path(__file__).resolve().parent / "server"
 #: Installing a framework on a cold package cache takes a while; the port opens only after.
 START_PERIOD = 900.0
-#: Variables the lab sets for the model server; a deploy's body may add others.
-MODEL_ENV = ("MODEL_FILE", "MODEL_NAME", "MODEL_FORMAT", "MODEL_FRAMEWORK")
 
 
 class NotAModel(ValueError):
     """The file is no model servicelab can serve (400); the message says what it expects."""
 
 
-def name_from_key(key: str) -> str:
-    """A service name from a model key: `models/iris.v1.pkl.v3` -> `iris-v1`."""
-    base = key.rsplit("/", 1)[-1]
-    if "." in base and base.rsplit(".", 1)[1][:1] == "v" and base.rsplit(".", 1)[1][1:].isdigit():
-        base = base.rsplit(".", 1)[0]  # the version suffix of a versioned key
-    for suffix in (
-        ".tar.gz",
-        ".tgz",
-        ".tar",
-        ".zip",
-        ".pkl",
-        ".pickle",
-        ".joblib",
-        ".onnx",
-        ".skops",
-        ".gz",
-        ".bz2",
-        ".xz",
-    ):
-        base = base.removesuffix(suffix)
+def name_from_file(file_name: str) -> str:
+    """A service name from a model file's name: `iris_v2.joblib.gz` -> `iris-v2`."""
+    base = file_name.rsplit("/", 1)[-1]
+    base = re.sub(r"(\.(tar|tgz|zip|pkl|pickle|joblib|onnx|skops|gz|bz2|xz|lzma|z))+$", "", base)
     return name_from_image(base.replace(".", "-").replace("_", "-"))
 
 

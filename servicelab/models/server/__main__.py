@@ -42,10 +42,10 @@ def main() -> int:
         "python": sys.version.split()[0],
     }
     log(f"loaded {prepared.key}")
-    # All interfaces in a container (the lab reaches it over the project's network);
-    # loopback for a local process, where the lab is on the same machine.
-    in_container = os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv")
-    host = os.environ.get("MODEL_HOST") or ("0.0.0.0" if in_container else "127.0.0.1")
+    # All interfaces in servicelab's runtime image (the lab reaches the container over the
+    # project's network); loopback for a local process, on the lab's own machine.
+    in_runtime_image = bool(os.environ.get("_RESOURCES_PATH"))
+    host = os.environ.get("MODEL_HOST") or ("0.0.0.0" if in_runtime_image else "127.0.0.1")
     serve(ModelApp(name, model, info), host, int(os.environ.get("PORT", "8091")))
     return 0
 
