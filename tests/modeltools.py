@@ -51,8 +51,9 @@ class TrainedModel:
 
 
 def train_all(folder: Path) -> dict[str, TrainedModel]:
-    """scikit-learn (joblib), the same model as ONNX, an MLflow pyfunc model and a Python
-    package, each with the predictions it must give for ROWS."""
+    """scikit-learn (joblib), the same model as ONNX and as skops, an MLflow pyfunc model, a
+    Python package and a LightGBM classifier, each with the predictions it must give for
+    ROWS."""
     import joblib
     import numpy as np
     from sklearn.datasets import make_classification
@@ -80,6 +81,13 @@ def train_all(folder: Path) -> dict[str, TrainedModel]:
     shutil.make_archive(str(folder / "row-sums"), "zip", folder / "row-sums")
 
     (folder / "summer.zip").write_bytes(zip_of({"summer.py": PYTHON_MODEL}))
+
+    import lightgbm
+    import skops.io
+
+    boosted = lightgbm.LGBMClassifier(n_estimators=10, verbose=-1).fit(x, y)
+    joblib.dump(boosted, folder / "boosted.joblib")
+    skops.io.dump(model, folder / "classifier.skops")
     return {
         "sklearn": TrainedModel(folder / "classifier.joblib", "pickle", expected),
         "onnx": TrainedModel(folder / "classifier.onnx", "onnx", expected),
@@ -89,6 +97,10 @@ def train_all(folder: Path) -> dict[str, TrainedModel]:
         "python": TrainedModel(
             folder / "summer.zip", "python", [round(sum(r) * 10, 6) for r in ROWS]
         ),
+        "lightgbm": TrainedModel(
+            folder / "boosted.joblib", "pickle", boosted.predict(np.asarray(ROWS)).tolist()
+        ),
+        "skops": TrainedModel(folder / "classifier.skops", "skops", expected),
     }
 
 

@@ -92,17 +92,30 @@ def wait_status(api: httpx.Client, name: str, status: str) -> dict[str, Any]:
     return wait_until(check, timeout=READY_TIMEOUT, interval=0.5, what=f"{name} {status}")
 
 
+#: The formats every runtime is tested with; the local runtime adds MORE_FORMATS.
+FORMATS = ["sklearn", "onnx", "mlflow", "python"]
+MORE_FORMATS = ["lightgbm", "skops"]
+
+
 @pytest.fixture(scope="module")
-def deployed(lab: LabProcess, trained: dict[str, TrainedModel]) -> dict[str, dict[str, Any]]:
+def formats() -> list[str]:
+    return FORMATS + MORE_FORMATS
+
+
+@pytest.fixture(scope="module")
+def deployed(
+    lab: LabProcess, trained: dict[str, TrainedModel], formats: list[str]
+) -> dict[str, dict[str, Any]]:
     """Every format deployed at once; waits until all are running and healthy."""
     services = {}
     with lab.client() as api:
-        for fmt, model in trained.items():
+        for fmt in formats:
+            model = trained[fmt]
             key = upload(api, model.file.name, model.file.read_bytes())
             r = deploy(api, key, f"{fmt}-model")
             assert r.status_code == 201, r.text
             services[fmt] = r.json()["data"]
-        for fmt in trained:
+        for fmt in formats:
             wait_status(api, f"{fmt}-model", "running")
     return services
 
@@ -111,7 +124,7 @@ def route(name: str, path: str) -> str:
     return f"/api/projects/{PROJECT}/services/{name}/8091/{path}"
 
 
-@pytest.mark.parametrize("fmt", ["sklearn", "onnx", "mlflow", "python"])
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_predictions_through_the_proxy(
     fmt: str,
     lab: LabProcess,
@@ -141,7 +154,7 @@ def test_predictions_through_the_proxy(
         r = api.post(route(name, "predict"), json=ROWS)
         assert r.status_code == 200, r.text
         assert close(r.json()["predictions"], expected)
-        if fmt != "onnx":  # the ONNX graph takes one tensor; records are for named columns
+        if fmt in ("sklearn", "mlflow", "python"):  # records: for models of named columns
             r = api.post(route(name, "predict"), json=RECORDS)
             assert r.status_code == 200, r.text
             assert close(r.json()["predictions"], expected)
@@ -155,6 +168,18 @@ def test_predictions_through_the_proxy(
         assert r.status_code == 400 and "holds 8 values" in r.json()["error"]
     # Without a token the proxy answers, not the model.
     assert httpx.get(f"{lab.url}{route(name, 'info')}").status_code == 401
+
+
+@pytest.mark.parametrize("fmt", MORE_FORMATS)
+def test_more_frameworks_through_the_proxy(
+    fmt: str,
+    lab: LabProcess,
+    project_token: str,
+    trained: dict[str, TrainedModel],
+    deployed: dict[str, dict[str, Any]],
+) -> None:
+    """LightGBM (a joblib pickle of LGBMClassifier) and skops, on the local runtime."""
+    test_predictions_through_the_proxy(fmt, lab, project_token, trained, deployed)
 
 
 def test_sklearn_probabilities_and_update_to_a_new_version(

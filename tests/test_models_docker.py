@@ -19,6 +19,7 @@ import pytest
 
 from .labtools import LabProcess
 from .test_models import (  # noqa: F401 - fixtures and tests, run again here on Docker
+    FORMATS,
     PROJECT,
     deployed,
     project_token,
@@ -43,6 +44,12 @@ def gateway(engine: Any) -> str:
         if config.get("Subnet") and ":" not in config["Subnet"]:
             return str(ipaddress.ip_network(config["Subnet"])[1])  # the engine's default
     raise AssertionError("Docker's bridge network has no IPv4 subnet")
+
+
+@pytest.fixture(scope="module")
+def formats() -> list[str]:
+    """The main formats; LightGBM and skops load the same way and run on local only."""
+    return FORMATS
 
 
 @pytest.fixture(scope="module")
