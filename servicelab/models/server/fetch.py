@@ -139,7 +139,9 @@ def requirements(model: ModelFormat, folder: Path | None) -> list[str]:
         lines += [] if any(line.startswith("mlflow") for line in lines) else ["mlflow-skinny"]
         lines += ["pandas", "numpy"]
     extra = os.environ.get("MODEL_REQUIREMENTS", "")
-    lines += [part for part in re.split(r"[\n,;]+", extra) if part.strip()]
+    # Separated by spaces or newlines: commas and semicolons belong to specifiers
+    # (`xgboost>=2,<3`) and markers.
+    lines += extra.split()
     return list(dict.fromkeys(lines))
 
 
