@@ -21,9 +21,10 @@ from servicelab.api import services as services_api
 from servicelab.api.deps import require_admin
 from servicelab.api.errors import install_error_handlers
 from servicelab.auth import TokenAuthority
-from servicelab.bootstrap import ensure_admin, load_secret_key
+from servicelab.bootstrap import ensure_admin, load_secret_key, prepare_data_dir
 from servicelab.config import Settings
 from servicelab.db import Database
+from servicelab.logins import LoginGate
 from servicelab.proxy import ProxyApp, ProxySettings, render_metrics
 from servicelab.runtimes.select import make_runtime
 from servicelab.services import ServiceManager
@@ -43,7 +44,7 @@ def create_app(
     (the `serve` command prints it); it is called at most once per lab.
     """
     settings = settings or Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(settings.data_dir)
     db = Database(settings.resolved_database_url)
     db.migrate()
     admin_password = settings.admin_password.get_secret_value() if settings.admin_password else None
@@ -75,6 +76,7 @@ def create_app(
     app.state.db = db
     app.state.secret_key = load_secret_key(settings.data_dir)
     app.state.authority = TokenAuthority(db, settings.auth_cache_ttl)
+    app.state.login_gate = LoginGate()
     #: async callables taking a project name, run before a project is deleted
     app.state.project_cleanups = []
     app.state.on_startup = []
