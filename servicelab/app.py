@@ -15,6 +15,7 @@ from servicelab.access import LabAuthorizer, LabCodes, LabResolver
 from servicelab.api import admin as admin_api
 from servicelab.api import auth as auth_api
 from servicelab.api import files as files_api
+from servicelab.api import models as models_api
 from servicelab.api import projects as projects_api
 from servicelab.api import services as services_api
 from servicelab.api.deploy_policy import isolation_notice
@@ -101,6 +102,7 @@ def create_app(
     app.include_router(services_api.router)
     app.include_router(services_api.volumes_router)
     files_api.install(app)
+    app.include_router(models_api.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:

@@ -79,6 +79,7 @@ from servicelab.runtimes.docker_rules import (
     timestamp,
 )
 from servicelab.runtimes.docker_stream import iterate_in_thread, split_lines
+from servicelab.runtimes.failure import telling_line
 from servicelab.spec import Phase, ServiceSpec
 
 T = TypeVar("T")
@@ -102,6 +103,8 @@ MAX_REMEMBERED_STOPS = 10_000
 
 #: A DNS label (the container name on the project network) has at most 63 characters.
 MAX_CONTAINER_NAME = 63
+#: How many of an ended container's last log lines are searched for why it failed.
+FAILURE_TAIL = 30
 
 
 class DockerRuntime(Runtime):
@@ -534,6 +537,8 @@ class DockerRuntime(Runtime):
                 reason = f"could not start: {error}"
             else:
                 reason = f"exited with code {exit_code}"
+                if not error and exit_code:
+                    error = await self._failure_line(attrs["Id"])
                 if error:
                     reason += f": {error}"
             return RuntimeStatus(
@@ -638,6 +643,17 @@ class DockerRuntime(Runtime):
         self._health[container_id] = runner
         runner.start(_running_for(started_at))
         return runner
+
+    async def _failure_line(self, container_id: str) -> str:
+        """The line of an ended container's last log lines that says why it failed."""
+        client = await self._docker()
+        try:
+            raw = await self._call(
+                client.api.logs, container_id, stdout=True, stderr=True, tail=FAILURE_TAIL
+            )
+        except docker.errors.APIError:
+            return ""
+        return telling_line(raw.decode("utf-8", "replace").splitlines()) or ""
 
     async def _forget(self, container_id: str, *, keep_cache: bool = False) -> None:
         self._early.pop(container_id, None)
