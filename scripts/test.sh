@@ -10,6 +10,9 @@ step() { printf '\n==> %s\n' "$*"; }
 step "Command-line tools"
 scripts/setup-tools.sh
 
+step "nginx (the proxy's nginx plane)"
+scripts/setup-nginx.sh
+
 step "PostgreSQL"
 SERVICELAB_TEST_POSTGRES_URL=$(scripts/setup-postgres.sh)
 export SERVICELAB_TEST_POSTGRES_URL

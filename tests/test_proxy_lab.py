@@ -32,7 +32,9 @@ FALLBACK = {"Host": "lab.example"}
 
 
 @pytest.fixture(scope="module", params=PLANES)
-def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProcess]:
+def lab(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LabProcess]:
     """One lab per proxy plane, shared by the module's tests: every promise of the proxy
     is checked on the embedded plane and on nginx."""
     data_dir = tmp_path_factory.mktemp(f"proxy-lab-{request.param}") / "data"

@@ -43,7 +43,9 @@ browser_test = pytest.mark.browser
 
 
 @pytest.fixture(scope="module", params=PLANES)
-def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProcess]:
+def lab(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LabProcess]:
     data_dir = tmp_path_factory.mktemp(f"origins-lab-{request.param}") / "data"
     data_dir.mkdir()
     lab = LabProcess(data_dir, env=lab_env(request.param)).start()

@@ -175,6 +175,29 @@ def _error_return(status: int, message: str, retry_after: int | None = None) -> 
     return f"default_type application/json;\n      {extra}return {status} {_quote(body)};"
 
 
+_CACHE_ZONE = "levels=1 keys_zone=sl_auth:4m max_size=64m inactive=10s use_temp_path=off"
+#: Everything the lab's decision reads, so that a cached decision is the one the lab
+#: would make for this request (the route prefix stands for project, service and port).
+_DECISION_KEY = "|".join(
+    (
+        "$request_method",
+        "$http_host",
+        "$sl_prefix",
+        "$args",
+        "$http_authorization",
+        "$http_cookie",
+        "$http_origin",
+        "$http_upgrade",
+        "$http_x_forwarded_host",
+        "$http_x_forwarded_proto",
+    )
+)
+#: An absolute path in a `Location` that the service did not put under a route prefix
+#: itself: it gets the prefix when the service's prefix is stripped.
+_ABSOLUTE_PATH = "~^(/(?!/)(?!api/projects/[^/]+/services/[^/]+/[0-9]+(?:[/?#]|$)).*)$"
+_REFUSED = "The service refused the connection; it may still be starting or have stopped."
+
+
 def _timeout(seconds: float) -> str:
     # 0 means "no limit" in the lab's settings; nginx needs a number (a year will do).
     return f"{int(seconds * 1000)}ms" if seconds > 0 else "365d"
@@ -231,7 +254,7 @@ http {{
   proxy_read_timeout {_timeout(s.read_timeout)};
   proxy_send_timeout {_timeout(s.read_timeout)};
   proxy_connect_timeout {_timeout(s.connect_timeout)};
-  proxy_cache_path {layout.root}/cache levels=1 keys_zone=sl_auth:4m max_size=64m inactive=10s use_temp_path=off;
+  proxy_cache_path {layout.root}/cache {_CACHE_ZONE};
   lua_package_path "/usr/share/lua/5.1/?.lua;;";
 
   map $http_upgrade $sl_connection {{ default upgrade; "" ""; }}
@@ -270,7 +293,7 @@ http {{
     location ~ ^/api/projects/[^/]+/services/[^/]+/[0-9]+/ {{
       set $sl_prefix $sl_prefix_of_uri;
       set $sl_uri $request_uri;
-      set $sl_key "$request_method|$http_host|$sl_prefix|$args|$http_authorization|$http_cookie|$http_origin|$http_upgrade|$http_x_forwarded_host|$http_x_forwarded_proto";
+      set $sl_key "{_DECISION_KEY}";
       auth_request /_sl_auth;
       auth_request_set $sl_upstream $upstream_http_x_sl_upstream;
       auth_request_set $sl_address $upstream_http_x_sl_address;
@@ -293,13 +316,13 @@ http {{
       proxy_redirect http://$sl_address $sl_location;
       proxy_redirect http://$http_host $sl_location;
       proxy_redirect https://$http_host $sl_location;
-      proxy_redirect ~^(/(?!/)(?!api/projects/[^/]+/services/[^/]+/[0-9]+(?:[/?#]|$)).*)$ $sl_location$1;
+      proxy_redirect {_ABSOLUTE_PATH} $sl_location$1;
       proxy_pass http://$sl_target$sl_path$sl_query;
       error_page 502 = @sl_refused;
       error_page 504 = @sl_timeout;{_lua_drop_lab_cookies()}
     }}
     location @sl_refused {{
-      {_error_return(502, "The service refused the connection; it may still be starting or have stopped.")}
+      {_error_return(502, _REFUSED)}
     }}
     location @sl_timeout {{
       {_error_return(504, "The service did not answer in time.")}

@@ -10,7 +10,7 @@ from servicelab.config import Settings
 from servicelab.proxy.app import ProxyApp
 from servicelab.proxy.nginx_auth import NginxAuthApp
 from servicelab.proxy.nginx_conf import NginxLayout, PlaneSettings
-from servicelab.proxy.nginx_plane import NginxPlane, new_key
+from servicelab.proxy.nginx_plane import NginxPlane, load_key
 from servicelab.runtimes.base import Address
 from servicelab.services import ServiceManager
 
@@ -29,7 +29,8 @@ def attach_nginx(
 ) -> NginxAuthApp:
     """Start (or reload) nginx with the lab and keep its routes current; the returned
     app answers nginx's auth subrequests besides everything `proxy` serves."""
-    key = new_key()
+    layout = layout_for(settings)
+    key = load_key(layout)
 
     def addresses() -> Iterator[Address]:
         for route in list(services.routes.values()):
@@ -44,7 +45,7 @@ def attach_nginx(
             connect_timeout=settings.proxy_connect_timeout,
             trust_forwarded=settings.trust_proxy_headers,
         ),
-        layout_for(settings),
+        layout,
         addresses,
     )
     app.state.nginx = plane

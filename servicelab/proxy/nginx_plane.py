@@ -52,16 +52,35 @@ def nginx_binary() -> str:
     return found
 
 
-def new_key() -> str:
-    return secrets.token_urlsafe(32)
+def load_key(layout: NginxLayout) -> str:
+    """The key nginx sends with its auth subrequests, kept across lab restarts so that a
+    restarted lab finds nginx's configuration unchanged and need not reload it (a reload
+    closes idle keep-alive connections)."""
+    layout.make()
+    path = layout.root / "auth.key"
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        key = ""
+    if len(key) < 32:
+        key = secrets.token_urlsafe(32)
+        _write(path, key)
+    return key
 
 
-def _write(path: Path, text: str) -> None:
-    """Atomically: nginx may read the file at any moment (a reload from elsewhere)."""
+def _write(path: Path, text: str) -> bool:
+    """Atomically (nginx may read the file at any moment), and only when it changes;
+    True when it did."""
+    try:
+        if path.read_text() == text:
+            return False
+    except FileNotFoundError:
+        pass
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     tmp.chmod(0o600)
     os.replace(tmp, path)
+    return True
 
 
 class NginxPlane:
@@ -99,22 +118,23 @@ class NginxPlane:
         current = frozenset((a.host, a.port) for a in self.addresses())
         if current == self._routes:
             return False
-        _write(self.layout.routes, routes_conf(Address(h, p) for h, p in current))
         self._routes = current
-        return True
+        return _write(self.layout.routes, routes_conf(Address(h, p) for h, p in current))
 
     async def start(self) -> None:
-        """Write the configuration and start nginx, or reload the one left running."""
+        """Write the configuration and start nginx, or reload the one left running when
+        its configuration changed."""
         binary = nginx_binary()
         self.layout.make()
         self._routes = None
-        self._write_routes()
-        _write(self.layout.conf, nginx_conf(self.settings, self.layout))
+        changed = self._write_routes()
+        changed = _write(self.layout.conf, nginx_conf(self.settings, self.layout)) or changed
         await asyncio.to_thread(self._check, binary)
         pid = self.running_pid()
         if pid is not None:
-            log.info("nginx plane running (pid %s): reloading", pid)
-            os.kill(pid, signal.SIGHUP)
+            if changed:
+                log.info("nginx plane running (pid %s): reloading", pid)
+                os.kill(pid, signal.SIGHUP)
         else:
             cmd = [binary, "-c", str(self.layout.conf), "-e", str(self.layout.error_log)]
             result = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True)
