@@ -169,10 +169,17 @@ def _lua_drop_lab_cookies() -> str:
 
 
 def _error_return(status: int, message: str, retry_after: int | None = None) -> str:
-    body = error_bytes(status, message).decode()
-    json.loads(body)  # a body nginx sends as it is
+    """The lab's error envelope as nginx's own reply, its time (epoch ms) filled in by
+    nginx (a fixed one would also change the configuration at every lab start)."""
+    envelope = json.loads(error_bytes(status, message))
+    envelope["metadata"]["time"] = "@NOW@"
+    body = json.dumps(envelope).replace('"@NOW@"', "$sl_now")
     extra = f"add_header Retry-After {retry_after} always;\n      " if retry_after else ""
-    return f"default_type application/json;\n      {extra}return {status} {_quote(body)};"
+    return (
+        "default_type application/json;\n"
+        "      set_by_lua_block $sl_now { return string.format('%d', ngx.now() * 1000) }\n"
+        f"      {extra}return {status} {_quote(body)};"
+    )
 
 
 _CACHE_ZONE = "levels=1 keys_zone=sl_auth:4m max_size=64m inactive=10s use_temp_path=off"
