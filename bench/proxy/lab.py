@@ -13,13 +13,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "bench-admin-password"
-ROUTE = "/api/projects/bench/services/up/8091"
+ROUTE = "/api/projects/bench/services/upstream/8091"
 
 #: The service: nginx on the port the lab gives it, serving the benchmark's folder.
 SERVICE_MAIN = """
@@ -48,8 +49,11 @@ def _request(url: str, method: str = "GET", body: object = None, token: str = ""
         req.add_header("Content-Type", "application/json")
     if token:
         req.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())["data"]
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())["data"]
+    except urllib.error.HTTPError as exc:
+        raise SystemExit(f"{method} {url}: {exc.code} {exc.read().decode()}") from None
 
 
 def _login(url: str) -> str:
@@ -80,7 +84,6 @@ def whole_lab(tmp: Path, plane: str, port: int, www: Path) -> Iterator[tuple[int
         "SERVICELAB_RUNTIME": "local",
         "SERVICELAB_PROXY": plane,
         "SERVICELAB_ADMIN_PASSWORD": PASSWORD,
-        "SERVICELAB_LOG_LEVEL": "warning",
         "SERVICELAB_UV_CACHE_DIR": str(ROOT / ".cache" / "uv"),
     }
     log = open(tmp / f"lab-{plane}.log", "wb")  # noqa: SIM115
@@ -101,7 +104,7 @@ def whole_lab(tmp: Path, plane: str, port: int, www: Path) -> Iterator[tuple[int
         admin = _login(url)
         _request(f"{url}/api/projects", "POST", {"name": "bench"}, admin)
         _request(
-            f"{url}/api/projects/bench/services?name=up",
+            f"{url}/api/projects/bench/services?name=upstream",
             "POST",
             {"EXECUTE_CODE": str(code), "BENCH_WWW": str(www), "BENCH_TMP": str(svc_tmp)},
             admin,
@@ -121,8 +124,8 @@ def whole_lab(tmp: Path, plane: str, port: int, www: Path) -> Iterator[tuple[int
                 time.sleep(0.2)  # polling, with the deadline above
         yield proc.pid, token
     finally:
-        with contextlib.suppress(Exception):
-            _request(f"{url}/api/projects/bench/services/up", "DELETE", token=_login(url))
+        with contextlib.suppress(Exception, SystemExit):
+            _request(f"{url}/api/projects/bench/services/upstream", "DELETE", token=_login(url))
         proc.terminate()
         try:
             proc.wait(timeout=20)

@@ -347,6 +347,8 @@ http {{
       proxy_set_header X-Sl-Method $request_method;
       proxy_set_header X-Sl-Scheme $scheme;
       proxy_set_header X-Sl-Upgrade $http_upgrade;
+      # nginx caches buffered responses only (buffering is off everywhere else).
+      proxy_buffering on;
       proxy_cache sl_auth;
       proxy_cache_methods GET HEAD POST;
       proxy_cache_key $sl_key;
