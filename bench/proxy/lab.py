@@ -99,7 +99,8 @@ def whole_lab(tmp: Path, plane: str, port: int, www: Path) -> Iterator[tuple[int
                     break
             except Exception:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit(f"the {plane} lab did not start: see {log.name}") from None
+                    text = Path(log.name).read_text(errors="replace")[-3000:]
+                    raise SystemExit(f"the {plane} lab did not start:\n{text}") from None
                 time.sleep(0.1)  # polling, with the deadline above
         admin = _login(url)
         _request(f"{url}/api/projects", "POST", {"name": "bench"}, admin)

@@ -1,4 +1,4 @@
-"""The lab's `auth_request` endpoint for the nginx data plane.
+"""The lab's decision endpoint for the nginx data plane (nginx asks by subrequest).
 
 nginx asks with the original request's headers plus `X-Sl-Uri`, `X-Sl-Method`,
 `X-Sl-Scheme`, `X-Sl-Upgrade` and the plane's key. The answer is `ProxyApp`'s own

@@ -1,18 +1,20 @@
 """The nginx data plane's configuration, generated from the lab's settings and routes.
 
 nginx is the front door on the public port; the lab listens behind it on a Unix socket.
-A request for a service route is checked by an `auth_request` to the lab (the same
-`ProxyApp` admission as the embedded plane: same `TokenAuthority`, same token order,
+A request for a service route is checked by a subrequest to the lab's auth endpoint (the
+same `ProxyApp` admission as the embedded plane: same `TokenAuthority`, same token order,
 same service-origin rules). The lab answers 200 with what nginx needs to forward the
 request itself (upstream, cleaned Cookie, Authorization or not, the prefix rule), and
-nginx caches that answer for 1 s (the issue allows 2) under a key of everything the
-decision reads. Any other answer means "let the lab serve this one": login redirects,
+nginx keeps that answer for 1 s (the issue allows 2) in shared memory, under a key of
+everything the decision reads. Any other answer means "let the lab serve this one": login redirects,
 handshakes, 401/403/404, 503 + Retry-After, the sandboxed fallback. So every rule lives
 once, in Python, and nginx only moves bytes for requests the lab has admitted.
 
-Lua (Debian's libnginx-mod-http-lua) does the two things plain nginx cannot: remove
-request headers by pattern (`X-Forwarded-*`, `X-Lab-*`, ...) before anything sees them,
-and drop a service's `Set-Cookie` for the lab's own cookie names.
+Lua (Debian's libnginx-mod-http-lua) does what plain nginx cannot: remove request
+headers by pattern (`X-Forwarded-*`, `X-Lab-*`, ...) before anything sees them, drop a
+service's `Set-Cookie` for the lab's own cookie names, and keep decisions in shared
+memory (`auth_request` with `proxy_cache`, the no-Lua way, costs a subrequest and a cache
+file read per request: a third of the requests/s).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from servicelab.envelope import error_bytes
 from servicelab.proxy.origins import SECURE_SERVICE_COOKIE, SERVICE_COOKIE
 from servicelab.runtimes.base import Address
 
-#: The lab's endpoint for nginx's `auth_request`; refused to anyone without the key.
+#: The lab's endpoint for nginx's decision subrequests; refused to anyone without the key.
 AUTH_PATH = "/_servicelab/nginx-auth"
 MODULES = Path("/usr/lib/nginx/modules")
 #: Request headers removed by pattern before anything else (see headers.py): names that
@@ -76,7 +78,7 @@ class NginxLayout:
     def make(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o700)
-        for sub in ("tmp", "cache"):
+        for sub in ("tmp",):
             (self.root / sub).mkdir(exist_ok=True)
 
 
@@ -168,6 +170,47 @@ def _lua_drop_lab_cookies() -> str:
       }}"""
 
 
+#: The decision's fields, in the order the cache keeps them (joined by newlines, which no
+#: header value holds).
+_FIELDS = ("upstream", "address", "strip", "query", "cookie", "authorization", "user", "project")
+#: Seconds nginx reuses a decision: the issue allows 2; with the lab's own caches (2.5 s)
+#: a revoked token stops working within 5 s.
+DECISION_TTL = 1.0
+
+
+def _lua_decide() -> str:
+    """Access phase: the decision from nginx's shared memory, else from the lab (a
+    subrequest to its auth endpoint), kept `DECISION_TTL` seconds. A shared dict instead
+    of `proxy_cache`: no file per decision and no subrequest on a hit."""
+    fields = ", ".join(f'"{f}"' for f in _FIELDS)
+    headers = ", ".join(f'"x-sl-{f}"' for f in _FIELDS)
+    return f"""      access_by_lua_block {{
+        local fields = {{ {fields} }}
+        local cache = ngx.shared.sl_decisions
+        local key = ngx.var.sl_key
+        local hit = cache:get(key)
+        if hit == nil then
+          local res = ngx.location.capture("/_sl_auth", {{ copy_all_vars = true }})
+          if res.status == 401 then return ngx.exec("@sl_lab") end
+          if res.status ~= 200 then return ngx.exec("@sl_lab_down") end
+          local names = {{ {headers} }}
+          local values = {{}}
+          for i, name in ipairs(names) do
+            local v = res.header[name]
+            if type(v) == "table" then v = v[1] end
+            values[i] = v or ""
+          end
+          hit = table.concat(values, "\\n")
+          cache:set(key, hit, {DECISION_TTL})
+        end
+        local i = 1
+        for value in string.gmatch(hit .. "\\n", "([^\\n]*)\\n") do
+          ngx.var["sl_" .. fields[i]] = value
+          i = i + 1
+        end
+      }}"""
+
+
 def _error_return(status: int, message: str, retry_after: int | None = None) -> str:
     """The lab's error envelope as nginx's own reply, its time (epoch ms) filled in by
     nginx (a fixed one would also change the configuration at every lab start)."""
@@ -182,7 +225,6 @@ def _error_return(status: int, message: str, retry_after: int | None = None) -> 
     )
 
 
-_CACHE_ZONE = "levels=1 keys_zone=sl_auth:4m max_size=64m inactive=10s use_temp_path=off"
 #: Everything the lab's decision reads, so that a cached decision is the one the lab
 #: would make for this request (the route prefix stands for project, service and port).
 _DECISION_KEY = "|".join(
@@ -224,9 +266,6 @@ def nginx_conf(settings: PlaneSettings, layout: NginxLayout) -> str:
   map $http_x_forwarded_host $sl_fwd_host { "" $http_host; ~^\\s*(?<h>[^,\\s]+) $h; }"""
     else:
         fwd_for, fwd_proto, fwd_host, trusted_maps = "$remote_addr", "$scheme", "$http_host", ""
-    # nginx counts cache validity in whole seconds (and rounds up a part): 1 s keeps it
-    # within the 2 s the issue allows, and a revocation within 5 s with the lab's own cache.
-    ttl = 1
     common = f"""proxy_http_version 1.1;
       proxy_set_header Host $http_host;
       proxy_set_header Upgrade $http_upgrade;
@@ -261,7 +300,7 @@ http {{
   proxy_read_timeout {_timeout(s.read_timeout)};
   proxy_send_timeout {_timeout(s.read_timeout)};
   proxy_connect_timeout {_timeout(s.connect_timeout)};
-  proxy_cache_path {layout.root}/cache {_CACHE_ZONE};
+  lua_shared_dict sl_decisions 32m;
   lua_package_path "/usr/share/lua/5.1/?.lua;;";
 
   map $http_upgrade $sl_connection {{ default upgrade; "" ""; }}
@@ -301,17 +340,16 @@ http {{
       set $sl_prefix $sl_prefix_of_uri;
       set $sl_uri $request_uri;
       set $sl_key "{_DECISION_KEY}";
-      auth_request /_sl_auth;
-      auth_request_set $sl_upstream $upstream_http_x_sl_upstream;
-      auth_request_set $sl_address $upstream_http_x_sl_address;
-      auth_request_set $sl_strip $upstream_http_x_sl_strip;
-      auth_request_set $sl_query $upstream_http_x_sl_query;
-      auth_request_set $sl_cookie $upstream_http_x_sl_cookie;
-      auth_request_set $sl_authorization $upstream_http_x_sl_authorization;
-      auth_request_set $sl_user $upstream_http_x_sl_user;
-      auth_request_set $sl_project $upstream_http_x_sl_project;
-      error_page 401 = @sl_lab;
-      error_page 500 = @sl_lab_down;
+      set $sl_method $request_method;
+      set $sl_upstream "";
+      set $sl_address "";
+      set $sl_strip "";
+      set $sl_query "";
+      set $sl_cookie "";
+      set $sl_authorization "";
+      set $sl_user "";
+      set $sl_project "";
+{_lua_decide()}
       {common}
       proxy_set_header Cookie $sl_cookie;
       proxy_set_header Authorization $sl_authorization;
@@ -337,6 +375,7 @@ http {{
     location = /_sl_auth {{
       internal;
       proxy_http_version 1.1;
+      proxy_buffering on;
       proxy_pass http://sl_lab{AUTH_PATH};
       proxy_pass_request_body off;
       proxy_set_header Content-Length "";
@@ -344,17 +383,9 @@ http {{
       proxy_set_header Host $http_host;
       proxy_set_header X-Sl-Key {_quote(s.key)};
       proxy_set_header X-Sl-Uri $sl_uri;
-      proxy_set_header X-Sl-Method $request_method;
+      proxy_set_header X-Sl-Method $sl_method;
       proxy_set_header X-Sl-Scheme $scheme;
       proxy_set_header X-Sl-Upgrade $http_upgrade;
-      # nginx caches buffered responses only (buffering is off everywhere else).
-      proxy_buffering on;
-      proxy_cache sl_auth;
-      proxy_cache_methods GET HEAD POST;
-      proxy_cache_key $sl_key;
-      proxy_cache_valid 200 {ttl}s;
-      proxy_cache_valid any 0;
-      proxy_ignore_headers Cache-Control Expires Set-Cookie Vary X-Accel-Expires X-Accel-Buffering;
     }}
   }}
 }}
