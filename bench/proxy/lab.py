@@ -147,3 +147,13 @@ def nginx_pids(tmp: Path, plane: str) -> list[int]:
     master = int(pid_file.read_text().split()[0])
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     return [master, *(int(c) for c in children)]
+
+
+def service_address(tmp: Path, plane: str) -> str:
+    """host:port of the benchmark's service, from the nginx plane's routes."""
+    import re
+
+    routes = (tmp / f"lab-{plane}" / "nginx" / "routes.conf").read_text()
+    found = re.search(r"server (127\.0\.0\.1:\d+);", routes)
+    assert found, routes
+    return found.group(1)

@@ -265,13 +265,14 @@ def rss_sum_mib(pids: list[int]) -> float:
 
 
 #: Short names of the targets, as the summary and targets use them.
-DIRECT, PASS, CHP, STAND_IN, EMBEDDED, NGINX = (
+DIRECT, PASS, CHP, STAND_IN, EMBEDDED, NGINX, SERVICE = (
     "direct",
     "nginx proxy_pass",
     "CHP",
     "stand-in",
     "lab embedded",
     "lab nginx",
+    "lab's service",
 )
 
 
@@ -296,7 +297,7 @@ def main() -> None:
         raise SystemExit(f"CHP is missing: cd {HERE} && npm install")
     sys.path.insert(0, str(HERE))
     from lab import ROUTE as LAB_ROUTE
-    from lab import nginx_pids, whole_lab
+    from lab import nginx_pids, service_address, whole_lab
 
     results: list[WrkResult] = []
     downloads: dict[str, float] = {}
@@ -344,6 +345,8 @@ def main() -> None:
                     (STAND_IN, f"http://127.0.0.1:{lab_port}{ROUTE}{SMALL}", TOKEN, lab.pid),
                     (EMBEDDED, embedded_url + SMALL, embedded_token, embedded_pid),
                     (NGINX, nginx_url + SMALL, nginx_token, None),
+                    # The whole labs' service itself: what neither plane can beat.
+                    (SERVICE, f"http://{service_address(tmp, 'nginx')}{SMALL}", "", None),
                 ]
                 for c in conns:
                     runs: dict[str, list[WrkResult]] = {t[0]: [] for t in targets}
