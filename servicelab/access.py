@@ -100,11 +100,11 @@ class LabAuthorizer:
             raise AuthError(404, f"Project {project!r} was not found.")
         if not decision.allowed:
             raise AuthError(403, f"Your token does not open project {project!r}.")
-        return Principal(
-            user=decision.identity.username,
-            project=decision.project.name,
-            token_id=decision.identity.token_id,
-        )
+        identity = decision.identity
+        # A project token opens the project by itself, for no one in particular: the user
+        # who made it is not the one using it (it may be a script, a colleague, a service).
+        user = None if identity.is_project_token else identity.username
+        return Principal(user=user, project=decision.project.name, token_id=identity.token_id)
 
     async def authorize_parent(self, token_id: str, project: str) -> Principal:
         # The service-origin cookie's way: cached like tokens, so that a browser on a
@@ -133,7 +133,8 @@ class LabAuthorizer:
         allowed = await asyncio.to_thread(self.authority.can_open, identity, ref)
         if not allowed:
             raise AuthError(403, f"You no longer have access to project {project!r}.")
-        return Principal(user=identity.username, project=ref.name, token_id=token_id)
+        user = None if identity.is_project_token else identity.username
+        return Principal(user=user, project=ref.name, token_id=token_id)
 
     @property
     def _parents(self) -> ParentTokens:

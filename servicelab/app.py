@@ -12,16 +12,19 @@ from fastapi.responses import JSONResponse, Response
 
 from servicelab import envelope
 from servicelab.access import LabAuthorizer, LabCodes, LabResolver
+from servicelab.api import admin as admin_api
 from servicelab.api import auth as auth_api
 from servicelab.api import files as files_api
 from servicelab.api import projects as projects_api
 from servicelab.api import services as services_api
+from servicelab.api.deploy_policy import isolation_notice
 from servicelab.api.deps import require_admin
 from servicelab.api.errors import install_error_handlers
 from servicelab.auth import TokenAuthority
-from servicelab.bootstrap import ensure_admin, load_secret_key
+from servicelab.bootstrap import ensure_admin, load_secret_key, prepare_data_dir
 from servicelab.config import Settings
 from servicelab.db import Database
+from servicelab.logins import LoginGate
 from servicelab.proxy import ProxyApp, ProxySettings, render_metrics
 from servicelab.runtimes.select import make_runtime
 from servicelab.services import ServiceManager
@@ -41,7 +44,7 @@ def create_app(
     (the `serve` command prints it); it is called at most once per lab.
     """
     settings = settings or Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(settings.data_dir)
     db = Database(settings.resolved_database_url)
     db.migrate()
     admin_password = settings.admin_password.get_secret_value() if settings.admin_password else None
@@ -73,6 +76,7 @@ def create_app(
     app.state.db = db
     app.state.secret_key = load_secret_key(settings.data_dir)
     app.state.authority = TokenAuthority(db, settings.auth_cache_ttl)
+    app.state.login_gate = LoginGate()
     #: async callables taking a project name, run before a project is deleted
     app.state.project_cleanups = []
     app.state.on_startup = []
@@ -80,11 +84,18 @@ def create_app(
 
     services = ServiceManager(db, make_runtime(settings), app.state.authority, settings)
     app.state.services = services
+    # Runtime isolation (issue 12): said at start, and shown by the UI.
+    app.state.isolation_notice = isolation_notice(settings, services.runtime)
+    if app.state.isolation_notice:
+        log.warning("%s", app.state.isolation_notice)
+    elif note := getattr(services.runtime, "isolation_note", None):
+        log.info("%s", note)
     app.state.on_startup.append(services.start)
     app.state.on_shutdown.append(services.close)
     app.state.project_cleanups.append(services.delete_project)
 
     install_error_handlers(app)
+    app.include_router(admin_api.router)
     app.include_router(auth_api.router)
     app.include_router(projects_api.router)
     app.include_router(services_api.router)

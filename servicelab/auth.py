@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from servicelab.db import ApiToken, Database, Membership, Project, User, utcnow
@@ -292,3 +292,20 @@ class TokenAuthority:
 def revoke(session: Session, token: ApiToken) -> None:
     if token.revoked_at is None:
         token.revoked_at = utcnow()
+
+
+def revoke_member_tokens(session: Session, user_id: str, project_id: str) -> int:
+    """Revoke the project tokens `user_id` made for `project_id`: called when the user
+    leaves the project, since a project token opens the project on its own and would
+    otherwise outlive its maker's access. Services' own tokens (no maker) stay."""
+    result = session.execute(
+        update(ApiToken)
+        .where(
+            ApiToken.user_id == user_id,
+            ApiToken.project_id == project_id,
+            ApiToken.kind == "project",
+            ApiToken.revoked_at.is_(None),
+        )
+        .values(revoked_at=utcnow())
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

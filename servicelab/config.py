@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import ByteSize, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -54,8 +54,22 @@ class Settings(BaseSettings):
     runtime_image: str = "servicelab/runtime:latest"
     #: Docker: the lab runs in a container on the project networks and reaches services by name.
     lab_in_container: bool = False
-    #: Local runtime: uv's package cache, shared by all services (default: in the data dir).
+    #: Largest file one upload may bring, in bytes or with a unit ("500MB", "2GiB"); 0: no limit.
+    max_upload_size: ByteSize = ByteSize(10 * 1024**3)
+    #: Most bytes the files of one project (every version) may take; 0: no quota.
+    project_quota: ByteSize = ByteSize(0)
+    #: Local runtime: uv's package cache of unsandboxed services (default: in the data
+    #: dir). Sandboxed services each keep a cache of their own: a shared writable cache
+    #: would let one service plant packages in another's installs.
     uv_cache_dir: Path | None = None
+    #: Local runtime: "auto" sandboxes every service when the lab is root and bubblewrap
+    #: is installed; "required" refuses to start without a sandbox; "off" never sandboxes.
+    local_sandbox: Literal["auto", "required", "off"] = "auto"
+    #: Local runtime without a sandbox: let members (not only admins) deploy on it anyway.
+    allow_unsandboxed_members: bool = False
+    #: Folders (separated by ':') below which members may run code from a host path in
+    #: EXECUTE_CODE. Empty: members may not name host paths; admins may name any.
+    code_roots: str = ""
     log_level: str = "info"
 
     @property
@@ -63,6 +77,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'servicelab.db').resolve()}"
+
+    @property
+    def code_root_paths(self) -> list[Path]:
+        return [Path(p).expanduser() for p in self.code_roots.split(":") if p.strip()]
 
     @property
     def endpoint(self) -> str:

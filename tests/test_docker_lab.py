@@ -12,6 +12,7 @@ memory when asked. Every container, volume and network carries the module's own
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 import signal
 import subprocess
@@ -313,6 +314,13 @@ def test_example_image_through_the_proxy(lab: DockerLab) -> None:
     assert deployed["connectionPort"] == 8080
     service = api.running(project, "example")
     assert service["dockerImage"] == EXAMPLE_IMAGE
+    # ML Lab's clients find a service by its container's ID, whole or as `docker ps` shows it.
+    container_id = service["dockerId"]
+    assert re.fullmatch(r"[0-9a-f]{64}", container_id), container_id
+    for ref in (container_id, container_id[:12], service["dockerName"]):
+        found = api.http.get(f"/api/projects/{project}/services/{ref}")
+        assert found.status_code == 200 and found.json()["data"]["name"] == "example"
+    assert service["exposedPorts"] == [8080]
 
     index = api.via_proxy(project, "example", 8080)
     assert index.status_code == 200, index.text
@@ -576,9 +584,11 @@ def test_code_service_from_a_local_folder(lab: DockerLab, engine: Any) -> None:
 
     [container] = containers_of(engine, lab.instance_id, f"{project}--coder")
     assert container.image.tags and RUNTIME_IMAGE in container.image.tags
+    # Copied in, not bind-mounted: no folder of the host is in the container (issue 12).
     mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
-    assert mounts["/workspace/code"]["Source"] == str(folder)
-    assert mounts["/workspace/code"]["RW"] is False
+    assert set(mounts) == {"/data"}
+    copied = container.exec_run(["cat", "/workspace/code/__main__.py"])
+    assert copied.output.decode() == (folder / "__main__.py").read_text()
     assert exec_env(engine, container.id)["EXECUTE_CODE"] == "/workspace/code"
 
     # A folder that is not there is a 400 that says so, not a crash loop.

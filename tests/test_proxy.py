@@ -269,6 +269,36 @@ def test_lab_token_cookie_is_secure_over_https(strict_proxy: Proc) -> None:
     assert "Secure" in response.headers["set-cookie"]
 
 
+def test_service_host_cookie_is_host_prefixed_and_secure_over_https(strict_proxy: Proc) -> None:
+    """On a service's own host `lab_token` becomes that host's cookie: `__Host-` prefixed
+    and Secure under https, HttpOnly, SameSite=Lax, no Domain; it opens that service."""
+    host = {"Host": "echo--alpha.localhost", "X-Forwarded-Proto": "https"}
+    response = httpx.get(f"{strict_proxy.url}{ECHO}/who?lab_token={USER_TOKEN}", headers=host)
+    assert response.status_code == 302
+    assert response.headers["location"] == f"{ECHO}/who"
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith("__Host-servicelab_service=")
+    assert {"Path=/", "HttpOnly", "SameSite=Lax", "Secure"} <= set(cookie.split("; "))
+    assert "domain" not in cookie.lower() and USER_TOKEN not in cookie
+    value = cookie.split(";")[0]
+    echo = _echo(
+        httpx.get(f"{strict_proxy.url}{ECHO}/who", headers={**host, "Cookie": f"{value}; a=1"})
+    )
+    assert _headers(echo)["cookie"] == ["a=1"] and _headers(echo)["x-lab-user"] == ["ada"]
+    # The same cookie on another service's host, or the lab's API there: nothing.
+    other = {**host, "Host": "echo--beta.localhost", "Cookie": value}
+    assert (
+        httpx.get(
+            f"{strict_proxy.url}/api/projects/beta/services/echo/8080/", headers=other
+        ).status_code
+        == 401
+    )
+    assert (
+        httpx.get(f"{strict_proxy.url}/metrics", headers={**host, "Cookie": value}).status_code
+        == 404
+    )
+
+
 def test_no_token_gives_401_envelope_to_api_clients(client: httpx.Client) -> None:
     response = client.get(f"{ECHO}/", headers={"Accept": "application/json"})
     assert response.status_code == 401

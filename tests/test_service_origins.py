@@ -9,6 +9,7 @@ credentials allowed), a member `mallory` of `evil` and an `outsider` of everythi
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -200,6 +201,22 @@ def test_a_hostile_page_gets_nothing_on_its_own_origin(lab: LabProcess, browser:
         }"""
     )
     assert own == ["hello", 200]
+    # Its own cookies and forms work on its origin; the lab's cookies never reach it.
+    page.evaluate("() => fetch('setcookie')")
+    page.goto(victim + "whoami")
+    page.evaluate(
+        """() => {
+            const form = document.createElement("form");
+            form.method = "post";
+            form.action = "form";
+            form.innerHTML = '<input name="q" value="posted-by-its-own-form">';
+            document.body.append(form);
+            form.submit();
+        }"""
+    )
+    expect(page.locator("body")).to_contain_text("posted-by-its-own-form")
+    seen = json.loads(page.inner_text("body"))
+    assert seen["cookie"] == "own=kept"
     session = lab_cookies(context, "127.0.0.1")
     assert len(session) == 1
     before = lab_state(lab)

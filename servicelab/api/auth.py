@@ -8,7 +8,9 @@ import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
+from anyio import from_thread
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,26 +24,28 @@ from servicelab.auth import (
     hash_secret,
     issue_token,
     revoke,
+    revoke_member_tokens,
     verify_password,
 )
 from servicelab.credentials import COOKIE_NAME, TokenSource, find_token
 from servicelab.db import ApiToken, Membership, Project, User
+from servicelab.logins import LoginGate, LoginRefused
 from servicelab.spec import normalize_name
 
 from .deps import (
     authority,
     check_csrf,
-    csrf_even_for_get,
     csrf_token_for,
     current_identity,
     db_session,
     find_project,
+    header_identity,
     refuse_cross_origin,
     require_admin,
     require_user,
 )
 from .errors import ApiError
-from .serializers import token_out, user_out
+from .serializers import epoch_ms, last_activity, token_out, user_out
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -69,14 +73,49 @@ class NewToken(BaseModel):
     model_config = {"populate_by_name": True}
 
 
+class PasswordChange(BaseModel):
+    password: str
+    #: Needed when you change your own password (not when an admin changes another's).
+    current_password: str | None = Field(default=None, alias="currentPassword")
+    model_config = {"populate_by_name": True}
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ApiError(400, f"The password needs at least {MIN_PASSWORD_LENGTH} characters.")
+
+
 # -- log-in -----------------------------------------------------------------------------
 
 
-def check_credentials(session: Session, username: str, password: str) -> User:
-    user = session.scalar(select(User).where(User.username == username.lower()))
-    if user is None or not verify_password(user.password_hash, password):
+def login_gate(request: Request) -> LoginGate:
+    gate: LoginGate = request.app.state.login_gate
+    return gate
+
+
+async def verify_login(request: Request, session: Session, username: str, password: str) -> User:
+    """The user, when the password is right: 401 when not, 429 when throttled (see
+    servicelab.logins). Unknown users cost the same hashing as known ones."""
+
+    def find() -> tuple[User, str] | None:
+        user = session.scalar(select(User).where(User.username == username.lower()))
+        return (user, user.password_hash) if user else None
+
+    client = request.client.host if request.client else ""
+    try:
+        user = await login_gate(request).check(username, password, client, find)
+    except LoginRefused as exc:
+        raise ApiError(
+            429, str(exc), code="too_many_requests", headers={"Retry-After": str(exc.retry_after)}
+        ) from None
+    if user is None:
         raise ApiError(401, "Wrong username or password.", code="unauthorized")
     return user
+
+
+def check_credentials(session: Session, username: str, password: str, request: Request) -> User:
+    """`verify_login` for synchronous handlers (they run in a worker thread)."""
+    return from_thread.run(verify_login, request, session, username, password)
 
 
 def start_session(request: Request, response: Response, session: Session, user: User) -> dict:
@@ -87,7 +126,7 @@ def start_session(request: Request, response: Response, session: Session, user: 
         "token": issued.secret,
         "csrfToken": csrf_token_for(request.app.state.secret_key, issued.token.id),
         "user": user_out(user),
-        "expiresAt": issued.token.expires_at.isoformat() if issued.token.expires_at else None,
+        "expiresAt": epoch_ms(issued.token.expires_at),
     }
 
 
@@ -120,12 +159,12 @@ def _basic_credentials(request: Request) -> tuple[str, str]:
 
 
 @router.get("/login", summary="Log in with HTTP Basic credentials (ML Lab)")
-def login_basic(
+async def login_basic(
     request: Request, response: Response, session: Session = Depends(db_session, scope="function")
 ) -> dict:
     username, password = _basic_credentials(request)
-    user = check_credentials(session, username, password)
-    data = start_session(request, response, session, user)
+    user = await verify_login(request, session, username, password)
+    data = await run_in_threadpool(start_session, request, response, session, user)
     # ML Lab's client reads the token itself from `data`.
     return envelope.success(data["token"], message="Logged in.")
 
@@ -147,8 +186,9 @@ async def login_post(
         creds = Credentials.model_validate(raw)
     except ValueError as exc:
         raise ApiError(400, "Both 'username' and 'password' are required.") from exc
-    user = check_credentials(session, creds.username, creds.password)
-    return envelope.success(start_session(request, response, session, user), message="Logged in.")
+    user = await verify_login(request, session, creds.username, creds.password)
+    data = await run_in_threadpool(start_session, request, response, session, user)
+    return envelope.success(data, message="Logged in.")
 
 
 @router.get("/logout", summary="Log out: end the session (ML Lab)")
@@ -190,7 +230,7 @@ def logout_post(
 @router.get(
     "/refresh",
     summary="A fresh session token for the caller",
-    dependencies=[Depends(csrf_even_for_get)],
+    dependencies=[Depends(header_identity)],
 )
 def refresh(
     request: Request,
@@ -210,7 +250,7 @@ def _me(request: Request, identity: Identity, session: Session) -> dict:
         )
     user = session.get(User, identity.user_id)
     assert user is not None
-    data = user_out(user)
+    data = user_out(user, active_at=last_activity(session, [user.id]).get(user.id))
     data["tokenKind"] = identity.kind
     if identity.kind == "session":
         data["csrfToken"] = csrf_token_for(request.app.state.secret_key, identity.token_id)
@@ -250,23 +290,33 @@ def list_users(
     _: Identity = Depends(require_admin), session: Session = Depends(db_session, scope="function")
 ) -> dict:
     users = session.scalars(select(User).order_by(User.username)).all()
-    return envelope.success([user_out(u) for u in users])
+    active = last_activity(session, [u.id for u in users])
+    return envelope.success([user_out(u, active_at=active.get(u.id)) for u in users])
 
 
 @router.post("/users", summary="Create a user (admin)", status_code=201)
 def create_user(
-    body: NewUser | None = Body(default=None),
+    raw: dict[str, Any] | None = Body(default=None),
     username: str | None = Query(default=None, alias="user"),
     password: str | None = Query(default=None),
     admin: bool = Query(default=False),
     _: Identity = Depends(require_admin),
     session: Session = Depends(db_session, scope="function"),
 ) -> dict:
-    if body is None:
+    # ML Lab's client sends the user in the query and always a `{}` body.
+    if raw:
+        try:
+            body = NewUser.model_validate(raw)
+        except ValueError as exc:
+            raise ApiError(
+                400,
+                "Send JSON {'username': ..., 'password': ... (at least "
+                f"{MIN_PASSWORD_LENGTH} characters), 'admin': false}}.",
+            ) from exc
+    else:
         if not username or not password:
             raise ApiError(400, "Give 'username' and 'password' (JSON body or query).")
-        if len(password) < MIN_PASSWORD_LENGTH:
-            raise ApiError(400, f"The password needs at least {MIN_PASSWORD_LENGTH} characters.")
+        _check_password(password)
         body = NewUser(username=username, password=password, admin=admin)
     name = normalize_name(body.username, what="username")
     if session.scalar(select(User.id).where(User.username == name)):
@@ -286,7 +336,8 @@ def get_user(
     found = _find_user(session, user)
     if not identity.is_admin and found.id != identity.user_id:
         raise Forbidden("Only an admin can look at other users.")
-    return envelope.success(user_out(found))
+    active = last_activity(session, [found.id]).get(found.id)
+    return envelope.success(user_out(found, active_at=active))
 
 
 @router.delete("/users/{user}", summary="Delete a user (admin)")
@@ -308,7 +359,7 @@ def delete_user(
 @router.get(
     "/users/{user}/token",
     summary="A new user API token (ML Lab)",
-    dependencies=[Depends(csrf_even_for_get)],
+    dependencies=[Depends(header_identity)],
 )
 def user_token(
     user: str,
@@ -338,10 +389,107 @@ def _set_membership(
         session.add(Membership(user_id=found_user.id, project_id=found_project.id))
     elif not add and existing is not None:
         session.delete(existing)
+    revoked = 0
+    keeps_access = found_user.is_admin or found_project.owner_id == found_user.id
+    if not add and not keeps_access:
+        revoked = revoke_member_tokens(session, found_user.id, found_project.id)
+    # Committed before the caches are emptied: a request in between must not cache the
+    # old membership again.
+    session.commit()
+    authority(request).forget()
+    if add:
+        return envelope.success(
+            None, message=f"{found_user.username} added to {found_project.name}."
+        )
+    return envelope.success(
+        None,
+        message=f"{found_user.username} removed from {found_project.name}; "
+        f"{revoked} project token(s) they made revoked.",
+    )
+
+
+def _change_password(
+    request: Request,
+    session: Session,
+    identity: Identity,
+    user: str,
+    password: str,
+    current_password: str | None,
+    *,
+    need_current: bool,
+) -> str:
+    """Set a new password, end the user's other sessions, and return a fresh session
+    token (ML Lab answered this route with a new token)."""
+    found = _find_user(session, user)
+    own = found.id == identity.user_id
+    if not own and not identity.is_admin:
+        raise Forbidden("You can only change your own password (an admin can change any).")
+    _check_password(password)
+    if (
+        own
+        and need_current
+        and not (current_password and verify_password(found.password_hash, current_password))
+    ):
+        raise ApiError(400, "Your current password is wrong.", code="wrong_password")
+    found.password_hash = hash_password(password)
+    sessions = session.scalars(
+        select(ApiToken).where(
+            ApiToken.user_id == found.id,
+            ApiToken.kind == "session",
+            ApiToken.revoked_at.is_(None),
+            ApiToken.id != identity.token_id,
+        )
+    ).all()
+    for token in sessions:
+        revoke(session, token)
+    ttl = request.app.state.settings.session_ttl
+    issued = issue_token(session, "session", user_id=found.id, name="log-in", expires_in=ttl)
     session.flush()
     authority(request).forget()
-    verb = "added to" if add else "removed from"
-    return envelope.success(None, message=f"{found_user.username} {verb} {found_project.name}.")
+    return issued.secret
+
+
+@router.get(
+    "/users/{user}/password",
+    summary="Change a password (ML Lab; token in the Authorization header only)",
+)
+def change_password_get(
+    user: str,
+    request: Request,
+    password: str = Query(description="The new password"),
+    identity: Identity = Depends(header_identity),
+    session: Session = Depends(db_session, scope="function"),
+) -> dict:
+    secret = _change_password(request, session, identity, user, password, None, need_current=False)
+    return envelope.success(secret, message="Password changed; other sessions ended.")
+
+
+@router.put("/users/{user}/password", summary="Change a password (yours needs the current one)")
+def change_password(
+    user: str,
+    body: PasswordChange,
+    request: Request,
+    identity: Identity = Depends(require_user),
+    session: Session = Depends(db_session, scope="function"),
+) -> dict:
+    secret = _change_password(
+        request, session, identity, user, body.password, body.current_password, need_current=True
+    )
+    return envelope.success(secret, message="Password changed; other sessions ended.")
+
+
+@router.get(
+    "/users/{user}/projects/{project}",
+    summary="Add a user to a project (ML Lab; token in the Authorization header only)",
+)
+def add_member_get(
+    user: str,
+    project: str,
+    request: Request,
+    identity: Identity = Depends(header_identity),
+    session: Session = Depends(db_session, scope="function"),
+) -> dict:
+    return _set_membership(request, session, identity, user, project, add=True)
 
 
 @router.post("/users/{user}/projects/{project}", summary="Add a user to a project")

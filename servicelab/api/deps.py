@@ -91,14 +91,6 @@ def check_csrf(request: Request, identity: Identity) -> None:
         )
 
 
-def csrf_even_for_get(request: Request, identity: Identity = Depends(current_identity)) -> None:
-    """For ML Lab's GET routes that change state (they mint tokens): with the cookie they
-    need the CSRF token as a POST does, since a browser follows a link to them with the
-    cookie from any page, and plain-http hosts get no `Sec-Fetch-Site` to refuse it by."""
-    if getattr(request.state, "by_cookie", False):
-        check_csrf(request, identity)
-
-
 def require_user(identity: Identity = Depends(current_identity)) -> Identity:
     if identity.is_project_token or identity.user_id is None:
         raise Forbidden("A project token cannot do this: use a user's token or log in.")
@@ -145,3 +137,17 @@ def project_context(
     if not authority(request).can_open(identity, found):
         raise Forbidden(f"Your token does not open project {found.name!r}.")
     return ProjectContext(found, identity, session)
+
+
+def header_identity(request: Request, identity: Identity = Depends(require_user)) -> Identity:
+    """The caller of one of ML Lab's state-changing GET routes (they mint tokens, change
+    passwords or members): only a token sent in the Authorization header counts. A
+    browser sends cookies (and follows links carrying `lab_token`) on its own, so a
+    cookie-only GET, e.g. an <img> or a link on another site, must change nothing."""
+    found = find_token(request.headers.get("authorization"), request.cookies, {})
+    if found is None or found.source is not TokenSource.HEADER:
+        raise Forbidden(
+            "This GET route changes state: send your token in the Authorization header, "
+            "or use the POST/PUT route."
+        )
+    return identity

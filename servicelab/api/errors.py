@@ -18,11 +18,19 @@ log = logging.getLogger("servicelab.api")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, *, code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
+        self.headers = headers
 
 
 def error_response(
@@ -44,7 +52,7 @@ def _validation_message(exc: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.code)
+        return error_response(exc.status, exc.message, exc.code, exc.headers)
 
     @app.exception_handler(AuthFailed)
     async def _auth_failed(_: Request, exc: AuthFailed) -> JSONResponse:

@@ -11,8 +11,11 @@ project's files go when the project is deleted.
 from __future__ import annotations
 
 import json
+import mimetypes
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -23,6 +26,7 @@ from starlette.requests import ClientDisconnect
 
 from servicelab import envelope
 from servicelab.auth import Forbidden, Identity
+from servicelab.code_source import DATA_KEY
 from servicelab.files import (
     DATA_TYPES,
     FileInfo,
@@ -32,21 +36,34 @@ from servicelab.files import (
     InvalidKey,
     InvalidRange,
     LocalFileStore,
+    NotRunnable,
+    QuotaExceeded,
 )
 from servicelab.spec import InvalidName, normalize_name
 
 from .deps import authority, current_identity
 from .errors import ApiError
+from .serializers import epoch_ms
 
 router = APIRouter(prefix="/api/projects/{project}/files", tags=["files"])
 
+#: Bytes a multipart body may have beside its file (boundaries, part headers, fields).
+_MULTIPART_ROOM = 64 * 1024
+
 #: ML Lab's clients send `dataset`, `model`...; the keys use the plural.
 _DATA_TYPE_ALIASES = {t: t for t in DATA_TYPES} | {t[:-1]: t for t in DATA_TYPES}
+
+#: User metadata comes as ML Lab's (and S3's) `x-amz-meta-<name>` request headers.
+METADATA_PREFIX = "x-amz-meta-"
+#: S3's limit for user metadata: names and values together.
+MAX_METADATA_BYTES = 2048
+_METADATA_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
 def install(app: FastAPI) -> None:
     """Add the file routes and the store to the lab's FastAPI app."""
     store = LocalFileStore(app.state.settings.data_dir / "files")
+    store.remove_stale_temp_files()
     app.state.files = store
     app.state.project_cleanups.append(store.delete_project)
     app.include_router(router)
@@ -88,13 +105,17 @@ def _store_errors() -> Iterator[None]:
         raise ApiError(404, str(exc), code="not_found") from None
     except FileTooLarge as exc:
         raise ApiError(413, str(exc), code="payload_too_large") from None
+    except QuotaExceeded as exc:
+        raise ApiError(507, str(exc), code="insufficient_storage") from None
+    except NotRunnable as exc:
+        raise ApiError(400, str(exc), code="invalid_code") from None
     except InvalidRange as exc:
         raise ApiError(416, str(exc), code="range_not_satisfiable") from None
 
 
 def file_out(info: FileInfo) -> dict[str, Any]:
-    """A file as ML Lab's clients know it (`hash`, `modifiedAt`, `modifiedBy`), with the
-    same facts under servicelab's names beside them."""
+    """A file as ML Lab's LabFile (`hash`, `modifiedAt` in epoch ms, `modifiedBy`,
+    `metadata`...), with the same facts under servicelab's names beside them."""
     return {
         "key": info.key,
         "name": info.name,
@@ -103,11 +124,44 @@ def file_out(info: FileInfo) -> dict[str, Any]:
         "size": info.size,
         "hash": info.sha256,
         "sha256": info.sha256,
-        "modifiedAt": info.created.isoformat(),
-        "createdAt": info.created.isoformat(),
+        "modifiedAt": epoch_ms(info.created),
+        "createdAt": epoch_ms(info.created),
         "modifiedBy": info.uploader,
         "uploader": info.uploader,
+        "contentType": info.content_type or _guess_type(info.name),
+        "description": info.metadata.get("description"),
+        "metadata": dict(info.metadata),
     }
+
+
+def _guess_type(name: str) -> str:
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def upload_metadata(request: Request) -> dict[str, str]:
+    """The `x-amz-meta-*` headers of an upload, without the prefix (names lower-case)."""
+    found: dict[str, str] = {}
+    for header, value in request.headers.items():
+        header = header.lower()
+        if not header.startswith(METADATA_PREFIX):
+            continue
+        name = header[len(METADATA_PREFIX) :]
+        if not _METADATA_NAME.match(name):
+            raise ApiError(
+                400,
+                f"Invalid metadata header {header!r}: after {METADATA_PREFIX!r} use letters, "
+                "digits, '_', '.' or '-'.",
+                code="invalid_metadata",
+            )
+        found[name] = value
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in found.items())
+    if size > MAX_METADATA_BYTES:
+        raise ApiError(
+            400,
+            f"The x-amz-meta-* metadata has {size} bytes; at most {MAX_METADATA_BYTES} are kept.",
+            code="invalid_metadata",
+        )
+    return found
 
 
 def _data_type(value: str) -> str:
@@ -119,6 +173,25 @@ def _data_type(value: str) -> str:
             code="invalid_key",
         )
     return data_type
+
+
+async def check_code_source(request: Request, project: str, code: str) -> None:
+    """When a code service's source is a data key, its file must exist and be runnable:
+    checked at deploy, so that a bad archive is a 400 that names the problem."""
+    key = code.strip()
+    if not DATA_KEY.match(key):
+        return
+    store: FileStore = request.app.state.files
+    try:
+        await store.check_code(project, key)
+    except FileNotFound:
+        raise ApiError(
+            400,
+            f"EXECUTE_CODE {key!r}: project {project!r} has no such file; upload it first.",
+            code="invalid_code",
+        ) from None
+    except (InvalidKey, NotRunnable) as exc:
+        raise ApiError(400, str(exc), code="invalid_code") from None
 
 
 # --- upload -----------------------------------------------------------------------------
@@ -147,6 +220,7 @@ class _FilePart:
         self.found = False
         self.finished = False
         self.filename: str | None = None
+        self.content_type: str | None = None
         self._parser = MultipartParser(
             boundary,
             {
@@ -184,6 +258,7 @@ class _FilePart:
             self.found = self._in_file = True
             filename = options.get(b"filename")
             self.filename = filename.decode("utf-8", "replace") if filename else None
+            self.content_type = self._headers.get("content-type") or None
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._in_file:
@@ -250,13 +325,18 @@ async def upload(
     if not data_type:
         raise ApiError(400, f"Give 'dataType': one of {', '.join(DATA_TYPES)}.")
     kind = _data_type(data_type)
-    max_size = getattr(request.app.state.settings, "max_upload_size", None) or None
-    length = request.headers.get("content-length", "")
-    if max_size and length.isdigit() and int(length) > max_size:
-        raise ApiError(
-            413, f"The file is larger than the limit of {max_size} bytes.", code="payload_too_large"
-        )
+    metadata = upload_metadata(request)
+    settings = request.app.state.settings
+    max_size = int(settings.max_upload_size) or None
     content_type, options = parse_options_header(request.headers.get("content-type"))
+    # Refused before reading when the body is too large even without a multipart
+    # envelope; the exact limits are checked on the bytes of the file itself.
+    length = request.headers.get("content-length", "")
+    envelope_room = _MULTIPART_ROOM if content_type == b"multipart/form-data" else 0
+    announced = max(0, int(length) - envelope_room) if length.isdigit() else None
+    if max_size and announced and announced > max_size:
+        raise ApiError(413, _too_large(max_size), code="payload_too_large")
+    quota_left = await _quota_left(store, project, int(settings.project_quota), announced)
     body = request.stream()
     try:
         if content_type == b"multipart/form-data":
@@ -267,10 +347,12 @@ async def upload(
             await part.start()
             chunks = part.chunks()
             name = file_name or _base_name(part.filename)
+            part_type = part.content_type
         else:
             # A raw body (curl --data-binary) is the file itself.
             chunks = _raw_chunks(body)
             name = file_name
+            part_type = content_type.decode("latin-1") or None
         if not name:
             raise ApiError(400, "Give 'fileName', or send the file with a file name.")
         with _store_errors():
@@ -278,16 +360,83 @@ async def upload(
                 project,
                 kind,
                 name,
-                chunks,
+                _limited(chunks, max_size, project, quota_left),
                 identity.username,
                 versioning=versioning,
-                max_size=max_size,
+                metadata=metadata,
+                content_type=_stored_type(part_type),
             )
     except UploadError as exc:
         raise ApiError(400, str(exc), code="bad_upload") from None
     except ClientDisconnect:
         raise ApiError(400, "The client went away before the upload was complete.") from None
-    return envelope.success(info.key, message=f"Uploaded {info.key} ({info.size} bytes).")
+    # As in ML Lab, a file uploaded without versioning has a key without a version.
+    key = info.key if versioning else f"{info.data_type}/{info.name}"
+    return envelope.success(key, message=f"Uploaded {info.key} ({info.size} bytes).")
+
+
+def _stored_type(value: str | None) -> str | None:
+    """A sender's content type worth keeping: not the generic ones clients always send."""
+    if not value or value.split(";")[0].strip().lower() in (
+        "application/octet-stream",
+        "multipart/form-data",
+        "application/x-www-form-urlencoded",
+    ):
+        return None
+    return value[:255]
+
+
+def _too_large(max_size: int) -> str:
+    return (
+        f"The file is larger than the upload limit of {max_size} bytes "
+        "(the lab's SERVICELAB_MAX_UPLOAD_SIZE)."
+    )
+
+
+@dataclass(frozen=True)
+class _QuotaLeft:
+    quota: int
+    used: int
+
+    @property
+    def left(self) -> int:
+        return self.quota - self.used
+
+    def message(self, project: str) -> str:
+        return (
+            f"Project {project!r} has a storage quota of {self.quota} bytes and uses "
+            f"{self.used}: this upload does not fit. Delete files (or old versions) first, "
+            "or ask an admin to raise SERVICELAB_PROJECT_QUOTA."
+        )
+
+
+async def _quota_left(
+    store: FileStore, project: str, quota: int, announced: int | None
+) -> _QuotaLeft | None:
+    """What the project may still store, when it has a quota. Checked against what was
+    stored when the upload began: uploads running side by side may together pass it."""
+    if not quota:
+        return None
+    with _store_errors():
+        left = _QuotaLeft(quota, await store.usage(project))
+    if announced is not None and announced > left.left:
+        raise ApiError(507, left.message(project), code="insufficient_storage")
+    return left
+
+
+async def _limited(
+    chunks: AsyncIterator[bytes], max_size: int | None, project: str, quota: _QuotaLeft | None
+) -> AsyncIterator[bytes]:
+    """The upload's bytes, stopped (the store then removes what it wrote) once they pass
+    the upload limit or the project's quota."""
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if max_size is not None and size > max_size:
+            raise FileTooLarge(_too_large(max_size))
+        if quota is not None and size > quota.left:
+            raise QuotaExceeded(quota.message(project))
+        yield chunk
 
 
 def _base_name(filename: str | None) -> str | None:
@@ -344,7 +493,8 @@ async def download(
     headers = {
         "ETag": etag,
         "Accept-Ranges": "bytes",
-        "Content-Disposition": f'attachment; filename="{info.name.rsplit("/", 1)[-1]}"',
+        # `size=` last: ML Lab's client reads the size for its progress bar from there.
+        "Content-Disposition": _disposition(info),
         "X-Content-Type-Options": "nosniff",
         "Cache-Control": "private, no-cache",
     }
@@ -379,6 +529,11 @@ async def download(
     )
 
 
+def _disposition(info: FileInfo) -> str:
+    name = info.name.rsplit("/", 1)[-1].replace('"', "")
+    return f'attachment; filename="{name}"; size={info.size}'
+
+
 # --- info, list, delete -----------------------------------------------------------------
 
 
@@ -399,6 +554,9 @@ async def list_files(
     data_type: str | None = Query(default=None, alias="dataType"),
     prefix: str | None = Query(default=None),
     all_versions: bool = Query(default=False, alias="allVersions"),
+    aggregate_versions: bool = Query(
+        default=True, alias="aggregateVersions", description="ML Lab's: false lists every version"
+    ),
     store: FileStore = Depends(file_store),
 ) -> dict:
     with _store_errors():
@@ -406,18 +564,30 @@ async def list_files(
             project,
             prefix or None,
             _data_type(data_type) if data_type else None,
-            all_versions=all_versions,
+            all_versions=all_versions or not aggregate_versions,
         )
     return envelope.success([file_out(i) for i in found])
 
 
-@router.delete("", summary="Delete one version (versioned key) or every version of a file")
+@router.delete(
+    "", summary="Delete one version (versioned key), every version, or all but the newest"
+)
 async def delete_file(
     file_key: str = Query(alias="fileKey"),
+    keep_latest_versions: int = Query(
+        default=0,
+        alias="keepLatestVersions",
+        ge=0,
+        description="ML Lab's: keep the newest N versions of the key's name, delete the rest",
+    ),
     project: str = Depends(file_project),
     store: FileStore = Depends(file_store),
 ) -> dict:
     with _store_errors():
-        deleted = await store.delete(project, file_key)
+        if keep_latest_versions:
+            deleted = await store.delete_older(project, file_key, keep_latest_versions)
+        else:
+            deleted = await store.delete(project, file_key)
     keys = [i.key for i in deleted]
-    return envelope.success(keys, message=f"Deleted {', '.join(keys)}.")
+    message = f"Deleted {', '.join(keys)}." if keys else "Nothing to delete."
+    return envelope.success(keys, message=message)

@@ -16,9 +16,9 @@ from servicelab.spec import normalize_name
 from .deps import (
     ProjectContext,
     authority,
-    csrf_even_for_get,
     current_identity,
     db_session,
+    header_identity,
     project_context,
     require_user,
 )
@@ -98,6 +98,20 @@ def create_project(
     )
 
 
+@router.get("/{project}/available", summary="Whether a project name is free (ML Lab)")
+def project_available(
+    project: str,
+    _: Identity = Depends(require_user),
+    session: Session = Depends(db_session, scope="function"),
+) -> dict:
+    """200 with `data: true` when a project of this name can be created; 409 when the
+    name is taken (creating it would fail the same way); 400 for an invalid name."""
+    name = normalize_name(project, what="project name")
+    if session.scalar(select(Project.id).where(Project.name == name)):
+        raise ApiError(409, f"Project {name!r} already exists.", code="conflict")
+    return envelope.success(True, message=f"Project name {name!r} is available.")
+
+
 @router.get("/{project}", summary="One project")
 def get_project(ctx: ProjectContext = Depends(project_context)) -> dict:
     session, project = ctx.session, ctx.project
@@ -143,7 +157,7 @@ def _require_person(ctx: ProjectContext) -> Identity:
 @router.get(
     "/{project}/token",
     summary="A new project API token (ML Lab)",
-    dependencies=[Depends(csrf_even_for_get)],
+    dependencies=[Depends(header_identity)],
 )
 def project_token(ctx: ProjectContext = Depends(project_context)) -> dict:
     identity = _require_person(ctx)

@@ -7,6 +7,7 @@ whole spec (create or update, idempotent).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -24,14 +25,18 @@ from servicelab.spec import (
     HealthCheck,
     Resources,
     ServiceSpec,
+    is_code_runner_image,
     name_from_code,
     name_from_image,
     normalize_name,
+    same_image,
 )
 
+from .deploy_policy import check_deploy
 from .deps import ProjectContext, project_context
 from .errors import ApiError
-from .serializers import browser_base, iso
+from .files import check_code_source
+from .serializers import browser_base, epoch_ms, source_out
 
 router = APIRouter(prefix="/api/projects/{project}/services", tags=["services"])
 
@@ -172,7 +177,7 @@ def service_out(row: Service, project: str, request: Request) -> dict[str, Any]:
         "LAB_SERVICE_PATH": base,
     }
     if spec.code:
-        configuration["EXECUTE_CODE"] = spec.code
+        configuration["EXECUTE_CODE"] = source_out(spec.code)
     configuration.update({k: MASK if spec.is_secret(k) else v for k, v in spec.env.items()})
     # Browsers open a service on its own origin; API clients use `endpoint` (the path).
     browse = browser_base(request, project, row.name)
@@ -182,7 +187,8 @@ def service_out(row: Service, project: str, request: Request) -> dict[str, Any]:
         "project": project,
         "dockerImage": spec.image or (settings.runtime_image if row.runtime == "docker" else None),
         "dockerName": spec.key,
-        "code": spec.code,
+        "dockerId": docker_id(row, spec),
+        "code": source_out(spec.code),
         "runtime": row.runtime,
         "status": row.phase,
         "reason": row.reason,
@@ -190,7 +196,7 @@ def service_out(row: Service, project: str, request: Request) -> dict[str, Any]:
         "desired": row.desired,
         "restarts": row.restarts,
         "connectionPort": spec.connection_port,
-        "exposedPorts": [str(p) for p in spec.ports],
+        "exposedPorts": list(spec.ports),
         "ports": ports,
         "endpoint": f"{settings.endpoint}{base}{spec.connection_port}/"
         if spec.connection_port
@@ -212,10 +218,42 @@ def service_out(row: Service, project: str, request: Request) -> dict[str, Any]:
         "stripPrefix": spec.strip_prefix,
         "health": {"path": spec.health.path, "port": spec.health.port},
         "createdBy": row.created_by,
-        "createdAt": iso(row.created_at),
-        "modifiedAt": iso(row.modified_at),
-        "startedAt": iso(row.started_at),
+        "createdAt": epoch_ms(row.created_at),
+        "modifiedAt": epoch_ms(row.modified_at),
+        "startedAt": epoch_ms(row.started_at),
+        "adminLink": None,
+        "featureType": None,
     }
+
+
+def docker_id(row: Service, spec: ServiceSpec) -> str:
+    """ML Lab's `dockerId`: the container's ID on Docker; elsewhere the instance has no
+    ID of its own and is named by its key (the `dockerName`)."""
+    container = (row.handle or {}).get("container_id")
+    return str(container) if container else spec.key
+
+
+async def find_service(request: Request, ctx: ProjectContext, ref: str) -> Service:
+    """A service by its name, or, as ML Lab's clients look them up, by its `dockerName`
+    (`<project>--<service>`) or its `dockerId` (the whole container ID or a prefix of at
+    least 12 characters, as `docker ps` shows it)."""
+    services = manager(request)
+    try:
+        return await services.get(ctx.project, ref)
+    except ServiceError as exc:
+        if exc.status != 404:
+            raise _raise(exc) from exc
+        not_found = exc
+    prefix = f"{ctx.name}--"
+    if ref.startswith(prefix):
+        with contextlib.suppress(ServiceError):
+            return await services.get(ctx.project, ref[len(prefix) :])
+    if len(ref) >= 12:
+        for row in await services.list_services(ctx.project):
+            container = str((row.handle or {}).get("container_id") or "")
+            if container and container.startswith(ref.lower()):
+                return row
+    raise _raise(not_found) from None
 
 
 def _raise(exc: ServiceError) -> ApiError:
@@ -244,7 +282,7 @@ async def deploy_service(
 ) -> JSONResponse:
     env = {str(k): _env_value(k, v) for k, v in (body or {}).items()}
     code = None
-    if not image or image == request.app.state.settings.runtime_image:
+    if not image or _runs_code(request, image, env):
         code = env.pop("EXECUTE_CODE", None)
         if not code:
             raise ApiError(
@@ -259,6 +297,16 @@ async def deploy_service(
         spec.ports = _code_port(env)
         spec.connection_port = spec.ports[0]
     return await _deploy(request, ctx, spec, replace_existing=False)
+
+
+def _runs_code(request: Request, image: str, env: dict[str, str]) -> bool:
+    settings = request.app.state.settings
+    runtime = manager(request).runtime.name
+    if not is_code_runner_image(image, runtime_image=settings.runtime_image, runtime=runtime):
+        return False
+    # The runtime image always means code (without EXECUTE_CODE that is a clear 400); a
+    # workspace image only when it is given code to run.
+    return bool(env.get("EXECUTE_CODE")) or same_image(image, settings.runtime_image)
 
 
 def _env_value(key: Any, value: Any) -> str:
@@ -287,6 +335,10 @@ async def put_service(
 async def _deploy(
     request: Request, ctx: ProjectContext, spec: ServiceSpec, *, replace_existing: bool
 ) -> JSONResponse:
+    # Runtime isolation (issue 12): host paths and unsandboxed runtimes, see deploy_policy.
+    check_deploy(request.app.state.settings, manager(request).runtime, ctx.identity, spec)
+    if spec.code:
+        await check_code_source(request, ctx.name, spec.code)
     try:
         row, created = await manager(request).deploy(
             ctx.project,
@@ -307,10 +359,7 @@ async def _deploy(
 async def get_service(
     request: Request, service: str, ctx: ProjectContext = Depends(project_context)
 ) -> dict:
-    try:
-        row = await manager(request).get(ctx.project, service)
-    except ServiceError as exc:
-        raise _raise(exc) from exc
+    row = await find_service(request, ctx, service)
     return envelope.success(service_out(row, ctx.name, request))
 
 
@@ -321,19 +370,21 @@ async def delete_service(
     purge: bool = Query(default=False, description="Also delete the service's /data"),
     ctx: ProjectContext = Depends(project_context),
 ) -> dict:
+    name = (await find_service(request, ctx, service)).name
     try:
-        await manager(request).delete(ctx.project, service, purge=purge)
+        await manager(request).delete(ctx.project, name, purge=purge)
     except ServiceError as exc:
         raise _raise(exc) from exc
     kept = "" if purge else " Its data is kept (delete with purge=true to remove it)."
-    return envelope.success(None, message=f"Service {service!r} deleted.{kept}")
+    return envelope.success(None, message=f"Service {name!r} deleted.{kept}")
 
 
 async def _action(request: Request, ctx: ProjectContext, service: str, action: str) -> dict:
     services = manager(request)
     do = {"stop": services.stop, "start": services.start_service, "restart": services.restart}
+    name = (await find_service(request, ctx, service)).name
     try:
-        row = await do[action](ctx.project, service)
+        row = await do[action](ctx.project, name)
     except ServiceError as exc:
         raise _raise(exc) from exc
     return envelope.success(service_out(row, ctx.name, request), message=f"{action.title()}ed.")
@@ -391,10 +442,7 @@ async def service_logs(
     ctx: ProjectContext = Depends(project_context),
 ) -> Any:
     services = manager(request)
-    try:
-        row = await services.get(ctx.project, service)
-    except ServiceError as exc:
-        raise _raise(exc) from exc
+    row = await find_service(request, ctx, service)
     lines = services.logs(row, tail=tail, since=parse_since(since), follow=follow)
     wants_text = "text/plain" in request.headers.get("accept", "")
     if follow or wants_text:

@@ -251,7 +251,7 @@ class ProxyApp:
         path = raw_path.decode("latin-1")
         record(
             stats_for(*UNROUTED),
-            kind.upper()[:4],
+            scope.get("method", "WS"),
             path,
             _client_ip(scope),
             reply.status,
@@ -300,6 +300,8 @@ class ProxyApp:
         method: str = scope.get("method", "GET")
         req = parse_request(scope["headers"], settings.trust_forwarded_headers)
         query_token, query = strip_lab_query(query_string)
+        #: The URL without the lab's credential, where a redirect lands.
+        clean = raw_path + (b"?" + query if query else b"")
         grant = None
         if site is not None:
             # On a service host the lab cookie means nothing (the lab never sets it
@@ -317,8 +319,7 @@ class ProxyApp:
                 if site is not None:
                     # The handshake: the lab checks who this is and sends a code back.
                     return self.handshake.to_lab(self._scheme(scope, req), req, raw_path, query)
-                original = raw_path + (b"?" + query if query else b"")
-                target = quote(original.decode("latin-1"), safe="/")
+                target = quote(clean.decode("latin-1"), safe="/")
                 location = f"{settings.login_path}?next={target}".encode()
                 return Reply(302, b"", [(b"location", location)])
             reply = error(exc.status, exc.message)
@@ -327,8 +328,6 @@ class ProxyApp:
             return reply
 
         scheme = self._scheme(scope, req)
-        #: The URL without the lab's credential, where a redirect lands.
-        clean = raw_path + (b"?" + query if query else b"")
         sandbox = False
         if site is not None:
             if source is TokenSource.GRANT and not cookie_request_allowed(
@@ -361,9 +360,7 @@ class ProxyApp:
             if ws and source is TokenSource.COOKIE and not self._origin_allowed(scope, req):
                 return error(403, "WebSocket from a foreign origin refused (cross-site request).")
             if source is TokenSource.QUERY and not ws and method in ("GET", "HEAD"):
-                return lab_cookie_reply(
-                    scheme, raw_path + (b"?" + query if query else b""), query_token or ""
-                )
+                return lab_cookie_reply(scheme, clean, query_token or "")
         elif self.hosts.domain_for(req) is None:
             sandbox = True
 

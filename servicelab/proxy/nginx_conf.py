@@ -27,24 +27,20 @@ from pathlib import Path
 
 from servicelab.credentials import COOKIE_NAME
 from servicelab.envelope import error_bytes
+from servicelab.proxy.headers import _FORGEABLE, _TRUSTED_FORWARDED, is_forgeable
 from servicelab.proxy.origins import SECURE_SERVICE_COOKIE, SERVICE_COOKIE
 from servicelab.runtimes.base import Address
 
 #: The lab's endpoint for nginx's decision subrequests; refused to anyone without the key.
 AUTH_PATH = "/_servicelab/nginx-auth"
 MODULES = Path("/usr/lib/nginx/modules")
-#: Request headers removed by pattern before anything else (see headers.py): names that
-#: claim who or where the client is. Headers with `_` never pass nginx at all.
-FORGEABLE_EXACT = (
-    "forwarded",
-    "x-real-ip",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-client-ip",
-    "true-client-ip",
-)
+#: Request headers removed by pattern before anything else: the embedded plane's rule
+#: (headers.py `is_forgeable`), plus `X-Sl-*`, the names nginx and the lab talk in.
+#: Headers with `_` never pass nginx at all (`underscores_in_headers off`).
+FORGEABLE_EXACT = tuple(sorted(n.decode() for n in _FORGEABLE))
 FORGEABLE_PREFIXES = ("x-forwarded-", "x-lab-", "x-sl-")
-TRUSTED_FORWARDED = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host")
+assert all(is_forgeable(p.encode() + b"x") for p in FORGEABLE_PREFIXES[:2])
+TRUSTED_FORWARDED = tuple(n.decode() for n in _TRUSTED_FORWARDED)
 LAB_COOKIES = (COOKIE_NAME, SERVICE_COOKIE, SECURE_SERVICE_COOKIE)
 
 

@@ -7,7 +7,8 @@ lab's rules stand between the two.
 Routes: `/` (the attack page: runs every attempt of `attempts.js`, inlined, and lists in
 `window.results` which succeeded), `/whoami` (the Cookie header it got,
 as JSON), `/ws` (a WebSocket that says "hello"), `/setcookie` (tries to set the lab's
-cookies). Listens on 127.0.0.1:$PORT (default 8091).
+cookies, and one of its own), POST anywhere (what was posted and the cookies it got).
+Listens on 127.0.0.1:$PORT (default 8091).
 """
 
 import base64
@@ -63,6 +64,12 @@ class Handler(BaseHTTPRequestHandler):
             self._websocket()
         else:
             self._send(404, "not found")
+
+    def do_POST(self):
+        # The victim's own form: answers with what was posted and the cookies it got.
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+        seen = {"posted": body, "cookie": self.headers.get("Cookie", "")}
+        self._send(200, json.dumps(seen), "application/json")
 
     def _websocket(self):
         key = self.headers["Sec-WebSocket-Key"]

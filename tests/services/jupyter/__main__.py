@@ -27,6 +27,4 @@ sys.argv = [
     "--ServerApp.open_browser=False",
     f"--ServerApp.root_dir={os.environ.get('LAB_DATA_DIR', '.')}",
 ]
-if os.geteuid() == 0:  # CI runs as root; Jupyter refuses that unless told
-    sys.argv.append("--allow-root")
 sys.exit(main())
