@@ -23,12 +23,25 @@ from servicelab.spec import Phase
 RETRY_AFTER = 2
 
 
+#: Seconds the proxy reuses an allowed decision for the same token and project without
+#: asking the authority (whose own cache is 2 s): the whole chain stays within the 5 s a
+#: revocation may take, and `TokenAuthority.forget()` ends it at once.
+PRINCIPAL_TTL = 0.5
+
+
 class LabResolver:
     def __init__(self, services: ServiceManager) -> None:
         self.services = services
+        #: The last answer per port, valid while its route is the same object (the
+        #: ServiceManager replaces a route whenever it changes).
+        self._answers: dict[tuple[str, str, int], tuple[object, Upstream]] = {}
 
     async def resolve(self, project: str, service: str, port: int) -> Upstream:
+        key = (project, service, port)
         route = self.services.routes.get((project.lower(), service.lower()))
+        answer = self._answers.get(key)
+        if answer is not None and answer[0] is route:
+            return answer[1]
         if route is None:
             raise RouteError(404, f"Service {service!r} was not found in project {project!r}.")
         if port not in route.ports:
@@ -41,7 +54,11 @@ class LabResolver:
             why = f": {route.reason}" if route.reason else ""
             state = "is starting" if route.phase is Phase.STARTING else "is not running"
             raise RouteError(503, f"Service {service!r} {state}{why}", retry_after=RETRY_AFTER)
-        return Upstream(address, route.strip_prefix)
+        upstream = Upstream(address, route.strip_prefix)
+        if len(self._answers) > 10_000:
+            self._answers.clear()
+        self._answers[key] = (route, upstream)
+        return upstream
 
     def names(self) -> Iterable[tuple[str, str]]:
         return list(self.services.routes)
@@ -51,13 +68,28 @@ class LabAuthorizer:
     def __init__(self, authority: TokenAuthority) -> None:
         self.authority = authority
         self._parent_cache: ParentTokens | None = None
+        #: (token, project) -> (until, authority generation, principal): allowed only.
+        self._allowed: dict[tuple[str, str], tuple[float, int, Principal]] = {}
 
     async def authorize(self, token: str | None, project: str) -> Principal:
         if not token:
             raise AuthError(
                 401, "No API token: log in, or pass a token as 'Authorization: Bearer'."
             )
-        project = project.lower()
+        key = (token, project)
+        hit = self._allowed.get(key)
+        now = time.monotonic()
+        generation = self.authority.generation
+        if hit is not None and hit[0] > now and hit[1] == generation:
+            return hit[2]
+        principal = await self._decide(token, project.lower())
+        until = now + PRINCIPAL_TTL
+        if len(self._allowed) > 10_000:
+            self._allowed.clear()
+        self._allowed[key] = (until, generation, principal)
+        return principal
+
+    async def _decide(self, token: str, project: str) -> Principal:
         decision = self.authority.cached_decision(token, project)
         if decision is None:
             try:
@@ -75,7 +107,19 @@ class LabAuthorizer:
         return Principal(user=user, project=decision.project.name, token_id=identity.token_id)
 
     async def authorize_parent(self, token_id: str, project: str) -> Principal:
-        project = project.lower()
+        # The service-origin cookie's way: cached like tokens, so that a browser on a
+        # service's origin costs no thread hop per request either.
+        key = ("\0parent:" + token_id, project)
+        hit = self._allowed.get(key)
+        now = time.monotonic()
+        generation = self.authority.generation
+        if hit is not None and hit[0] > now and hit[1] == generation:
+            return hit[2]
+        principal = await self._decide_parent(token_id, project.lower())
+        self._allowed[key] = (now + PRINCIPAL_TTL, generation, principal)
+        return principal
+
+    async def _decide_parent(self, token_id: str, project: str) -> Principal:
         identity = self._parents.get(token_id)
         if identity is None:
             identity = await asyncio.to_thread(self._parents.load, token_id)

@@ -123,10 +123,15 @@ def create_app(
         lab_url=settings.endpoint,
         secret_key=app.state.secret_key,
     )
-    return ProxyApp(
+    proxy = ProxyApp(
         app,
         LabResolver(services),
         LabAuthorizer(app.state.authority),
         proxy_settings,
         codes=LabCodes(db),
     )
+    if settings.proxy == "nginx":
+        from servicelab.proxy.nginx_lab import attach_nginx
+
+        return attach_nginx(app, proxy, settings, services)
+    return proxy

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     #: True only behind a trusted front proxy (a TLS terminator): then its X-Forwarded-*
     #: headers tell the client's address and scheme. Otherwise they are dropped as forged.
     trust_proxy_headers: bool = False
+    #: The data plane of the service proxy: "embedded" (the lab's own Python proxy,
+    #: nothing to install) or "nginx" (nginx on the public port in front of the lab,
+    #: which then listens on a Unix socket; see docs/proxy.md).
+    proxy: Literal["embedded", "nginx"] = "embedded"
     #: Seconds between two passes of the reconcile loop.
     reconcile_interval: float = 1.0
     #: Identifies this lab's containers and processes, so that two labs on one host don't

@@ -13,7 +13,15 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from .labtools import ROOT, LabProcess, stop_local_services, wait_until
+from .labtools import (
+    PLANES,
+    ROOT,
+    LabProcess,
+    lab_env,
+    stop_local_services,
+    stop_nginx,
+    wait_until,
+)
 
 ECHO = str(ROOT / "tests" / "services" / "echo-service")
 JUPYTER = str(ROOT / "tests" / "services" / "jupyter")
@@ -23,11 +31,15 @@ PREFIX = "/api/projects/alpha/services/echo/8091"
 FALLBACK = {"Host": "lab.example"}
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProcess]:
-    data_dir = tmp_path_factory.mktemp("proxy-lab") / "data"
+@pytest.fixture(scope="module", params=PLANES)
+def lab(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LabProcess]:
+    """One lab per proxy plane, shared by the module's tests: every promise of the proxy
+    is checked on the embedded plane and on nginx."""
+    data_dir = tmp_path_factory.mktemp(f"proxy-lab-{request.param}") / "data"
     data_dir.mkdir()
-    lab = LabProcess(data_dir, env={"SERVICELAB_RUNTIME": "local"}).start()
+    lab = LabProcess(data_dir, env=lab_env(request.param)).start()
     with lab.client() as api:
         for project in ("alpha", "beta"):
             assert api.post("/api/projects", json={"name": project}).status_code == 201
@@ -44,6 +56,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProcess]:
         )
     yield lab
     lab.stop()
+    stop_nginx(data_dir)
     stop_local_services(data_dir)
 
 

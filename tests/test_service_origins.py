@@ -23,7 +23,16 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 from websockets.sync.client import connect
 
-from .labtools import ADMIN_PASSWORD, ROOT, LabProcess, stop_local_services, wait_until
+from .labtools import (
+    ADMIN_PASSWORD,
+    PLANES,
+    ROOT,
+    LabProcess,
+    lab_env,
+    stop_local_services,
+    stop_nginx,
+    wait_until,
+)
 
 HOSTILE = str(ROOT / "tests" / "services" / "hostile-page")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -34,11 +43,13 @@ VICTIM_PATH = "/api/projects/secret/services/victim/8091/"
 browser_test = pytest.mark.browser
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProcess]:
-    data_dir = tmp_path_factory.mktemp("origins-lab") / "data"
+@pytest.fixture(scope="module", params=PLANES)
+def lab(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LabProcess]:
+    data_dir = tmp_path_factory.mktemp(f"origins-lab-{request.param}") / "data"
     data_dir.mkdir()
-    lab = LabProcess(data_dir, env={"SERVICELAB_RUNTIME": "local"}).start()
+    lab = LabProcess(data_dir, env=lab_env(request.param)).start()
     with lab.client() as api:
         for user in ("mallory", "outsider"):
             r = api.post("/api/auth/users", json={"username": user, "password": USER_PASSWORD})
@@ -62,6 +73,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProcess]:
             )
     yield lab
     lab.stop()
+    stop_nginx(data_dir)
     stop_local_services(data_dir)
 
 

@@ -125,10 +125,18 @@ def serve(
     app = create_app(settings, on_admin_password=generated.append)
     _print_first_login(settings, generated[0] if generated else None)
     generated.clear()
+    listen: dict[str, Any] = {"host": settings.host, "port": settings.port}
+    if settings.proxy == "nginx":
+        from servicelab.proxy.nginx_lab import lab_socket
+
+        # nginx holds the public port; the lab listens on a socket only nginx can reach
+        # (its folder is the lab user's alone), so nginx's X-Forwarded-* are the truth.
+        socket_path = lab_socket(settings)
+        socket_path.unlink(missing_ok=True)
+        listen = {"uds": str(socket_path), "forwarded_allow_ips": "*"}
     config = uvicorn.Config(
         app,
-        host=settings.host,
-        port=settings.port,
+        **listen,
         loop="uvloop",
         http="httptools",
         # uvicorn's access log prints query strings, where a `lab_token` may be: the lab
@@ -136,7 +144,7 @@ def serve(
         access_log=False,
         log_level=settings.log_level,
         # X-Forwarded-* from any client would let it pose as another address or as https.
-        proxy_headers=settings.trust_proxy_headers,
+        proxy_headers=settings.trust_proxy_headers or settings.proxy == "nginx",
         server_header=False,
         timeout_graceful_shutdown=10,
     )
