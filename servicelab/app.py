@@ -77,7 +77,7 @@ def create_app(
     app.state.db = db
     app.state.secret_key = load_secret_key(settings.data_dir)
     app.state.authority = TokenAuthority(db, settings.auth_cache_ttl)
-    app.state.login_gate = LoginGate()
+    app.state.login_gate = LoginGate(base_delay=settings.login_backoff)
     #: async callables taking a project name, run before a project is deleted
     app.state.project_cleanups = []
     app.state.on_startup = []

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     max_upload_size: ByteSize = ByteSize(10 * 1024**3)
     #: Most bytes the files of one project (every version) may take; 0: no quota.
     project_quota: ByteSize = ByteSize(0)
+    #: Seconds a username (or client address) must wait after its first failures past the
+    #: free ones; doubles with each further failure, up to a minute.
+    login_backoff: float = Field(default=1.0, gt=0, le=60)
     #: Local runtime: uv's package cache of unsandboxed services (default: in the data
     #: dir). Sandboxed services each keep a cache of their own: a shared writable cache
     #: would let one service plant packages in another's installs.
