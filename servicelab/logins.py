@@ -6,12 +6,12 @@
 - **A few hashes at once.** An argon2 hash takes 64 MiB and ~0.15 s of a core. At most
   `HASH_SLOTS` run at a time; other attempts wait up to `HASH_WAIT` seconds on the event
   loop (holding no thread), then get 429 with `Retry-After`.
-- **Failures slow down.** Failed attempts are counted per username and per client
-  address, in this process's memory (forgotten at restart, at most `MAX_TRACKED` keys
-  each). After `free` failures (5 per username, 20 per address), each next attempt must
-  wait 1, 2, 4... times `SERVICELAB_LOGIN_BACKOFF` (at most `MAX_DELAY`) seconds after
-  the last failure, or it gets 429 without any hashing, right password or not. A key
-  is forgotten `FORGET_AFTER` seconds after its last failure; a successful log-in clears its username (not its address:
+- **Failures slow down.** Failed attempts are counted per username and per client address,
+  in this process's memory (forgotten at restart, at most `MAX_TRACKED` keys each). After
+  `free` failures (5 per username, 20 per address), each next attempt must wait 1, 2, 4...
+  times `SERVICELAB_LOGIN_BACKOFF` (at most `MAX_DELAY`) seconds after the last failure, or
+  it gets 429 without any hashing, right password or not. A key is forgotten `FORGET_AFTER`
+  seconds after its last failure; a successful log-in clears its username (not its address:
   one's own account must not reset the counter of an address that guesses others').
 """
 
