@@ -12,6 +12,7 @@ BENCHMARKS = [
     ("proxy: direct vs servicelab vs configurable-http-proxy", ["bench/proxy/run.py"]),
     ("deploy to healthy, local runtime", ["bench/deploy_local.py"]),
     ("deploy to healthy, Docker runtime vs docker run", ["bench/deploy_docker.py"]),
+    ("model predictions/s: through the proxy vs the model server directly", ["bench/models.py"]),
     ("48 wrong log-ins at once", ["bench/login_storm.py"]),
 ]
 

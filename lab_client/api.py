@@ -164,6 +164,19 @@ class LabApi:
         replicas, health...); the previous version keeps serving while an update starts."""
         return self._call("PUT", f"{self._services(project)}/{_q(service)}", json=spec)
 
+    def deploy_model(
+        self,
+        project: str,
+        file_key: str,
+        name: str | None = None,
+        body: dict[str, Any] | None = None,
+        update: bool = False,
+    ) -> Record:
+        """Deploy a model file of the project's data as a service (ML Lab's route)."""
+        path = f"/api/projects/{_q(project)}/files/models/deploy"
+        params = {"fileKey": file_key, "name": name, "update": update or None}
+        return self._call("POST", path, params=params, json=body or {})
+
     def get_services(self, project: str) -> list[Record]:
         return self._call("GET", self._services(project))
 

@@ -6,7 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
-command -v nginx >/dev/null || missing+=(nginx-light)
 command -v curl >/dev/null || missing+=(curl)
 command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -14,6 +13,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y --no-install-recommends "${missing[@]}" \
     || { apt-get update && apt-get install -y --no-install-recommends "${missing[@]}"; }
 fi
+scripts/setup-nginx.sh >/dev/null
 if [ ! -x bench/proxy/node_modules/.bin/configurable-http-proxy ]; then
   (cd bench/proxy && npm install --no-audit --no-fund --silent)
 fi

@@ -10,6 +10,15 @@ step() { printf '\n==> %s\n' "$*"; }
 step "Command-line tools"
 scripts/setup-tools.sh
 
+step "nginx (the proxy's nginx plane)"
+scripts/setup-nginx.sh
+
+if [ -x scripts/setup-sandbox.sh ] && [ "$(id -u)" = 0 ]; then
+  step "Sandbox for local services"
+  scripts/setup-sandbox.sh
+  export SERVICELAB_TEST_SANDBOX=1
+fi
+
 step "PostgreSQL"
 SERVICELAB_TEST_POSTGRES_URL=$(scripts/setup-postgres.sh)
 export SERVICELAB_TEST_POSTGRES_URL

@@ -11,13 +11,15 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from servicelab import envelope
-from servicelab.access import LabAuthorizer, LabResolver
+from servicelab.access import LabAuthorizer, LabCodes, LabResolver
 from servicelab.api import admin as admin_api
 from servicelab.api import auth as auth_api
 from servicelab.api import files as files_api
+from servicelab.api import models as models_api
 from servicelab.api import projects as projects_api
 from servicelab.api import service_metrics as service_metrics_api
 from servicelab.api import services as services_api
+from servicelab.api.deploy_policy import isolation_notice
 from servicelab.api.deps import require_admin
 from servicelab.api.errors import install_error_handlers
 from servicelab.auth import TokenAuthority
@@ -77,7 +79,7 @@ def create_app(
     app.state.db = db
     app.state.secret_key = load_secret_key(settings.data_dir)
     app.state.authority = TokenAuthority(db, settings.auth_cache_ttl)
-    app.state.login_gate = LoginGate()
+    app.state.login_gate = LoginGate(base_delay=settings.login_backoff)
     #: async callables taking a project name, run before a project is deleted
     app.state.project_cleanups = []
     app.state.on_startup = []
@@ -85,6 +87,12 @@ def create_app(
 
     services = ServiceManager(db, make_runtime(settings), app.state.authority, settings)
     app.state.services = services
+    # Runtime isolation (issue 12): said at start, and shown by the UI.
+    app.state.isolation_notice = isolation_notice(settings, services.runtime)
+    if app.state.isolation_notice:
+        log.warning("%s", app.state.isolation_notice)
+    elif note := getattr(services.runtime, "isolation_note", None):
+        log.info("%s", note)
     app.state.on_startup.append(services.start)
     app.state.on_shutdown.append(services.close)
     app.state.project_cleanups.append(services.delete_project)
@@ -97,6 +105,7 @@ def create_app(
     app.include_router(services_api.volumes_router)
     app.include_router(service_metrics_api.router)
     files_api.install(app)
+    app.include_router(models_api.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:
@@ -113,5 +122,19 @@ def create_app(
         read_timeout=settings.proxy_read_timeout or None,
         connect_timeout=settings.proxy_connect_timeout,
         trust_forwarded_headers=settings.trust_proxy_headers,
+        service_domain=settings.service_domain,
+        lab_url=settings.endpoint,
+        secret_key=app.state.secret_key,
     )
-    return ProxyApp(app, LabResolver(services), LabAuthorizer(app.state.authority), proxy_settings)
+    proxy = ProxyApp(
+        app,
+        LabResolver(services),
+        LabAuthorizer(app.state.authority),
+        proxy_settings,
+        codes=LabCodes(db),
+    )
+    if settings.proxy == "nginx":
+        from servicelab.proxy.nginx_lab import attach_nginx
+
+        return attach_nginx(app, proxy, settings, services)
+    return proxy

@@ -139,6 +139,9 @@ class TokenAuthority:
         self._membership_cache: dict[tuple[str, str], tuple[float, bool]] = {}
         self._project_cache: dict[str, tuple[float, ProjectRef | None]] = {}
         self._lock = threading.Lock()
+        #: Grows with every `forget()`, so that callers' own caches of decisions (the
+        #: proxy's) can tell that they are stale.
+        self.generation = 0
 
     # -- identities -------------------------------------------------------------------
 
@@ -195,6 +198,7 @@ class TokenAuthority:
     def forget(self) -> None:
         """Drop every cached decision (after a revocation, a membership change...)."""
         with self._lock:
+            self.generation += 1
             self._cache.clear()
             self._membership_cache.clear()
             self._project_cache.clear()

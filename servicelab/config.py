@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     session_ttl: int = 7 * 24 * 3600
     #: How long an authorisation decision may be cached. Revocation must take effect within 5 s.
     auth_cache_ttl: float = 2.0
+    #: Every service is also served on `<service>--<project>.<service_domain>` (wildcard
+    #: DNS and certificate are the operator's part). Empty: `localhost` when the lab is
+    #: reached on a loopback host; elsewhere services are then served sandboxed.
+    service_domain: str = ""
     #: Origins besides the lab's own that may open WebSockets with cookie auth.
     allowed_origins: list[str] = Field(default_factory=list)
     #: Seconds the proxy waits for an upstream's response; 0 means no limit.
@@ -39,6 +43,10 @@ class Settings(BaseSettings):
     #: True only behind a trusted front proxy (a TLS terminator): then its X-Forwarded-*
     #: headers tell the client's address and scheme. Otherwise they are dropped as forged.
     trust_proxy_headers: bool = False
+    #: The data plane of the service proxy: "embedded" (the lab's own Python proxy,
+    #: nothing to install) or "nginx" (nginx on the public port in front of the lab,
+    #: which then listens on a Unix socket; see docs/proxy.md).
+    proxy: Literal["embedded", "nginx"] = "embedded"
     #: Seconds between two passes of the reconcile loop.
     reconcile_interval: float = 1.0
     #: Identifies this lab's containers and processes, so that two labs on one host don't
@@ -53,8 +61,21 @@ class Settings(BaseSettings):
     max_upload_size: ByteSize = ByteSize(10 * 1024**3)
     #: Most bytes the files of one project (every version) may take; 0: no quota.
     project_quota: ByteSize = ByteSize(0)
-    #: Local runtime: uv's package cache, shared by all services (default: in the data dir).
+    #: Seconds a username (or client address) must wait after its first failures past the
+    #: free ones; doubles with each further failure, up to a minute.
+    login_backoff: float = Field(default=1.0, gt=0, le=60)
+    #: Local runtime: uv's package cache of unsandboxed services (default: in the data
+    #: dir). Sandboxed services each keep a cache of their own: a shared writable cache
+    #: would let one service plant packages in another's installs.
     uv_cache_dir: Path | None = None
+    #: Local runtime: "auto" sandboxes every service when the lab is root and bubblewrap
+    #: is installed; "required" refuses to start without a sandbox; "off" never sandboxes.
+    local_sandbox: Literal["auto", "required", "off"] = "auto"
+    #: Local runtime without a sandbox: let members (not only admins) deploy on it anyway.
+    allow_unsandboxed_members: bool = False
+    #: Folders (separated by ':') below which members may run code from a host path in
+    #: EXECUTE_CODE. Empty: members may not name host paths; admins may name any.
+    code_roots: str = ""
     log_level: str = "info"
 
     @property
@@ -62,6 +83,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'servicelab.db').resolve()}"
+
+    @property
+    def code_root_paths(self) -> list[Path]:
+        return [Path(p).expanduser() for p in self.code_roots.split(":") if p.strip()]
 
     @property
     def endpoint(self) -> str:

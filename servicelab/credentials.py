@@ -23,6 +23,8 @@ class TokenSource(enum.StrEnum):
     HEADER = "header"
     COOKIE = "cookie"
     QUERY = "query"
+    #: A service origin's own cookie (see servicelab.proxy.handshake), never the API's.
+    GRANT = "grant"
 
 
 @dataclass(frozen=True)

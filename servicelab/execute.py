@@ -811,6 +811,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
 
 
+FETCHED = "fetched.json"
+
+
+def _remember(workdir: Path, source: str, code: Code) -> None:
+    """Note where `source` was fetched to, so that a later `--code-only` run with the same
+    workdir runs it without fetching again (the sandboxed local runtime installs in one
+    run and serves from a second one, in which the workdir is read-only)."""
+    if Path(source).expanduser().exists():
+        return
+    note = {"source": source, "folder": str(code.folder), "main": str(code.main)}
+    (workdir / FETCHED).write_text(json.dumps(note), encoding="utf-8")
+
+
+def _fetched(workdir: Path, source: str) -> Code | None:
+    try:
+        note = json.loads((workdir / FETCHED).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(note, dict) or note.get("source") != source:
+        return None
+    main, folder = Path(str(note.get("main"))), Path(str(note.get("folder")))
+    return Code(folder, main) if main.exists() else None
+
+
 def _execute(args: argparse.Namespace, source: str) -> int:
     if args.workdir:
         workdir = Path(args.workdir).expanduser().resolve()
@@ -818,7 +842,11 @@ def _execute(args: argparse.Namespace, source: str) -> int:
     else:
         workdir = Path(tempfile.mkdtemp(prefix="servicelab-execute-"))
         atexit.register(shutil.rmtree, workdir, ignore_errors=True)
-    code = resolve(source, workdir)
+    code = _fetched(workdir, source) if args.code_only and args.workdir else None
+    if code is None:
+        code = resolve(source, workdir)
+        if args.workdir:
+            _remember(workdir, source, code)
     venv = Path(args.venv).expanduser().resolve() if args.venv else None
     conda_prefix = venv or Path(
         os.environ.get("EXECUTE_CONDA_PREFIX")

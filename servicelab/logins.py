@@ -6,12 +6,12 @@
 - **A few hashes at once.** An argon2 hash takes 64 MiB and ~0.15 s of a core. At most
   `HASH_SLOTS` run at a time; other attempts wait up to `HASH_WAIT` seconds on the event
   loop (holding no thread), then get 429 with `Retry-After`.
-- **Failures slow down.** Failed attempts are counted per username and per client
-  address, in this process's memory (forgotten at restart, at most `MAX_TRACKED` keys
-  each). After `free` failures (5 per username, 20 per address), each next attempt must
-  wait 1, 2, 4... up to `MAX_DELAY` seconds after the last failure, or it gets 429
-  without any hashing, right password or not. A key is forgotten `FORGET_AFTER` seconds
-  after its last failure; a successful log-in clears its username (not its address:
+- **Failures slow down.** Failed attempts are counted per username and per client address,
+  in this process's memory (forgotten at restart, at most `MAX_TRACKED` keys each). After
+  `free` failures (5 per username, 20 per address), each next attempt must wait 1, 2, 4...
+  times `SERVICELAB_LOGIN_BACKOFF` (at most `MAX_DELAY`) seconds after the last failure, or
+  it gets 429 without any hashing, right password or not. A key is forgotten `FORGET_AFTER`
+  seconds after its last failure; a successful log-in clears its username (not its address:
   one's own account must not reset the counter of an address that guesses others').
 """
 
@@ -77,12 +77,14 @@ class FailureCounter:
         self,
         free: int,
         *,
+        base_delay: float = 1.0,
         max_delay: float = MAX_DELAY,
         forget_after: float = FORGET_AFTER,
         max_keys: int = MAX_TRACKED,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.free = free
+        self.base_delay = base_delay
         self.max_delay = max_delay
         self.forget_after = forget_after
         self.max_keys = max_keys
@@ -96,7 +98,7 @@ class FailureCounter:
             entry = self._entries.get(key)
             if entry is None or entry.count < self.free:
                 return 0.0
-            delay = min(self.max_delay, 2.0 ** (entry.count - self.free))
+            delay = min(self.max_delay, self.base_delay * 2.0 ** (entry.count - self.free))
             return max(0.0, entry.last + delay - self.clock())
 
     def failed(self, key: str) -> None:
@@ -146,9 +148,11 @@ def check_password(password_hash: str | None, password: str) -> bool:
 class LoginGate:
     """Runs log-in checks under the rules above; one per lab process."""
 
-    def __init__(self, slots: int = HASH_SLOTS, wait: float = HASH_WAIT) -> None:
-        self.users = FailureCounter(USER_FREE_FAILURES)
-        self.clients = FailureCounter(CLIENT_FREE_FAILURES)
+    def __init__(
+        self, slots: int = HASH_SLOTS, wait: float = HASH_WAIT, base_delay: float = 1.0
+    ) -> None:
+        self.users = FailureCounter(USER_FREE_FAILURES, base_delay=base_delay)
+        self.clients = FailureCounter(CLIENT_FREE_FAILURES, base_delay=base_delay)
         self.wait = wait
         self._slots = asyncio.Semaphore(slots)
 

@@ -141,3 +141,31 @@ def login(url: str, username: str, password: str) -> str:
     response = httpx.get(f"{url}/api/auth/login", auth=(username, password), timeout=30)
     assert response.status_code == 200, response.text
     return str(response.json()["data"])
+
+
+#: The proxy's data planes: the lab's own Python proxy, and nginx in front of the lab.
+PLANES = ("embedded", "nginx")
+
+
+def lab_env(plane: str, **extra: str) -> dict[str, str]:
+    """The environment of a lab on the local runtime with the given proxy plane."""
+    return {"SERVICELAB_RUNTIME": "local", "SERVICELAB_PROXY": plane, **extra}
+
+
+def stop_nginx(data_dir: Path) -> None:
+    """Stop the nginx plane a lab left running (it outlives its lab by design)."""
+    pid_file = data_dir / "nginx" / "nginx.pid"
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        os.kill(pid, signal.SIGQUIT)
+    except (OSError, ValueError, IndexError):
+        return
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_until(gone, timeout=30, what="nginx stopped")

@@ -232,11 +232,14 @@ def test_service_lifecycle(cli: Cli, lab: LabProcess) -> None:
     assert "echo" in table and "running" in table
     assert cli.json("services", "show", "echo")["name"] == "echo"
 
+    # `open` gives the service's own origin (for browsers); scripts use the path route.
     url = cli.ok("services", "open", "echo").stdout.strip()
-    assert url == f"{lab.url}/api/projects/{project}/services/echo/8091/"
+    path = f"/api/projects/{project}/services/echo/8091/"
+    assert url == f"http://echo--{project}.localhost:{lab.port}{path}"
     assert cli.json("services", "open", "echo")["url"] == url
+    assert cli.json("services", "show", "echo")["endpoint"] == f"{lab.url}{path}"
     headers = {"Authorization": f"Bearer {lab.admin_token}"}
-    r = httpx.get(url + "log", params={"n": 3, "text": "cli-line"}, headers=headers)
+    r = httpx.get(f"{lab.url}{path}log", params={"n": 3, "text": "cli-line"}, headers=headers)
     assert r.status_code == 200
     wait_until(lambda: "cli-line 2" in cli.ok("services", "logs", "echo").stdout, what="logs")
     assert (
@@ -338,7 +341,7 @@ def test_logs_follow_ends_when_the_service_is_deleted(cli: Cli, lab: LabProcess)
         first = follower.stdout.readline()  # the executor's first line
         assert first, follower.stderr.read() if follower.stderr else ""
         cli.ok("services", "restart", "followed", "--wait")
-        url = cli.ok("services", "open", "followed").stdout.strip()
+        url = cli.json("services", "show", "followed")["endpoint"]
         headers = {"Authorization": f"Bearer {lab.admin_token}"}
         httpx.get(url + "log", params={"n": 1, "text": "after-restart"}, headers=headers)
         seen = []

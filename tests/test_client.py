@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -310,11 +311,12 @@ def test_a_service_reads_data_with_environment_and_no_arguments(
     data.write_text("hello from the project's data\n")
     key = env.upload_file(data, "datasets")
     api = env.lab_handler.lab_api
-    api.deploy_service(
-        project=project,
-        name="data-reader",
-        body={"EXECUTE_CODE": str(READER), "PYTHONPATH": str(ROOT)},
-    )
+    # The service imports lab_client from beside its code: a sandboxed service sees its
+    # code folder and the system, not the lab's checkout.
+    code = tmp_path / "data-reader"
+    shutil.copytree(READER, code)
+    shutil.copytree(ROOT / "lab_client", code / "lab_client")
+    api.deploy_service(project=project, name="data-reader", body={"EXECUTE_CODE": str(code)})
     service = wait_running(env, "data-reader", timeout=240)
     with httpx.Client(headers={"Authorization": f"Bearer {lab.admin_token}"}, timeout=60) as http:
         r = http.get(service.endpoint + "read", params={"key": key})

@@ -584,9 +584,11 @@ def test_code_service_from_a_local_folder(lab: DockerLab, engine: Any) -> None:
 
     [container] = containers_of(engine, lab.instance_id, f"{project}--coder")
     assert container.image.tags and RUNTIME_IMAGE in container.image.tags
+    # Copied in, not bind-mounted: no folder of the host is in the container (issue 12).
     mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
-    assert mounts["/workspace/code"]["Source"] == str(folder)
-    assert mounts["/workspace/code"]["RW"] is False
+    assert set(mounts) == {"/data"}
+    copied = container.exec_run(["cat", "/workspace/code/__main__.py"])
+    assert copied.output.decode() == (folder / "__main__.py").read_text()
     assert exec_env(engine, container.id)["EXECUTE_CODE"] == "/workspace/code"
 
     # A folder that is not there is a 400 that says so, not a crash loop.

@@ -19,6 +19,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin
 
 import httpx
@@ -154,6 +155,12 @@ def client(proxy: Proc) -> Iterator[httpx.Client]:
         yield c
 
 
+#: The lab under a name that is not loopback, without a service domain: no service origin
+#: can be formed, so the path route keeps ML Lab's cookie and `lab_token` ways (served
+#: sandboxed). On a loopback host, browsers are sent to the service's own origin instead.
+FALLBACK = {"Host": "lab.example"}
+
+
 def _bearer(token: str = USER_TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -228,7 +235,7 @@ def test_each_way_of_passing_a_token(client: httpx.Client, how: str) -> None:
     elif how == "bare":
         headers = {"Authorization": USER_TOKEN}
     elif how == "cookie":
-        headers = {"Cookie": f"lab_access_token={USER_TOKEN}"}
+        headers = {"Cookie": f"lab_access_token={USER_TOKEN}", **FALLBACK}
     method = "GET"
     if how == "query-post":
         url, method = f"{url}?lab_token={USER_TOKEN}", "POST"
@@ -239,24 +246,57 @@ def test_each_way_of_passing_a_token(client: httpx.Client, how: str) -> None:
 
 
 def test_lab_token_on_get_sets_cookie_and_redirects(client: httpx.Client) -> None:
-    response = client.get(f"{ECHO}/x/?a=1&lab_token={USER_TOKEN}&b=%20")
+    response = client.get(f"{ECHO}/x/?a=1&lab_token={USER_TOKEN}&b=%20", headers=FALLBACK)
     assert response.status_code in (302, 303)
     assert response.headers["location"] == f"{ECHO}/x/?a=1&b=%20"
     cookie = response.headers["set-cookie"]
     assert cookie.startswith(f"lab_access_token={USER_TOKEN};")
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/" in cookie
     assert "Secure" not in cookie  # plain http here
-    followed = client.get(response.headers["location"], headers={"Cookie": cookie.split(";")[0]})
+    followed = client.get(
+        response.headers["location"], headers={"Cookie": cookie.split(";")[0], **FALLBACK}
+    )
     assert _echo(followed)["raw_path"] == "/x/?a=1&b=%20"
+    assert followed.headers["content-security-policy"].startswith("sandbox")
 
 
 def test_lab_token_cookie_is_secure_over_https(strict_proxy: Proc) -> None:
     response = httpx.get(
         f"{strict_proxy.url}{ECHO}/?lab_token={USER_TOKEN}",
-        headers={"X-Forwarded-Proto": "https"},
+        headers={"X-Forwarded-Proto": "https", **FALLBACK},
     )
     assert response.status_code in (302, 303)
     assert "Secure" in response.headers["set-cookie"]
+
+
+def test_service_host_cookie_is_host_prefixed_and_secure_over_https(strict_proxy: Proc) -> None:
+    """On a service's own host `lab_token` becomes that host's cookie: `__Host-` prefixed
+    and Secure under https, HttpOnly, SameSite=Lax, no Domain; it opens that service."""
+    host = {"Host": "echo--alpha.localhost", "X-Forwarded-Proto": "https"}
+    response = httpx.get(f"{strict_proxy.url}{ECHO}/who?lab_token={USER_TOKEN}", headers=host)
+    assert response.status_code == 302
+    assert response.headers["location"] == f"{ECHO}/who"
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith("__Host-servicelab_service=")
+    assert {"Path=/", "HttpOnly", "SameSite=Lax", "Secure"} <= set(cookie.split("; "))
+    assert "domain" not in cookie.lower() and USER_TOKEN not in cookie
+    value = cookie.split(";")[0]
+    echo = _echo(
+        httpx.get(f"{strict_proxy.url}{ECHO}/who", headers={**host, "Cookie": f"{value}; a=1"})
+    )
+    assert _headers(echo)["cookie"] == ["a=1"] and _headers(echo)["x-lab-user"] == ["ada"]
+    # The same cookie on another service's host, or the lab's API there: nothing.
+    other = {**host, "Host": "echo--beta.localhost", "Cookie": value}
+    assert (
+        httpx.get(
+            f"{strict_proxy.url}/api/projects/beta/services/echo/8080/", headers=other
+        ).status_code
+        == 401
+    )
+    assert (
+        httpx.get(f"{strict_proxy.url}/metrics", headers={**host, "Cookie": value}).status_code
+        == 404
+    )
 
 
 def test_no_token_gives_401_envelope_to_api_clients(client: httpx.Client) -> None:
@@ -286,7 +326,7 @@ def test_no_lab_credential_reaches_the_service(client: httpx.Client) -> None:
     cookies = f'theme=dark;  lab_access_token={USER_TOKEN}; sid="a b"'
     for headers, query in [
         ({**_bearer(), "Cookie": cookies}, f"lab_token={USER_TOKEN}&keep=1"),
-        ({"Cookie": cookies}, "keep=1"),
+        ({"Cookie": cookies, **FALLBACK}, "keep=1"),
     ]:
         echo = _echo(client.post(f"{ECHO}/p?{query}", headers=headers, content=b"body"))
         seen = json.dumps(echo)
@@ -299,7 +339,7 @@ def test_no_lab_credential_reaches_the_service(client: httpx.Client) -> None:
 
 
 def test_the_services_own_authorization_passes(client: httpx.Client) -> None:
-    lab_cookie = {"Cookie": f"lab_access_token={USER_TOKEN}"}
+    lab_cookie = {"Cookie": f"lab_access_token={USER_TOKEN}", **FALLBACK}
     for own in ["Basic dXNlcjpwdw==", "Bearer the-services-own-api-key"]:
         echo = _echo(client.get(f"{ECHO}/", headers={**lab_cookie, "Authorization": own}))
         assert _headers(echo)["authorization"] == [own]
@@ -569,14 +609,31 @@ def _ws_roundtrip(ws: object, text: str) -> str:
 
 def test_websocket_with_cookie_must_come_from_an_allowed_origin(proxy: Proc) -> None:
     cookie = {"Cookie": f"lab_access_token={USER_TOKEN}"}
+    # On a loopback host a browser's WebSocket (it sends Origin) belongs on the service's
+    # own origin; a script's (no Origin) is served as before.
     url = f"{proxy.ws_url}{ECHO}/ws"
     with pytest.raises(InvalidStatus) as refused:
-        ws_connect(url, additional_headers=cookie, origin=Origin("http://evil.example"))
+        ws_connect(url, additional_headers=cookie, origin=Origin(proxy.url))
     assert refused.value.response.status_code == 403
-    for origin in [proxy.url, "https://notebooks.example.org"]:
-        with ws_connect(url, additional_headers=cookie, origin=Origin(origin)) as ws:
+    assert "echo--alpha.localhost" in refused.value.response.body.decode()
+    with ws_connect(url, additional_headers=cookie) as ws:
+        assert _ws_roundtrip(ws, "script") == "script"
+    # In the fallback (no service origin), the cookie's WebSocket must come from the lab.
+    host = f"lab.example:{proxy.port}"
+    url = f"ws://{host}{ECHO}/ws"
+
+    def fallback(origin: str) -> Any:
+        sock = socket.create_connection(("127.0.0.1", proxy.port))
+        return ws_connect(url, sock=sock, additional_headers=cookie, origin=Origin(origin))
+
+    with pytest.raises(InvalidStatus) as refused:
+        fallback("http://evil.example")
+    assert refused.value.response.status_code == 403
+    for origin in [f"http://{host}", "https://notebooks.example.org"]:
+        with fallback(origin) as ws:
             assert _ws_roundtrip(ws, "same origin") == "same origin"
     # A token in the header is no ambient credential: any origin may use it.
+    url = f"{proxy.ws_url}{ECHO}/ws"
     with ws_connect(url, additional_headers=_bearer(), origin=Origin("http://evil.example")) as ws:
         assert _ws_roundtrip(ws, "x") == "x"
 

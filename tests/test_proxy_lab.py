@@ -3,25 +3,43 @@
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from .labtools import ROOT, LabProcess, stop_local_services, wait_until
+from .labtools import (
+    PLANES,
+    ROOT,
+    LabProcess,
+    lab_env,
+    stop_local_services,
+    stop_nginx,
+    wait_until,
+)
 
 ECHO = str(ROOT / "tests" / "services" / "echo-service")
 JUPYTER = str(ROOT / "tests" / "services" / "jupyter")
 PREFIX = "/api/projects/alpha/services/echo/8091"
+#: The lab under a name that is not loopback (no service origin can be formed): there the
+#: path route keeps ML Lab's cookie and `lab_token` ways, served sandboxed.
+FALLBACK = {"Host": "lab.example"}
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProcess]:
-    data_dir = tmp_path_factory.mktemp("proxy-lab") / "data"
+@pytest.fixture(scope="module", params=PLANES)
+def lab(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LabProcess]:
+    """One lab per proxy plane, shared by the module's tests: every promise of the proxy
+    is checked on the embedded plane and on nginx."""
+    data_dir = tmp_path_factory.mktemp(f"proxy-lab-{request.param}") / "data"
     data_dir.mkdir()
-    lab = LabProcess(data_dir, env={"SERVICELAB_RUNTIME": "local"}).start()
+    lab = LabProcess(data_dir, env=lab_env(request.param)).start()
     with lab.client() as api:
         for project in ("alpha", "beta"):
             assert api.post("/api/projects", json={"name": project}).status_code == 201
@@ -38,6 +56,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProcess]:
         )
     yield lab
     lab.stop()
+    stop_nginx(data_dir)
     stop_local_services(data_dir)
 
 
@@ -58,8 +77,12 @@ def test_each_way_of_passing_a_token(lab: LabProcess) -> None:
     url = f"{lab.url}{PREFIX}/"
     assert httpx.get(url, headers={"Authorization": f"Bearer {token}"}).text == "ok"
     assert httpx.get(url, headers={"Authorization": token}).text == "ok"
-    assert httpx.get(url, cookies={"lab_access_token": token}).text == "ok"
-    assert httpx.get(url, params={"lab_token": token}, follow_redirects=True).text == "ok"
+    cookie = {"Cookie": f"lab_access_token={token}", **FALLBACK}
+    assert httpx.get(url, headers=cookie).text == "ok"
+    via_query = httpx.get(url, params={"lab_token": token}, headers=FALLBACK)
+    assert via_query.status_code == 302
+    cookie["Cookie"] = via_query.headers["set-cookie"].split(";")[0]
+    assert httpx.get(url, headers=cookie).text == "ok"
     r = httpx.get(url)
     assert r.status_code == 401
     assert r.json()["errors"]["code"] == 401
@@ -69,13 +92,24 @@ def test_each_way_of_passing_a_token(lab: LabProcess) -> None:
 
 def test_lab_token_parameter_sets_cookie_and_is_removed(lab: LabProcess) -> None:
     token = project_token(lab, "alpha")
+    # On the lab's path route: a one-time code for the service's own origin.
     r = httpx.get(f"{lab.url}{PREFIX}/headers", params={"lab_token": token, "keep": "1"})
-    assert r.status_code in (302, 303, 307)
-    assert r.headers["location"].endswith(f"{PREFIX}/headers?keep=1")
+    assert r.status_code == 302 and "set-cookie" not in r.headers
+    origin = f"http://echo--alpha.localhost:{lab.port}"
+    location = r.headers["location"]
+    assert location.startswith(f"{origin}/_servicelab/callback?code=") and token not in location
+    # There, the code becomes the service origin's cookie and the clean URL.
+    host = {"Host": f"echo--alpha.localhost:{lab.port}"}
+    r = httpx.get(lab.url + location[len(origin) :], headers=host)
+    assert r.status_code == 302 and r.headers["location"] == f"{PREFIX}/headers?keep=1"
     cookie = r.headers["set-cookie"]
-    assert cookie.startswith("lab_access_token=")
+    assert cookie.startswith("servicelab_service=")
     for flag in ("HttpOnly", "SameSite=Lax", "Path=/"):
         assert flag.lower() in cookie.lower()
+    # `lab_token` on the service's own host ends the same way.
+    r = httpx.get(f"{lab.url}{PREFIX}/headers?lab_token={token}&keep=1", headers=host)
+    assert r.status_code == 302 and r.headers["location"] == f"{PREFIX}/headers?keep=1"
+    assert r.headers["set-cookie"].startswith("servicelab_service=")
 
 
 def test_a_token_of_another_project_is_refused(lab: LabProcess) -> None:
@@ -97,6 +131,7 @@ def test_no_lab_credential_reaches_the_service(lab: LabProcess) -> None:
         f"{lab.url}{PREFIX}/headers",
         headers={
             "Cookie": f"theme=dark; lab_access_token={token}; other=1",
+            **FALLBACK,
             "X-Lab-User": "mallory",
             "X-Lab-Project": "beta",
             "X-Forwarded-Prefix": "/evil",
@@ -118,7 +153,7 @@ def test_no_lab_credential_reaches_the_service(lab: LabProcess) -> None:
     # A service's own Authorization scheme passes untouched when the lab token came another way.
     r = httpx.get(
         f"{lab.url}{PREFIX}/headers",
-        headers={"Authorization": "Basic dXNlcjpwdw=="},
+        headers={"Authorization": "Basic dXNlcjpwdw==", **FALLBACK},
         cookies={"lab_access_token": token},
     )
     assert headers_seen(r)["authorization"] == ["Basic dXNlcjpwdw=="]
@@ -185,21 +220,32 @@ def test_jupyter_server_with_prefix_kept(lab: LabProcess) -> None:
             interval=0.5,
             what="jupyter running",
         )
-    session = httpx.Client(base_url=lab.url, timeout=30)
-    login = session.post(
-        "/api/auth/login", json={"username": "admin", "password": "admin-password-for-tests"}
-    )
-    assert login.status_code == 200
+    # A browser's way in: the lab's code for the notebook's own origin, then its cookie.
+    host = f"notebook--alpha.localhost:{lab.port}"
     base = "/api/projects/alpha/services/notebook/8091"
+    r = httpx.get(f"{lab.url}{base}/api/status", params={"lab_token": lab.admin_token})
+    callback = r.headers["location"].split(host, 1)[1]
+    r = httpx.get(lab.url + callback, headers={"Host": host})
+    assert r.status_code == 302, r.text
+    cookie = r.headers["set-cookie"].split(";")[0]
+    session = httpx.Client(base_url=lab.url, timeout=30, headers={"Host": host, "Cookie": cookie})
     status = session.get(f"{base}/api/status")
     assert status.status_code == 200, status.text
     assert "started" in status.json()
-    kernel = session.post(f"{base}/api/kernels", json={"name": "python3"})
+    kernel = session.post(
+        f"{base}/api/kernels", json={"name": "python3"}, headers={"Origin": f"http://{host}"}
+    )
     assert kernel.status_code == 201, kernel.text
     kernel_id = kernel.json()["id"]
 
-    ws_url = lab.url.replace("http://", "ws://") + f"{base}/api/kernels/{kernel_id}/channels"
-    cookie = f"lab_access_token={session.cookies['lab_access_token']}"
+    ws_url = f"ws://{host}{base}/api/kernels/{kernel_id}/channels"
+
+    def channels(origin: str) -> Any:
+        sock = socket.create_connection(("127.0.0.1", lab.port))
+        return connect(
+            ws_url, sock=sock, additional_headers={"Cookie": cookie}, origin=origin, open_timeout=30
+        )
+
     msg_id = uuid.uuid4().hex
     request = {
         "header": {
@@ -220,9 +266,7 @@ def test_jupyter_server_with_prefix_kept(lab: LabProcess) -> None:
             "allow_stdin": False,
         },
     }
-    with connect(
-        ws_url, additional_headers={"Cookie": cookie}, origin=lab.url, open_timeout=30
-    ) as ws:
+    with channels(f"http://{host}") as ws:
         ws.send(json.dumps(request))
         output = ""
         for _ in range(200):
@@ -236,17 +280,10 @@ def test_jupyter_server_with_prefix_kept(lab: LabProcess) -> None:
     assert output.strip() == "42"
 
     # The same WebSocket from another site, with the cookie, is refused.
-    with (
-        pytest.raises(Exception),  # noqa: B017 - websockets raises InvalidStatus or closes
-        connect(
-            ws_url,
-            additional_headers={"Cookie": cookie},
-            origin="http://evil.example",
-            open_timeout=10,
-        ) as ws,
-    ):
-        ws.recv(timeout=10)
-    session.delete(f"{base}/api/kernels/{kernel_id}")
+    with pytest.raises(InvalidStatus) as refused:
+        channels("http://evil.example")
+    assert refused.value.response.status_code == 403
+    session.delete(f"{base}/api/kernels/{kernel_id}", headers={"Origin": f"http://{host}"})
 
 
 def test_a_revoked_token_stops_opening_the_service_within_5_seconds(lab: LabProcess) -> None:

@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 
 from servicelab.runtimes.base import Handle, SpecError
-from servicelab.runtimes.local import EXECUTOR_PATH, LocalRuntime, _alive, _exit_reason
+from servicelab.runtimes.local import EXECUTOR_PATH, LocalRuntime
+from servicelab.runtimes.local_state import alive as _alive
+from servicelab.runtimes.local_state import exit_reason as _exit_reason
 from servicelab.runtimes.supervisor import proc_start_ticks
 from servicelab.spec import Phase, ServiceSpec
 
@@ -40,9 +42,14 @@ def lab_id(tmp_path: Path) -> str:
     return f"test-{tmp_path.name[-12:].lower().strip('_')}"
 
 
+#: Under `make test` the sandbox must be there (scripts/setup-sandbox.sh installs it):
+#: every test of this module then runs sandboxed, and fails rather than run without.
+SANDBOX_MODE = "required" if os.environ.get("SERVICELAB_TEST_SANDBOX") else "auto"
+
+
 @pytest.fixture
 async def runtime(tmp_path: Path, lab_id: str) -> AsyncIterator[LocalRuntime]:
-    rt = LocalRuntime(tmp_path / "services", lab_id)
+    rt = LocalRuntime(tmp_path / "services", lab_id, sandbox=SANDBOX_MODE)
     yield rt
     # Nothing started by a test may outlive it.
     for adopted in await LocalRuntime(tmp_path / "services", lab_id).adopt():
@@ -54,9 +61,10 @@ def echo(name: str = "echo", **env: str) -> ServiceSpec:
     return ServiceSpec(project="proj", name=name, code=str(SERVICES / "echo-service"), env=env)
 
 
-def service_processes(code: Path, root: Path) -> list[int]:
-    """Pids of processes running `code` itself (not its supervisor or executor) for
-    services under `root` (other test runs may run the same code at the same time)."""
+def service_processes(code: Path, root: Path, uid: int | None = None) -> list[int]:
+    """Pids of processes running `code` itself (not its supervisor, sandbox or executor)
+    for services under `root` (other test runs may run the same code at the same time);
+    for a sandboxed service, the processes of its own `uid`."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -64,6 +72,7 @@ def service_processes(code: Path, root: Path) -> list[int]:
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
             environ = (entry / "environ").read_bytes().split(b"\0")
+            owner = entry.stat().st_uid
         except OSError:
             continue
         args = [a.decode(errors="replace") for a in argv if a]
@@ -75,11 +84,16 @@ def service_processes(code: Path, root: Path) -> list[int]:
             ),
             "",
         )
+        ours = (
+            owner == uid
+            if uid is not None
+            else str(code) in args and data_dir.startswith(str(root))
+        )
         if (
-            str(code) in args
-            and data_dir.startswith(str(root))
+            ours
             and not any(
-                a.endswith(("servicelab.execute", "execute.py", "supervisor.py")) for a in args
+                a.endswith(("servicelab.execute", "execute.py", "supervisor.py", "bwrap"))
+                for a in args
             )
             and proc_start_ticks(int(entry.name)) is not None
         ):
@@ -163,11 +177,15 @@ async def test_prepare_explains_what_to_fix(
 # -- start, status ---------------------------------------------------------------------
 
 
-async def test_env_data_dir_and_ports(runtime: LocalRuntime, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", [SANDBOX_MODE, "off"])
+async def test_env_data_dir_and_ports(tmp_path: Path, lab_id: str, mode: str) -> None:
+    runtime = LocalRuntime(tmp_path / "services", lab_id, sandbox=mode)
     async with serving(runtime, echo(PORT="8080")) as (spec, handle, address):
         seen = (await get(address, "/env")).json()
         assert seen["PORT"] == str(address.port) == str(handle["ports"]["8080"])
-        assert seen["LAB_DATA_DIR"] == str(tmp_path / "services" / spec.key / "data")
+        host_data = tmp_path / "services" / spec.key / "data"
+        assert seen["LAB_DATA_DIR"] == ("/data" if handle["sandboxed"] else str(host_data))
+        assert handle["sandboxed"] == runtime.sandbox.active == (handle["uid"] is not None)
         assert seen["LAB_PROJECT"] == "proj"
         assert "SERVICELAB_SECRET_OF_THE_LAB" not in seen
         assert set(handle) >= {
@@ -264,7 +282,7 @@ async def test_logs_rotate_within_bounds_and_follow_across_rotations(
     tmp_path: Path, lab_id: str
 ) -> None:
     max_bytes = 4096
-    rt = LocalRuntime(tmp_path / "services", lab_id, log_max_bytes=max_bytes)
+    rt = LocalRuntime(tmp_path / "services", lab_id, log_max_bytes=max_bytes, sandbox=SANDBOX_MODE)
     async with serving(rt, echo()) as (spec, handle, address):
         followed: list[str] = []
 
@@ -307,7 +325,7 @@ LAB_SCRIPT = textwrap.dedent(
     from servicelab.spec import ServiceSpec
 
     async def main():
-        rt = LocalRuntime(Path(sys.argv[1]), sys.argv[2])
+        rt = LocalRuntime(Path(sys.argv[1]), sys.argv[2], sandbox=sys.argv[4])
         spec = await rt.prepare(ServiceSpec(project="proj", name="survivor", code=sys.argv[3]))
         handle = await rt.start(spec, {"LAB_PROJECT": "proj"})
         print(json.dumps(handle), flush=True)
@@ -330,6 +348,7 @@ async def test_services_outlive_a_killed_lab_and_are_adopted_once(
         str(root),
         lab_id,
         str(code),
+        SANDBOX_MODE,
         stdout=asyncio.subprocess.PIPE,
         cwd=Path(__file__).parent.parent,
     )
@@ -341,7 +360,7 @@ async def test_services_outlive_a_killed_lab_and_are_adopted_once(
         lab.send_signal(signal.SIGKILL)
         await lab.wait()
 
-    rt = LocalRuntime(root, lab_id)
+    rt = LocalRuntime(root, lab_id, sandbox=SANDBOX_MODE)
     adopted = await rt.adopt()
     assert [a.key for a in adopted] == ["proj--survivor"]
     handle = adopted[0].handle
@@ -356,12 +375,12 @@ async def test_services_outlive_a_killed_lab_and_are_adopted_once(
             return (await get(address)).status_code == 200
 
         await eventually(answers, "the adopted service to answer")
-        assert len(service_processes(code.resolve(), root)) == 1
+        assert len(service_processes(code.resolve(), root, handle["uid"])) == 1
         # Another lab (another instance id) sharing the folder does not take it.
         assert await LocalRuntime(root, lab_id + "-other").adopt() == []
     finally:
         await rt.stop(handle, timeout=5.0)
-    assert service_processes(code.resolve(), root) == []
+    assert service_processes(code.resolve(), root, handle["uid"]) == []
 
 
 # -- data ------------------------------------------------------------------------------
@@ -383,7 +402,7 @@ async def test_kept_data_and_delete_data(runtime: LocalRuntime) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(not EXECUTOR_PATH.exists(), reason="servicelab/execute.py not there yet")
 async def test_requirements_install_into_the_service_venv(tmp_path: Path, lab_id: str) -> None:
-    rt = LocalRuntime(tmp_path / "services", lab_id)
+    rt = LocalRuntime(tmp_path / "services", lab_id, sandbox=SANDBOX_MODE)
     spec = ServiceSpec(project="proj", name="deps", code=str(SERVICES / "with-requirements"))
     async with serving(rt, spec) as (spec, handle, address):
         assert (await get(address)).text == "six 1.17.0"

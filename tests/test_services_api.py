@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from datetime import UTC, datetime
@@ -53,8 +54,11 @@ def api(lab_process: LabProcess):
 
 
 def service_pids(data_dir: Path, key: str) -> list[int]:
-    """PIDs of processes running the service's code (by the data folder in their env)."""
+    """PIDs of processes running the service's code: by the uid of its sandbox, or (not
+    sandboxed) by the data folder in their environment."""
     pids = []
+    ids_file = data_dir / "services" / key / "sandbox-ids.json"
+    uid = json.loads(ids_file.read_text())["uid"] if ids_file.exists() else None
     marker = f"LAB_DATA_DIR={data_dir / 'services' / key / 'data'}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -62,13 +66,15 @@ def service_pids(data_dir: Path, key: str) -> list[int]:
         try:
             environ = (entry / "environ").read_bytes()
             cmdline = (entry / "cmdline").read_bytes()
+            owner = entry.stat().st_uid
         except OSError:
             continue
-        if (
-            marker in environ.split(b"\0")
-            and b"echo-service" in cmdline
-            and b"execute" not in cmdline
-        ):
+        ours = (
+            owner == uid
+            if uid is not None
+            else marker in environ.split(b"\0") and b"echo-service" in cmdline
+        )
+        if ours and b"execute" not in cmdline and b"bwrap" not in cmdline:
             pids.append(int(entry.name))
     return pids
 

@@ -212,14 +212,15 @@ def test_a_user_deploys_watches_and_removes_a_service(
     expect(row.locator("[data-health]")).to_have_text("healthy", timeout=SLOW)
     shot(p, "project")
 
-    # Its port opens through the proxy, authenticated by the session cookie.
+    # Its port opens on the service's own origin, logged in by the lab's handshake.
     port = row.locator("a[data-port]").first
     with p.context.expect_page() as popup_info:
         port.click()
     service_page = popup_info.value
     expect(service_page.locator("body")).to_have_text("ok")
     service_url = service_page.url
-    assert service_url.startswith(f"{url}/api/projects/demo/services/echo/")
+    origin = f"http://echo--demo.localhost:{lab_process.port}"
+    assert service_url == f"{origin}/api/projects/demo/services/echo/8091/"
     service_page.goto(service_url + "env")
     env = json.loads(service_page.locator("body").inner_text())
     assert env["GREETING"] == "hello-from-the-ui"
@@ -326,12 +327,14 @@ def test_csrf_and_the_way_back_after_log_in(page: Page, lab_process: LabProcess)
             what="the echo service to be healthy",
         )
 
-    # A browser sent to the log-in page by the proxy comes back to the service after it.
+    # A browser sent to the log-in page by the proxy comes back to the service after it,
+    # on the service's own origin.
     service = "/api/projects/shop/services/echo/8091/"
     p.goto(service)
     expect(p).to_have_url(f"{url}/login?next={quote(service, safe='/')}")
     log_in(p)
-    expect(p).to_have_url(f"{url}{service}", timeout=SLOW)
+    origin = f"http://echo--shop.localhost:{lab_process.port}"
+    expect(p).to_have_url(f"{origin}{service}", timeout=SLOW)
     expect(p.locator("body")).to_have_text("ok", timeout=SLOW)
 
     # A POST with the session cookie but without the CSRF token is refused...

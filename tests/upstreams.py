@@ -250,7 +250,11 @@ class DictAuthorizer:
         user, token_project = entry
         if token_project != project:
             raise AuthError(403, f"The token does not open project {project!r}.")
-        return Principal(user, project)
+        # The token stands for its own id here: a test has no database of tokens.
+        return Principal(user, project, token_id=token)
+
+    async def authorize_parent(self, token_id: str, project: str) -> Principal:
+        return await self.authorize(token_id, project)
 
 
 async def inner_app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:

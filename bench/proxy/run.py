@@ -161,11 +161,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 def wrk(
-    name: str, url: str, connections: int, duration: int, auth: bool, pid: int | None = None
+    name: str, url: str, connections: int, duration: int, token: str, pid: int | None = None
 ) -> WrkResult:
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
-    if auth:
-        cmd += ["-H", f"Authorization: Bearer {TOKEN}"]
+    if token:
+        cmd += ["-H", f"Authorization: Bearer {token}"]
     # A short warm-up fills connection pools and caches.
     subprocess.run([*cmd[:3], "-d2s", *cmd[4:], url], capture_output=True, check=True)
     cpu_before = cpu_seconds(pid) if pid else 0.0
@@ -201,7 +201,7 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def download(url: str) -> tuple[float, float]:
+def download(url: str, token: str = TOKEN) -> tuple[float, float]:
     """(MiB/s, seconds) for a GiB through curl, which is faster than any Python client."""
     out = subprocess.run(
         [
@@ -210,7 +210,7 @@ def download(url: str) -> tuple[float, float]:
             "-o",
             "/dev/null",
             "-H",
-            f"Authorization: Bearer {TOKEN}",
+            f"Authorization: Bearer {token}",
             "-w",
             "%{size_download} %{time_total}",
             url,
@@ -222,6 +222,58 @@ def download(url: str) -> tuple[float, float]:
     size, seconds = int(out[0]), float(out[1])
     assert size == GIB, size
     return size / seconds / (1 << 20), seconds
+
+
+PROXY_PASS_CONF = """
+worker_processes auto;
+daemon off;
+pid {tmp}/pass.pid;
+error_log {tmp}/pass-error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  keepalive_requests 10000000;
+  client_body_temp_path {tmp}/pbody; proxy_temp_path {tmp}/pproxy;
+  fastcgi_temp_path {tmp}/pfcgi; uwsgi_temp_path {tmp}/puwsgi; scgi_temp_path {tmp}/pscgi;
+  upstream up {{ server 127.0.0.1:{up}; keepalive 16; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_request_buffering off;
+    }}
+  }}
+}}
+"""
+
+
+def proxy_pass(tmp: Path, up_port: int) -> tuple[list[str], int]:
+    """Plain nginx `proxy_pass` to the upstream: what nginx costs with no lab at all."""
+    port = free_port()
+    conf = tmp / "pass.conf"
+    conf.write_text(PROXY_PASS_CONF.format(tmp=tmp, up=up_port, port=port))
+    nginx = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+    assert nginx
+    return [nginx, "-c", str(conf), "-e", str(tmp / "pass-error.log")], port
+
+
+def rss_sum_mib(pids: list[int]) -> float:
+    return sum(peak_rss_mib(p) for p in pids)
+
+
+#: Short names of the targets, as the summary and targets use them.
+DIRECT, PASS, CHP, STAND_IN, EMBEDDED, NGINX, SERVICE = (
+    "direct",
+    "nginx proxy_pass",
+    "CHP",
+    "stand-in",
+    "lab embedded",
+    "lab nginx",
+    "lab's service",
+)
 
 
 def main() -> None:
@@ -239,12 +291,16 @@ def main() -> None:
     conns = [int(c) for c in args.connections.split(",")]
     for tool in ("wrk", "node", "curl"):
         if not shutil.which(tool):
-            raise SystemExit(f"{tool} is missing: apt-get install -y wrk nginx-light curl nodejs")
+            raise SystemExit(f"{tool} is missing: scripts/setup-bench.sh")
     chp = HERE / "node_modules" / ".bin" / "configurable-http-proxy"
     if not chp.exists():
         raise SystemExit(f"CHP is missing: cd {HERE} && npm install")
+    sys.path.insert(0, str(HERE))
+    from lab import ROUTE as LAB_ROUTE
+    from lab import nginx_pids, service_address, whole_lab
 
     results: list[WrkResult] = []
+    downloads: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="servicelab-bench-") as tmpdir:
         tmp = Path(tmpdir)
         with upstream(tmp) as (kind, up_port):
@@ -265,24 +321,38 @@ def main() -> None:
                 "warn",
             ]
             serve = [sys.executable, str(HERE / "serve.py"), str(up_port), TOKEN]
+            pass_cmd, pass_port = proxy_pass(tmp, up_port)
+            embedded_port, nginx_port = free_port(), free_port()
+            www = tmp / "www"
             with (
                 running(chp_cmd, stdout=subprocess.DEVNULL) as chp_proc,
                 running(serve, stdout=subprocess.PIPE) as lab,
+                running(pass_cmd),
+                whole_lab(tmp, "embedded", embedded_port, www) as (embedded_pid, embedded_token),
+                whole_lab(tmp, "nginx", nginx_port, www) as (_, nginx_token),
             ):
                 lab_port = read_listening(lab)
                 auth = {"Authorization": f"Bearer {TOKEN}"}
                 wait_http(f"http://127.0.0.1:{chp_port}{SMALL}")
+                wait_http(f"http://127.0.0.1:{pass_port}{SMALL}")
                 wait_http(f"http://127.0.0.1:{lab_port}{ROUTE}{SMALL}", auth)
+                embedded_url = f"http://127.0.0.1:{embedded_port}{LAB_ROUTE}"
+                nginx_url = f"http://127.0.0.1:{nginx_port}{LAB_ROUTE}"
                 targets = [
-                    (f"direct ({kind})", f"http://127.0.0.1:{up_port}{SMALL}", False, None),
-                    ("servicelab", f"http://127.0.0.1:{lab_port}{ROUTE}{SMALL}", True, lab.pid),
-                    ("CHP", f"http://127.0.0.1:{chp_port}{SMALL}", False, chp_proc.pid),
+                    (DIRECT, f"http://127.0.0.1:{up_port}{SMALL}", "", None),
+                    (PASS, f"http://127.0.0.1:{pass_port}{SMALL}", "", None),
+                    (CHP, f"http://127.0.0.1:{chp_port}{SMALL}", "", chp_proc.pid),
+                    (STAND_IN, f"http://127.0.0.1:{lab_port}{ROUTE}{SMALL}", TOKEN, lab.pid),
+                    (EMBEDDED, embedded_url + SMALL, embedded_token, embedded_pid),
+                    (NGINX, nginx_url + SMALL, nginx_token, None),
+                    # The whole labs' service itself: what neither plane can beat.
+                    (SERVICE, f"http://{service_address(tmp, 'nginx')}{SMALL}", "", None),
                 ]
                 for c in conns:
                     runs: dict[str, list[WrkResult]] = {t[0]: [] for t in targets}
                     for _ in range(args.rounds):
-                        for name, url, needs_auth, pid in targets:
-                            result = wrk(name, url, c, args.duration, needs_auth, pid)
+                        for name, url, token, pid in targets:
+                            result = wrk(name, url, c, args.duration, token, pid)
                             runs[name].append(result)
                             cpu = result.cpu_us_per_request
                             print(
@@ -294,15 +364,24 @@ def main() -> None:
                     for name in runs:
                         ordered = sorted(runs[name], key=lambda r: r.requests_per_s)
                         results.append(ordered[len(ordered) // 2])
-                rss_before = peak_rss_mib(lab.pid)
-                mib_s, seconds = download(f"http://127.0.0.1:{lab_port}{ROUTE}{BIG}")
-                rss_after = peak_rss_mib(lab.pid)
-                direct_mib_s, _ = download(f"http://127.0.0.1:{up_port}{BIG}")
+                # A GiB through each plane: the proxy's peak memory before and after.
+                before = peak_rss_mib(embedded_pid)
+                downloads["lab embedded GiB MiB/s"] = download(embedded_url + BIG, embedded_token)[
+                    0
+                ]
+                downloads["lab embedded peak RSS MiB before"] = before
+                downloads["lab embedded peak RSS MiB after"] = peak_rss_mib(embedded_pid)
+                pids = nginx_pids(tmp, "nginx")
+                before = rss_sum_mib(pids)
+                downloads["lab nginx GiB MiB/s"] = download(nginx_url + BIG, nginx_token)[0]
+                downloads["lab nginx peak RSS MiB before (master+workers)"] = before
+                downloads["lab nginx peak RSS MiB after (master+workers)"] = rss_sum_mib(pids)
+                downloads["direct GiB MiB/s"] = download(f"http://127.0.0.1:{up_port}{BIG}")[0]
 
     def find(name: str, c: int) -> WrkResult:
-        return next(r for r in results if r.target.startswith(name) and r.connections == c)
+        return next(r for r in results if r.target == name and r.connections == c)
 
-    print("\nmedian runs:")
+    print(f"\nmedian runs (upstream: {kind}):")
     print(
         f"{'target':<16} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
         f"{'cpu us/req':>10}"
@@ -315,41 +394,43 @@ def main() -> None:
         )
     summary: dict[str, float] = {}
     for c in conns:
-        lab_r, direct, chp_r = find("servicelab", c), find("direct", c), find("CHP", c)
-        summary[f"servicelab/direct req/s c={c}"] = lab_r.requests_per_s / direct.requests_per_s
-        summary[f"servicelab/CHP req/s c={c}"] = lab_r.requests_per_s / chp_r.requests_per_s
-        summary[f"servicelab added p50 ms c={c}"] = lab_r.p50_ms - direct.p50_ms
+        direct, chp_r = find(DIRECT, c), find(CHP, c)
+        for name in (PASS, STAND_IN, EMBEDDED, NGINX):
+            r = find(name, c)
+            summary[f"{name}/direct req/s c={c}"] = r.requests_per_s / direct.requests_per_s
+            summary[f"{name}/CHP req/s c={c}"] = r.requests_per_s / chp_r.requests_per_s
+            summary[f"{name} added p50 ms c={c}"] = r.p50_ms - direct.p50_ms
         summary[f"CHP added p50 ms c={c}"] = chp_r.p50_ms - direct.p50_ms
-        if lab_r.cpu_us_per_request and chp_r.cpu_us_per_request:
-            summary[f"CHP/servicelab CPU per request c={c}"] = (
-                chp_r.cpu_us_per_request / lab_r.cpu_us_per_request
-            )
-    summary["1 GiB download through servicelab MiB/s"] = mib_s
-    summary["1 GiB download direct MiB/s"] = direct_mib_s
-    summary["servicelab peak RSS MiB before download"] = rss_before
-    summary["servicelab peak RSS MiB after download"] = rss_after
+        summary[f"{EMBEDDED}/{STAND_IN} req/s c={c}"] = (
+            find(EMBEDDED, c).requests_per_s / find(STAND_IN, c).requests_per_s
+        )
+    summary.update(downloads)
     print()
     for key, value in summary.items():
-        print(f"{key:<44} {value:10.3f}")
+        print(f"{key:<52} {value:10.3f}")
+    checks: list[tuple[str, bool]] = []
     if 32 in conns:
-        ok_rps = summary["servicelab/CHP req/s c=32"] >= 0.8
-        verdict = "met" if ok_rps else "MISSED"
-        print(f"target servicelab >= 0.8x CHP req/s at 32 connections: {verdict}")
+        checks += [
+            ("lab nginx >= 3x CHP req/s at 32", summary[f"{NGINX}/CHP req/s c=32"] >= 3),
+            ("lab nginx >= 0.5x direct req/s at 32", summary[f"{NGINX}/direct req/s c=32"] >= 0.5),
+            ("lab embedded >= 1.5x CHP req/s at 32", summary[f"{EMBEDDED}/CHP req/s c=32"] >= 1.5),
+            (
+                "lab embedded within 10% of the stand-in at 32",
+                summary[f"{EMBEDDED}/{STAND_IN} req/s c=32"] >= 0.9,
+            ),
+        ]
     if 1 in conns:
-        ok_lat = summary["servicelab added p50 ms c=1"] <= 0.5
-        verdict = "met" if ok_lat else "MISSED"
-        print(f"target <= 0.5 ms added median latency at 1 connection: {verdict}")
+        checks.append(
+            ("lab nginx adds <= 0.1 ms to p50 at 1", summary[f"{NGINX} added p50 ms c=1"] <= 0.1)
+        )
+    for what, ok in checks:
+        print(f"target {what}: {'met' if ok else 'MISSED'}")
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"proxy-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(
         json.dumps(
-            {
-                "results": [asdict(r) for r in results],
-                "summary": summary,
-                "upstream": kind,
-                "seconds_download": seconds,
-            },
+            {"results": [asdict(r) for r in results], "summary": summary, "upstream": kind},
             indent=2,
         )
     )

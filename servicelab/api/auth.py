@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 from servicelab import envelope
 from servicelab.auth import (
     MAX_TOKEN_LIFETIME,
+    AuthFailed,
     Forbidden,
     Identity,
     hash_password,
@@ -33,10 +35,13 @@ from servicelab.spec import normalize_name
 
 from .deps import (
     authority,
+    check_csrf,
     csrf_token_for,
     current_identity,
     db_session,
     find_project,
+    header_identity,
+    refuse_cross_origin,
     require_admin,
     require_user,
 )
@@ -194,6 +199,18 @@ def logout(
     request: Request, response: Response, session: Session = Depends(db_session, scope="function")
 ) -> dict:
     found = find_token(request.headers.get("authorization"), request.cookies, {})
+    if found and found.source is TokenSource.COOKIE:
+        # Else any page could log the user out (with a link, for this GET).
+        refuse_cross_origin(request)
+        # Without a live session behind the cookie there is only the cookie to clear.
+        with contextlib.suppress(AuthFailed):
+            check_csrf(request, authority(request).identify(found.token))
+    return end_session(request, response, session)
+
+
+def end_session(request: Request, response: Response, session: Session) -> dict:
+    """Revoke the caller's session token (header or cookie) and clear the cookie."""
+    found = find_token(request.headers.get("authorization"), request.cookies, {})
     if found and found.token.startswith("sls_"):
         token = session.scalar(
             select(ApiToken).where(ApiToken.secret_hash == hash_secret(found.token))
@@ -213,7 +230,11 @@ def logout_post(
     return logout(request, response, session)
 
 
-@router.get("/refresh", summary="A fresh session token for the caller")
+@router.get(
+    "/refresh",
+    summary="A fresh session token for the caller",
+    dependencies=[Depends(header_identity)],
+)
 def refresh(
     request: Request,
     response: Response,
@@ -338,7 +359,11 @@ def delete_user(
     return envelope.success(None, message=f"User {found.username!r} deleted.")
 
 
-@router.get("/users/{user}/token", summary="A new user API token (ML Lab)")
+@router.get(
+    "/users/{user}/token",
+    summary="A new user API token (ML Lab)",
+    dependencies=[Depends(header_identity)],
+)
 def user_token(
     user: str,
     identity: Identity = Depends(require_user),
@@ -384,20 +409,6 @@ def _set_membership(
         message=f"{found_user.username} removed from {found_project.name}; "
         f"{revoked} project token(s) they made revoked.",
     )
-
-
-def header_identity(request: Request, identity: Identity = Depends(require_user)) -> Identity:
-    """The caller of one of ML Lab's state-changing GET routes: only a token sent in the
-    Authorization header counts. A browser sends cookies (and follows links carrying
-    `lab_token`) on its own, so a cookie-only GET, e.g. an <img> on another site, must
-    change nothing."""
-    found = find_token(request.headers.get("authorization"), request.cookies, {})
-    if found is None or found.source is not TokenSource.HEADER:
-        raise Forbidden(
-            "This GET route changes state: send your token in the Authorization header, "
-            "or use the POST/PUT route."
-        )
-    return identity
 
 
 def _change_password(

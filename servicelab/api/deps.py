@@ -1,9 +1,10 @@
 """FastAPI dependencies: the database session, the caller's identity, project access.
 
 The token is found by `servicelab.credentials.find_token` (header, then cookie, then URL
-parameter). A state-changing request authenticated by the session cookie must also carry
-the session's CSRF token in `X-CSRF-Token` (or a `csrf_token` form field): a cookie is
-sent by the browser on its own, a header is not.
+parameter). A request authenticated by the session cookie must come from the lab's own
+origin (`Sec-Fetch-Site` / `Origin`): a cookie is sent by the browser on its own, also for
+a page of another origin (a service's, on a sibling host of the same site). A
+state-changing one must also carry the session's CSRF token in `X-CSRF-Token`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from sqlalchemy import select
@@ -20,6 +22,7 @@ from sqlalchemy.orm import Session
 from servicelab.auth import Forbidden, Identity, TokenAuthority
 from servicelab.credentials import TokenSource, find_token
 from servicelab.db import Database, Project
+from servicelab.proxy.origins import from_own_origin
 from servicelab.spec import InvalidName, normalize_name
 
 from .errors import ApiError
@@ -42,19 +45,50 @@ def csrf_token_for(secret_key: bytes, token_id: str) -> str:
     return hmac.new(secret_key, token_id.encode(), hashlib.sha256).hexdigest()
 
 
+def lab_origins(request: Request) -> set[str]:
+    """The origins the lab's pages are served from: this request's scheme and host, the
+    public URL, and the configured extra origins."""
+    settings = request.app.state.settings
+    own = {f"{request.url.scheme}://{request.headers.get('host', '')}".lower()}
+    if settings.public_url:
+        parts = urlsplit(settings.public_url)
+        own.add(f"{parts.scheme}://{parts.netloc}".lower())
+    own.update(o.rstrip("/").lower() for o in settings.allowed_origins)
+    return own
+
+
+def refuse_cross_origin(request: Request) -> None:
+    """Refuse a request authenticated by the lab cookie that another origin made."""
+    headers = request.headers
+    if not from_own_origin(
+        headers.get("sec-fetch-site"), headers.get("origin"), lab_origins(request)
+    ):
+        raise Forbidden(
+            "Cross-origin use of the lab session refused: the lab's cookie works on the "
+            "lab's own pages only (API clients send 'Authorization: Bearer <token>')."
+        )
+
+
 def current_identity(request: Request) -> Identity:
     found = find_token(request.headers.get("authorization"), request.cookies, request.query_params)
+    if found and found.source is TokenSource.COOKIE:
+        refuse_cross_origin(request)
     identity = authority(request).identify(found.token if found else None)
-    if found and found.source is TokenSource.COOKIE and request.method not in SAFE_METHODS:
-        expected = csrf_token_for(request.app.state.secret_key, identity.token_id)
-        given = request.headers.get(CSRF_HEADER, "")
-        if not hmac.compare_digest(given, expected):
-            raise Forbidden(
-                "Missing or wrong CSRF token: send the X-CSRF-Token header from the login "
-                "response with requests authenticated by cookie."
-            )
+    request.state.by_cookie = bool(found and found.source is TokenSource.COOKIE)
+    if request.state.by_cookie and request.method not in SAFE_METHODS:
+        check_csrf(request, identity)
     request.state.identity = identity
     return identity
+
+
+def check_csrf(request: Request, identity: Identity) -> None:
+    expected = csrf_token_for(request.app.state.secret_key, identity.token_id)
+    given = request.headers.get(CSRF_HEADER, "")
+    if not hmac.compare_digest(given, expected):
+        raise Forbidden(
+            "Missing or wrong CSRF token: send the X-CSRF-Token header from the login "
+            "response with requests authenticated by cookie."
+        )
 
 
 def require_user(identity: Identity = Depends(current_identity)) -> Identity:
@@ -103,3 +137,17 @@ def project_context(
     if not authority(request).can_open(identity, found):
         raise Forbidden(f"Your token does not open project {found.name!r}.")
     return ProjectContext(found, identity, session)
+
+
+def header_identity(request: Request, identity: Identity = Depends(require_user)) -> Identity:
+    """The caller of one of ML Lab's state-changing GET routes (they mint tokens, change
+    passwords or members): only a token sent in the Authorization header counts. A
+    browser sends cookies (and follows links carrying `lab_token`) on its own, so a
+    cookie-only GET, e.g. an <img> or a link on another site, must change nothing."""
+    found = find_token(request.headers.get("authorization"), request.cookies, {})
+    if found is None or found.source is not TokenSource.HEADER:
+        raise Forbidden(
+            "This GET route changes state: send your token in the Authorization header, "
+            "or use the POST/PUT route."
+        )
+    return identity

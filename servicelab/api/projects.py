@@ -18,6 +18,7 @@ from .deps import (
     authority,
     current_identity,
     db_session,
+    header_identity,
     project_context,
     require_user,
 )
@@ -155,7 +156,11 @@ def _require_person(ctx: ProjectContext) -> Identity:
     return ctx.identity
 
 
-@router.get("/{project}/token", summary="A new project API token (ML Lab)")
+@router.get(
+    "/{project}/token",
+    summary="A new project API token (ML Lab)",
+    dependencies=[Depends(header_identity)],
+)
 def project_token(ctx: ProjectContext = Depends(project_context)) -> dict:
     identity = _require_person(ctx)
     issued = issue_token(

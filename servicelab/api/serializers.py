@@ -10,11 +10,13 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from fastapi import Request
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from servicelab.db import ApiToken, Project, User
 from servicelab.execute import is_vcs_url, redact_url
+from servicelab.proxy.origins import OriginPolicy
 
 
 def epoch_ms(value: datetime | None) -> int | None:
@@ -91,3 +93,18 @@ def token_out(token: ApiToken, *, project: str | None = None) -> dict[str, Any]:
         "revokedAt": epoch_ms(token.revoked_at),
         "lastUsedAt": epoch_ms(token.last_used_at),
     }
+
+
+def browser_base(request: Request, project: str, service: str) -> str:
+    """Where browsers open a service: its own origin (`scheme://<service>--<project>.
+    <domain>[:port]`) as this request's client sees the lab, or, when none can be formed,
+    the lab itself (the path route, served sandboxed)."""
+    settings = request.app.state.settings
+    host = request.headers.get("host", "")
+    if settings.trust_proxy_headers and request.headers.get("x-forwarded-host"):
+        host = request.headers["x-forwarded-host"].split(",")[0].strip()
+    policy = OriginPolicy(settings.service_domain)
+    origin = policy.service_origin(request.url.scheme, host, project, service)
+    if origin is not None:
+        return origin
+    return settings.public_url.rstrip("/") or f"{request.url.scheme}://{host}"

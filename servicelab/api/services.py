@@ -37,10 +37,11 @@ from servicelab.spec import (
     same_image,
 )
 
+from .deploy_policy import check_deploy
 from .deps import ProjectContext, project_context
 from .errors import ApiError
 from .files import check_code_source
-from .serializers import epoch_ms, source_out
+from .serializers import browser_base, epoch_ms, source_out
 
 router = APIRouter(prefix="/api/projects/{project}/services", tags=["services"])
 
@@ -179,10 +180,9 @@ def service_out(row: ServiceRow, project: str, request: Request) -> dict[str, An
     if spec.code:
         configuration["EXECUTE_CODE"] = source_out(spec.code)
     configuration.update({k: MASK if spec.is_secret(k) else v for k, v in spec.env.items()})
-    ports = [
-        {"port": p, "path": f"{base}{p}/", "url": f"{settings.endpoint}{base}{p}/"}
-        for p in spec.ports
-    ]
+    # Browsers open a service on its own origin; API clients use `endpoint` (the path).
+    browse = browser_base(request, project, row.name)
+    ports = [{"port": p, "path": f"{base}{p}/", "url": f"{browse}{base}{p}/"} for p in spec.ports]
     return {
         "name": row.name,
         "project": project,
@@ -202,6 +202,7 @@ def service_out(row: ServiceRow, project: str, request: Request) -> dict[str, An
         "endpoint": f"{settings.endpoint}{base}{spec.connection_port}/"
         if spec.connection_port
         else None,
+        "url": f"{browse}{base}{spec.connection_port}/" if spec.connection_port else None,
         "configuration": configuration,
         "labels": {
             "servicelab.project": project,
@@ -368,6 +369,8 @@ def merged_spec(old: ServiceSpec, update: SpecIn) -> SpecIn:
 async def _deploy(
     request: Request, ctx: ProjectContext, spec: ServiceSpec, *, replace_existing: bool
 ) -> JSONResponse:
+    # Runtime isolation (issue 12): host paths and unsandboxed runtimes, see deploy_policy.
+    check_deploy(request.app.state.settings, manager(request).runtime, ctx.identity, spec)
     if spec.code:
         await check_code_source(request, ctx.name, spec.code)
     row, created = await manager(request).deploy(

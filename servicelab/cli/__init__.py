@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from . import auth, data, projects, services, tokens, tools
+from . import auth, data, models, projects, services, tokens, tools
 from .common import LabGroup, State
 from .serve import serve
 
@@ -27,6 +27,7 @@ app.registered_commands += auth.app.registered_commands
 app.add_typer(projects.app, name="projects")
 app.add_typer(services.app, name="services")
 app.add_typer(data.app, name="data")
+app.add_typer(models.app, name="models")
 app.add_typer(tokens.app, name="tokens")
 tools.register(app)
 

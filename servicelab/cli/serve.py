@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +15,36 @@ from rich.console import Console
 from servicelab.config import Settings
 
 console = Console(stderr=False, highlight=False)
+
+#: Credentials that may reach a log line through a URL (uvicorn's own WebSocket line
+#: prints the query string) or a library's message: parameters and cookies by name, and
+#: the lab's tokens by their prefix.
+_SECRET_PARAM = re.compile(
+    r"(?i)\b(lab_token|code|token|csrf_token|lab_access_token|(?:__Host-)?servicelab_service)"
+    r"=[^&;\s\"']+"
+)
+_TOKEN = re.compile(r"\b(sls|slu|slp)_[A-Za-z0-9_\-]{6,}")
+
+
+class RedactSecrets(logging.Filter):
+    """Rewrites every record a handler writes so that no token, one-time code or cookie
+    value is in it: a log file is read by more people than the lab's database."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = _TOKEN.sub(r"\1_[redacted]", _SECRET_PARAM.sub(r"\1=[redacted]", message))
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def redact_log_handlers() -> None:
+    """Put `RedactSecrets` on every handler of the root and uvicorn loggers (after
+    uvicorn configured its own)."""
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access", "servicelab"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, RedactSecrets) for f in handler.filters):
+                handler.addFilter(RedactSecrets())
 
 
 def _print_first_login(settings: Settings, password: str | None) -> None:
@@ -94,10 +125,18 @@ def serve(
     app = create_app(settings, on_admin_password=generated.append)
     _print_first_login(settings, generated[0] if generated else None)
     generated.clear()
+    listen: dict[str, Any] = {"host": settings.host, "port": settings.port}
+    if settings.proxy == "nginx":
+        from servicelab.proxy.nginx_lab import lab_socket
+
+        # nginx holds the public port; the lab listens on a socket only nginx can reach
+        # (its folder is the lab user's alone), so nginx's X-Forwarded-* are the truth.
+        socket_path = lab_socket(settings)
+        socket_path.unlink(missing_ok=True)
+        listen = {"uds": str(socket_path), "forwarded_allow_ips": "*"}
     config = uvicorn.Config(
         app,
-        host=settings.host,
-        port=settings.port,
+        **listen,
         loop="uvloop",
         http="httptools",
         # uvicorn's access log prints query strings, where a `lab_token` may be: the lab
@@ -105,8 +144,9 @@ def serve(
         access_log=False,
         log_level=settings.log_level,
         # X-Forwarded-* from any client would let it pose as another address or as https.
-        proxy_headers=settings.trust_proxy_headers,
+        proxy_headers=settings.trust_proxy_headers or settings.proxy == "nginx",
         server_header=False,
         timeout_graceful_shutdown=10,
     )
+    redact_log_handlers()
     uvicorn.Server(config).run()

@@ -362,10 +362,11 @@ def open_service(
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Print the service's URL (it needs a token: a header, cookie or lab_token parameter)."""
+    """Print the service's URL on its own origin, for browsers (they log in there by the
+    lab's handshake; scripts send 'Authorization: Bearer <token>' to it or to the path)."""
     lab = environment(project)
     found = lab.lab_handler.lab_api.get_service(project_of(lab), service)
-    url = service_url(found, port)
+    url = service_url(found, port) if port is not None or not found.get("url") else found["url"]
     if not url:
         raise CliError(f"Service {service!r} has no HTTP port.", Exit.NOT_FOUND)
     if as_json:

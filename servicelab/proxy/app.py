@@ -17,7 +17,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -25,17 +25,27 @@ import aiohttp
 from yarl import URL
 
 from servicelab.credentials import COOKIE_NAME, QUERY_PARAM, TokenSource, find_token
-from servicelab.envelope import error_bytes
 from servicelab.proxy import websocket
 from servicelab.proxy.client import UpstreamError, UpstreamPool, UpstreamTimeout
 from servicelab.proxy.contract import (
     AuthError,
     Authorizer,
+    CodeStore,
+    MemoryCodes,
     Principal,
     ProxySettings,
     RouteError,
     RouteResolver,
     Upstream,
+)
+from servicelab.proxy.grants import verify
+from servicelab.proxy.handshake import (
+    Handshake,
+    Site,
+    cookie_request_allowed,
+    drop_lab_set_cookies,
+    lab_cookie_reply,
+    take_grant_cookie,
 )
 from servicelab.proxy.headers import (
     IncomingRequest,
@@ -44,7 +54,14 @@ from servicelab.proxy.headers import (
     response_headers,
     strip_lab_query,
 )
+from servicelab.proxy.hosts import HostMap
 from servicelab.proxy.metrics import UNROUTED, RouteStats, record, stats_for
+from servicelab.proxy.origins import (
+    CALLBACK_PATH,
+    SANDBOX_CSP,
+    OriginPolicy,
+)
+from servicelab.proxy.replies import Reply, error, send_reply
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -56,18 +73,7 @@ logger = logging.getLogger("servicelab.proxy")
 
 _ROUTE_START = b"/api/projects/"
 _ROUTE = re.compile(rb"/api/projects/([^/]+)/services/([^/]+)/([0-9]{1,5})(/.*)?", re.DOTALL)
-_JSON = [(b"content-type", b"application/json")]
-_COOKIE_SAFE = re.compile(r"[A-Za-z0-9._~+/=\-]+")
 _HTTP11 = b" HTTP/1.1\r\n"
-
-
-@dataclass(slots=True)
-class _Reply:
-    """A response the proxy makes itself (errors and redirects)."""
-
-    status: int
-    body: bytes = b""
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -85,6 +91,9 @@ class _Route:
     source: TokenSource | None
     upstream: Upstream
     stats: RouteStats
+    #: Served without an origin of its own: the response gets `Content-Security-Policy:
+    #: sandbox`, so its pages run as an opaque origin.
+    sandbox: bool = False
 
 
 @dataclass(slots=True)
@@ -102,20 +111,6 @@ class _Exchange:
 
 class _ClientGone(Exception):
     """The client disconnected while its request body was being forwarded."""
-
-
-def _error(status: int, message: str, retry_after: int | None = None) -> _Reply:
-    headers = list(_JSON)
-    if retry_after is not None:
-        headers.append((b"retry-after", str(retry_after).encode()))
-    return _Reply(status, error_bytes(status, message), headers)
-
-
-async def _send_reply(send: Send, reply: _Reply) -> None:
-    headers = reply.headers
-    headers.append((b"content-length", str(len(reply.body)).encode()))
-    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-    await send({"type": "http.response.body", "body": reply.body, "more_body": False})
 
 
 def _name(raw: bytes) -> str:
@@ -144,16 +139,23 @@ class ProxyApp:
         resolver: RouteResolver,
         authorizer: Authorizer,
         settings: ProxySettings | None = None,
+        codes: CodeStore | None = None,
     ) -> None:
         self.app = app
         self.resolver = resolver
         self.authorizer = authorizer
         self.settings = settings or ProxySettings()
+        #: One-time codes of the handshake: the database for a lab, memory for tests.
+        self.codes: CodeStore = codes or MemoryCodes()
+        self.policy = OriginPolicy(self.settings.service_domain)
+        self.hosts = HostMap(self.policy, resolver, self.settings.trust_forwarded_headers)
+        self.handshake = Handshake(self.settings, self.codes, authorizer)
         self._session: aiohttp.ClientSession | None = None
         self._pool = UpstreamPool(self.settings.connect_timeout, self.settings.read_timeout)
         self._allowed_origins = frozenset(
             o.rstrip("/").lower().encode() for o in self.settings.allowed_origins
         )
+        self._allowed_origins_str = tuple(o.decode() for o in self._allowed_origins)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -190,6 +192,10 @@ class ProxyApp:
         kind = scope["type"]
         if kind == "http" or kind == "websocket":
             raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+            site = self.hosts.site(scope)
+            if site is not None:
+                await self._service_host(scope, receive, send, raw_path, site)
+                return
             if raw_path.startswith(_ROUTE_START):
                 match = _ROUTE.fullmatch(raw_path)
                 if match is not None:
@@ -202,6 +208,57 @@ class ProxyApp:
             await self.app(scope, self._lifespan_receive(receive), send)
             return
         await self.app(scope, receive, send)
+
+    async def _service_host(
+        self, scope: Scope, receive: Receive, send: Send, raw_path: bytes, site: Site
+    ) -> None:
+        """A service host answers its service's routes and the handshake's callback only:
+        nothing of the lab (API, UI, other services) is reachable on it."""
+        kind = scope["type"]
+        match = _ROUTE.fullmatch(raw_path) if raw_path.startswith(_ROUTE_START) else None
+        if (
+            match is not None
+            and site.project
+            and (_name(match[1]).lower(), _name(match[2]).lower()) == (site.project, site.service)
+        ):
+            if kind == "http":
+                await self._http(scope, receive, send, match, raw_path, site)
+            else:
+                await self._websocket(scope, receive, send, match, raw_path, site)
+            return
+        started = time.perf_counter()
+        if kind == "websocket":
+            message = await receive()
+            if message["type"] != "websocket.connect":
+                return
+            reply = error(404, "Not found on this service's host.")
+            await websocket.reject(scope, send, reply.status, reply.body, reply.headers)
+        else:
+            if raw_path == CALLBACK_PATH and site.project and scope["method"] in ("GET", "HEAD"):
+                try:
+                    req = parse_request(scope["headers"], self.settings.trust_forwarded_headers)
+                    reply = await self.handshake.callback(
+                        scope.get("query_string", b""), self._scheme(scope, req), site
+                    )
+                except Exception:
+                    logger.exception("service-origin handshake failed for %s", site.origin)
+                    reply = error(500, "The lab could not check this request; try again later.")
+            else:
+                reply = error(
+                    404, "Not found: this host serves one service's routes, nothing else."
+                )
+            await send_reply(send, reply)
+        path = raw_path.decode("latin-1")
+        record(
+            stats_for(*UNROUTED),
+            scope.get("method", "WS"),
+            path,
+            _client_ip(scope),
+            reply.status,
+            0,
+            0,
+            started,
+        )
 
     def _lifespan_receive(self, receive: Receive) -> Receive:
         async def wrapped() -> Message:
@@ -217,81 +274,100 @@ class ProxyApp:
     # -- admission: the same for HTTP and WebSocket ------------------------------------
 
     async def _admit(
-        self, scope: Scope, match: re.Match[bytes], raw_path: bytes, ws: bool
-    ) -> _Route | _Reply:
+        self,
+        scope: Scope,
+        match: re.Match[bytes],
+        raw_path: bytes,
+        ws: bool,
+        site: Site | None = None,
+    ) -> _Route | Reply:
+        """Authorise, resolve and strip one request; `site` is the service host it came to
+        (None: the lab's own host, where only the path names the service)."""
         project = _name(match[1])
         service = _name(match[2])
         port = int(match[3])
         rest = match[4]
         if not 0 < port < 65536:
-            return _error(404, f"No port {port} on service {service!r}.")
+            return error(404, f"No port {port} on service {service!r}.")
         query_string: bytes = scope.get("query_string", b"")
         if rest is None:
             if not ws:
                 # Relative links in the service's pages only work below a trailing slash.
                 location = raw_path + b"/" + (b"?" + query_string if query_string else b"")
-                return _Reply(307, b"", [(b"location", location)])
+                return Reply(307, b"", [(b"location", location)])
             rest = b"/"
         settings = self.settings
+        method: str = scope.get("method", "GET")
         req = parse_request(scope["headers"], settings.trust_forwarded_headers)
         query_token, query = strip_lab_query(query_string)
+        #: The URL without the lab's credential, where a redirect lands.
+        clean = raw_path + (b"?" + query if query else b"")
+        grant = None
+        if site is not None:
+            # On a service host the lab cookie means nothing (the lab never sets it
+            # there); the service origin's own cookie does.
+            grant, req.cookies = take_grant_cookie(req.cookies)
+            req.lab_cookie = None
 
-        # Who is asking (see servicelab.credentials for the order of the sources).
-        authorization = req.authorization.decode("latin-1") if req.authorization else None
-        cookies = {COOKIE_NAME: req.lab_cookie} if req.lab_cookie else {}
-        params = {QUERY_PARAM: query_token} if query_token else {}
-        found = find_token(authorization, cookies, params)
         try:
-            try:
-                principal = await self.authorizer.authorize(found.token if found else None, project)
-            except AuthError as exc:
-                # An Authorization header that is no lab token may be the service's own
-                # (its Basic auth, its API keys) when the lab cookie or parameter is there.
-                if exc.status != 401 or found is None or found.source is not TokenSource.HEADER:
-                    raise
-                found = find_token(None, cookies, params)
-                if found is None:
-                    raise
-                principal = await self.authorizer.authorize(found.token, project)
+            principal, source = await self._authenticate(
+                req, query_token, grant, project, service, site
+            )
         except AuthError as exc:
-            method = scope.get("method", "GET")
             browser = not ws and method in ("GET", "HEAD") and is_browser(req.accept)
             if exc.status == 401 and browser:
-                original = raw_path + (b"?" + query if query else b"")
-                target = quote(original.decode("latin-1"), safe="/")
+                if site is not None:
+                    # The handshake: the lab checks who this is and sends a code back.
+                    return self.handshake.to_lab(self._scheme(scope, req), req, raw_path, query)
+                target = quote(clean.decode("latin-1"), safe="/")
                 location = f"{settings.login_path}?next={target}".encode()
-                return _Reply(302, b"", [(b"location", location)])
-            reply = _error(exc.status, exc.message)
+                return Reply(302, b"", [(b"location", location)])
+            reply = error(exc.status, exc.message)
             if exc.status == 401:
                 reply.headers.append((b"www-authenticate", b'Bearer realm="servicelab"'))
             return reply
-        source = found.source if found is not None else None
 
-        if ws and source is TokenSource.COOKIE and not self._origin_allowed(scope, req):
-            return _error(403, "WebSocket from a foreign origin refused (cross-site request).")
-
-        if source is TokenSource.QUERY and not ws and scope["method"] in ("GET", "HEAD"):
-            token = found.token if found is not None else ""
-            if not _COOKIE_SAFE.fullmatch(token):
-                return _error(400, "lab_token holds characters a cookie cannot carry.")
-            cookie = f"{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Lax"
-            if self._scheme(scope, req) == "https":
-                cookie += "; Secure"
-            location = raw_path + (b"?" + query if query else b"")
-            return _Reply(
-                302,
-                b"",
-                [
-                    (b"location", location),
-                    (b"set-cookie", cookie.encode()),
-                    (b"cache-control", b"no-store"),
-                ],
-            )
+        scheme = self._scheme(scope, req)
+        sandbox = False
+        if site is not None:
+            if source is TokenSource.GRANT and not cookie_request_allowed(
+                req.passed, method, ws, (site.origin, *self._allowed_origins_str)
+            ):
+                return error(403, "Cross-origin request with this service's cookie refused.")
+            if source is TokenSource.QUERY and not ws and method in ("GET", "HEAD"):
+                return self.handshake.grant_reply(principal, project, service, scheme, clean)
+        elif source in (TokenSource.COOKIE, TokenSource.QUERY):
+            origin = None
+            if self.hosts.domain_for(req) is not None:
+                lab_host = (req.forwarded_host or req.host or b"").decode("latin-1")
+                origin = self.policy.service_origin(scheme, lab_host, project, service)
+            if origin is not None:
+                # A browser on the lab's origin: the service's pages run on their own.
+                if not ws and method in ("GET", "HEAD"):
+                    return await self.handshake.code_reply(
+                        principal, project, service, origin, clean
+                    )
+                # Browsers send Origin with every WebSocket and every other method: a
+                # request without it is a script's, served as before.
+                if req.origin is not None:
+                    return error(
+                        403,
+                        "Browsers reach this service on its own origin: "
+                        f"{origin}{raw_path.decode('latin-1')}",
+                    )
+            # No origin can be formed: the page is served in a sandbox (an opaque origin).
+            sandbox = origin is None
+            if ws and source is TokenSource.COOKIE and not self._origin_allowed(scope, req):
+                return error(403, "WebSocket from a foreign origin refused (cross-site request).")
+            if source is TokenSource.QUERY and not ws and method in ("GET", "HEAD"):
+                return lab_cookie_reply(scheme, clean, query_token or "")
+        elif self.hosts.domain_for(req) is None:
+            sandbox = True
 
         try:
             upstream = await self.resolver.resolve(project, service, port)
         except RouteError as exc:
-            return _error(exc.status, exc.message, exc.retry_after)
+            return error(exc.status, exc.message, exc.retry_after)
 
         prefix = raw_path[: len(raw_path) - len(rest)]
         return _Route(
@@ -306,7 +382,53 @@ class ProxyApp:
             source=source,
             upstream=upstream,
             stats=stats_for(project, service, port),
+            sandbox=sandbox,
         )
+
+    async def _authenticate(
+        self,
+        req: IncomingRequest,
+        query_token: str | None,
+        grant: str | None,
+        project: str,
+        service: str,
+        site: Site | None,
+    ) -> tuple[Principal, TokenSource]:
+        """Who is asking, from the first credential present (see servicelab.credentials;
+        on a service host its cookie stands where the lab cookie would)."""
+        authorization = req.authorization.decode("latin-1") if req.authorization else None
+        cookies = {COOKIE_NAME: req.lab_cookie} if req.lab_cookie else {}
+        params = {QUERY_PARAM: query_token} if query_token else {}
+        header_token = find_token(authorization, {}, {})
+        if header_token is not None:
+            try:
+                principal = await self.authorizer.authorize(header_token.token, project)
+                return principal, TokenSource.HEADER
+            except AuthError as exc:
+                # An Authorization header that is no lab token may be the service's own
+                # (its Basic auth, its API keys) when another lab credential is there.
+                if exc.status != 401 or not (cookies or params or grant):
+                    raise
+        if grant is not None:
+            granted = verify(self.settings.secret_key, grant, "grant")
+            if (
+                granted is None
+                or site is None
+                or (granted.project, granted.service)
+                != (
+                    site.project,
+                    site.service,
+                )
+            ):
+                if not params:
+                    raise AuthError(401, "This service's session has ended: open it again.")
+            else:
+                principal = await self.authorizer.authorize_parent(granted.parent, project)
+                return principal, TokenSource.GRANT
+        found = find_token(None, cookies, params)
+        principal = await self.authorizer.authorize(found.token if found else None, project)
+        assert found is not None  # authorize refuses a missing token
+        return principal, found.source
 
     def _scheme(self, scope: Scope, req: IncomingRequest) -> str:
         if req.forwarded_proto:
@@ -355,19 +477,25 @@ class ProxyApp:
     # -- HTTP --------------------------------------------------------------------------
 
     async def _http(
-        self, scope: Scope, receive: Receive, send: Send, match: re.Match[bytes], raw_path: bytes
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        match: re.Match[bytes],
+        raw_path: bytes,
+        site: Site | None = None,
     ) -> None:
         started = time.perf_counter()
         method: str = scope["method"]
         log_path = raw_path.decode("latin-1")
         try:
-            admitted = await self._admit(scope, match, raw_path, ws=False)
+            admitted = await self._admit(scope, match, raw_path, ws=False, site=site)
         except Exception:
             # A resolver or authorizer bug or outage: the client gets the envelope.
             logger.exception("proxy admission failed for %s", log_path)
-            admitted = _error(500, "The lab could not check this request; try again later.")
-        if isinstance(admitted, _Reply):
-            await _send_reply(send, admitted)
+            admitted = error(500, "The lab could not check this request; try again later.")
+        if isinstance(admitted, Reply):
+            await send_reply(send, admitted)
             stats = stats_for(*UNROUTED)
             record(stats, method, log_path, _client_ip(scope), admitted.status, 0, 0, started)
             return
@@ -430,19 +558,19 @@ class ProxyApp:
             exchange.client_gone = True
             return 499
         except UpstreamTimeout:
-            reply = _error(504, f"Service {route.service!r} did not answer in time.")
-            await _send_reply(send, reply)
+            reply = error(504, f"Service {route.service!r} did not answer in time.")
+            await send_reply(send, reply)
             return 504
         except (UpstreamError, OSError) as exc:
             if exchange.client_gone:
                 return 499
             logger.info("upstream %s of %s/%s: %s", address.url, route.project, route.service, exc)
-            reply = _error(
+            reply = error(
                 502,
                 f"Service {route.service!r} refused the connection on port {route.port}; "
                 "it may still be starting or have stopped.",
             )
-            await _send_reply(send, reply)
+            await send_reply(send, reply)
             return 502
         try:
             host = (route.req.forwarded_host or route.req.host or b"").lower()
@@ -453,6 +581,9 @@ class ProxyApp:
                 route.prefix,
                 route.upstream.strip_prefix,
             )
+            out_headers = drop_lab_set_cookies(out_headers)
+            if route.sandbox:
+                out_headers.append((b"content-security-policy", SANDBOX_CSP))
             await send(
                 {"type": "http.response.start", "status": response.status, "headers": out_headers}
             )
@@ -494,7 +625,13 @@ class ProxyApp:
     # -- WebSocket ---------------------------------------------------------------------
 
     async def _websocket(
-        self, scope: Scope, receive: Receive, send: Send, match: re.Match[bytes], raw_path: bytes
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        match: re.Match[bytes],
+        raw_path: bytes,
+        site: Site | None = None,
     ) -> None:
         started = time.perf_counter()
         log_path = raw_path.decode("latin-1")
@@ -502,11 +639,11 @@ class ProxyApp:
         if message["type"] != "websocket.connect":
             return
         try:
-            admitted = await self._admit(scope, match, raw_path, ws=True)
+            admitted = await self._admit(scope, match, raw_path, ws=True, site=site)
         except Exception:
             logger.exception("proxy admission failed for %s", log_path)
-            admitted = _error(500, "The lab could not check this request; try again later.")
-        if isinstance(admitted, _Reply):
+            admitted = error(500, "The lab could not check this request; try again later.")
+        if isinstance(admitted, Reply):
             await websocket.reject(scope, send, admitted.status, admitted.body, admitted.headers)
             stats = stats_for(*UNROUTED)
             record(stats, "WS", log_path, _client_ip(scope), admitted.status, 0, 0, started)

@@ -9,6 +9,9 @@ much like JupyterHub's `Proxy` class.
 
 from __future__ import annotations
 
+import secrets
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -43,6 +46,10 @@ class RouteError(Exception):
 class RouteResolver(Protocol):
     async def resolve(self, project: str, service: str, port: int) -> Upstream: ...
 
+    def names(self) -> Iterable[tuple[str, str]]:
+        """Every (project, service) there is: read to find a hashed host label back."""
+        ...
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -51,6 +58,9 @@ class Principal:
     #: None for a project token (no user behind it).
     user: str | None
     project: str
+    #: The id of the lab token behind the request, which a service-origin cookie made
+    #: from it names (its secret never leaves the lab).
+    token_id: str | None = None
 
 
 class AuthError(Exception):
@@ -72,6 +82,38 @@ class Authorizer(Protocol):
         """
         ...
 
+    async def authorize_parent(self, token_id: str, project: str) -> Principal:
+        """The same decision for the token with id `token_id` (the lab credential behind
+        a service-origin cookie): 401 once it is revoked or expired, 403 once it no
+        longer opens `project`."""
+        ...
+
+
+class CodeStore(Protocol):
+    """Where one-time codes are claimed: once, by any lab process that shares it."""
+
+    async def add(self, digest: str, expires: float) -> None: ...
+
+    async def claim(self, digest: str) -> bool:
+        """True the first time for a stored, unexpired code; False ever after."""
+        ...
+
+
+class MemoryCodes:
+    """A `CodeStore` for one process (tests, a lab without a database)."""
+
+    def __init__(self) -> None:
+        self._codes: dict[str, float] = {}
+
+    async def add(self, digest: str, expires: float) -> None:
+        now = time.time()
+        self._codes = {d: e for d, e in self._codes.items() if e > now}
+        self._codes[digest] = expires
+
+    async def claim(self, digest: str) -> bool:
+        expires = self._codes.pop(digest, None)
+        return expires is not None and expires > time.time()
+
 
 @dataclass
 class ProxySettings:
@@ -88,3 +130,11 @@ class ProxySettings:
     #: True behind a trusted front proxy (TLS terminator): keep and extend its
     #: X-Forwarded-* headers and believe its X-Forwarded-Proto. False: drop them.
     trust_forwarded_headers: bool = False
+    #: The service domain (`SERVICELAB_SERVICE_DOMAIN`); empty: `localhost` when the lab is
+    #: reached on a loopback host, else no service origins (browsers served sandboxed).
+    service_domain: str = ""
+    #: The lab's URL, where a service host sends a browser without its cookie (to the same
+    #: path, which starts the handshake); empty: `localhost` with the service host's port.
+    lab_url: str = ""
+    #: Signs service-origin cookies and one-time codes; all lab processes share it.
+    secret_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))

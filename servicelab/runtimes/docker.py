@@ -49,7 +49,7 @@ from servicelab.runtimes.base import (
     RuntimeStatus,
     SpecError,
 )
-from servicelab.runtimes.docker_code import CODE_MOUNT, code_mount
+from servicelab.runtimes.docker_code import CODE_PARENT, code_archive, code_mount, resolved_code
 from servicelab.runtimes.docker_engine import DockerEngine, contract_errors
 from servicelab.runtimes.docker_images import ensure_image
 from servicelab.runtimes.docker_logs import container_logs
@@ -180,8 +180,9 @@ class DockerRuntime(Runtime):
                 f"engine has {engine_cpus}: ask for {engine_cpus} or fewer."
             )
         if spec.code:
-            # A local path must exist now, so that a typo is a 4xx and not a crash loop.
-            await asyncio.to_thread(code_mount, spec.code)
+            # A local path must exist now, so that a typo is a 4xx and not a crash loop;
+            # resolved here once, the service only ever gets this path (issue 12).
+            spec = replace(spec, code=await asyncio.to_thread(resolved_code, spec.code))
         image = spec.image or self.runtime_image
         attrs = await ensure_image(self.engine, image, spec.pull_policy, progress)
         if spec.code:
@@ -227,9 +228,6 @@ class DockerRuntime(Runtime):
             environment.setdefault("PORT", str(spec.connection_port))
         volume = await self._ensure_volume(spec)
         volumes = {volume: {"bind": DATA_MOUNT, "mode": "rw"}}
-        if mount:
-            # A folder of the lab's machine: read-only, the service's data goes to /data.
-            volumes[mount.source] = {"bind": CODE_MOUNT, "mode": "ro"}
         kwargs: dict[str, Any] = {
             "name": self._container_name(spec),
             "environment": environment,
@@ -272,6 +270,12 @@ class DockerRuntime(Runtime):
             except docker.errors.APIError as exc:
                 raise start_error(exc, spec) from exc
             try:
+                if mount:  # issue 12: host code is copied in, never bind-mounted
+                    await self.engine.call(
+                        container.put_archive,
+                        CODE_PARENT,
+                        await asyncio.to_thread(code_archive, mount),
+                    )
                 await self.engine.call(container.start)
                 await self.engine.call(container.reload)
             except docker.errors.APIError as exc:

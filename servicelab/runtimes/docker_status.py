@@ -26,6 +26,7 @@ from servicelab.runtimes.docker_health import (
     health_config,
 )
 from servicelab.runtimes.docker_rules import exposed_ports, mib, parse_time
+from servicelab.runtimes.failure import telling_line
 from servicelab.spec import Phase
 
 #: How long `address()` may reuse what it saw of a container: it is called for each
@@ -35,6 +36,8 @@ ADDRESS_CACHE_SECONDS = 1.0
 EARLY_CHECK_INTERVAL = 0.5
 #: How many stopped containers `status()` tells from vanished ones.
 MAX_REMEMBERED_STOPS = 10_000
+#: How many of an ended container's last log lines are searched for why it failed.
+FAILURE_TAIL = 30
 
 
 class ContainerStatus:
@@ -66,6 +69,17 @@ class ContainerStatus:
         self._stopped[container_id] = None
         while len(self._stopped) > MAX_REMEMBERED_STOPS:
             del self._stopped[next(iter(self._stopped))]
+
+    async def _failure_line(self, container_id: str) -> str:
+        """The line of an ended container's last log lines that says why it failed."""
+        client = await self.engine.client()
+        try:
+            raw = await self.engine.call(
+                client.api.logs, container_id, stdout=True, stderr=True, tail=FAILURE_TAIL
+            )
+        except docker.errors.APIError:
+            return ""
+        return telling_line(raw.decode("utf-8", "replace").splitlines()) or ""
 
     async def close(self) -> None:
         for container_id in list(self._health):
@@ -120,6 +134,8 @@ class ContainerStatus:
                 reason = f"could not start: {error}"
             else:
                 reason = f"exited with code {exit_code}"
+                if not error and exit_code:
+                    error = await self._failure_line(attrs["Id"])
                 if error:
                     reason += f": {error}"
             return RuntimeStatus(

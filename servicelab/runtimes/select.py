@@ -42,4 +42,5 @@ def make_runtime(settings: Settings) -> Runtime:
         settings.data_dir.resolve() / "services",
         settings.instance_id,
         uv_cache_dir=settings.uv_cache_dir or settings.data_dir.resolve() / "cache" / "uv",
+        sandbox=settings.local_sandbox,
     )

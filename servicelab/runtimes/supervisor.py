@@ -5,7 +5,9 @@
 `LocalRuntime.start` launches one supervisor per instance in a session of its own, so it
 outlives the lab (a SIGKILLed or restarted lab adopts it again). The supervisor:
 
-- starts the service's command in a new process group, with the environment it was given;
+- starts the service's command in a new process group, with the environment it was given
+  (or its commands one after the other: a sandboxed service installs its dependencies in
+  one sandbox and runs in another, see `sandbox.py`);
 - writes every line of the command's stdout and stderr, prefixed with a UTC timestamp,
   into `current.log` in the service's log folder, rotating it to `previous.log` when it
   would grow past `max_bytes` (so a service's logs are bounded and survive its restarts);
@@ -29,6 +31,7 @@ import contextlib
 import fcntl
 import json
 import os
+import resource
 import selectors
 import signal
 import subprocess
@@ -183,46 +186,70 @@ class Supervisor:
         # A log reader gone away must not kill us; writes to closed pipes raise instead.
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
+        steps = self.config.get("steps") or [self.config["argv"]]
+        returncode: int | None = None
+        for argv in steps:
+            returncode = self._run_step(argv, wake_r)
+            if returncode is None or returncode != 0 or self.stop_requested:
+                break
+        self._end_cgroups()
+        if returncode is not None:
+            self.state.update(
+                status="exited",
+                finished_at=utc_stamp(),
+                exit_code=returncode if returncode >= 0 else None,
+                signal=-returncode if returncode < 0 else None,
+            )
+        self.save()
+        return 0
+
+    def _run_step(self, argv: list[str], wake_r: int) -> int | None:
+        """Run one command of the instance (installing, then serving); its return code,
+        or None when it could not start (the state then says why)."""
+        sandboxed = bool(self.config.get("sandboxed"))
         try:
             proc = subprocess.Popen(
-                self.config["argv"],
+                argv,
                 cwd=self.config.get("cwd") or None,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 process_group=0,
                 close_fds=True,
+                pass_fds=tuple(self.config.get("pass_fds") or ()),
                 # Restore default SIGPIPE handling for the service (Python ignores it).
                 restore_signals=True,
+                preexec_fn=(lambda: _enter_sandbox(self.config)) if sandboxed else None,
             )
         except OSError as exc:
             self.state.update(
                 status="exited",
-                error=f"could not start {self.config['argv'][0]!r}: {exc.strerror or exc}",
+                error=f"could not start {argv[0]!r}: {exc.strerror or exc}",
                 exit_code=127,
                 finished_at=utc_stamp(),
             )
             self.log.write_lines([f"[servicelab] {self.state['error']}".encode()])
-            self.save()
-            return 0
+            return None
 
-        self.state.update(
-            status="running",
-            pid=proc.pid,
-            pid_start=proc_start_ticks(proc.pid),
-            started_at=utc_stamp(),
-        )
+        self.state.update(status="running", pid=proc.pid, pid_start=proc_start_ticks(proc.pid))
+        self.state["started_at"] = self.state.get("started_at") or utc_stamp()
         self.save()
         self._pump(proc, wake_r)
-        returncode = proc.wait()
-        self.state.update(
-            status="exited",
-            finished_at=utc_stamp(),
-            exit_code=returncode if returncode >= 0 else None,
-            signal=-returncode if returncode < 0 else None,
-        )
-        self.save()
-        return 0
+        return proc.wait()
+
+    def _end_cgroups(self) -> None:
+        memory_dir = self.config.get("cgroup_memory")
+        if memory_dir and oom_kills(memory_dir) > 0:
+            self.state["oom_killed"] = True
+            self.state["memory_limit"] = self.config.get("memory_limit")
+        dirs = list(self.config.get("cgroups") or [])
+        # The processes are gone once the sandbox's PID 1 is; give the kernel a moment.
+        deadline = time.monotonic() + 2.0
+        while dirs and time.monotonic() < deadline:
+            remove_cgroups(dirs)
+            dirs = [d for d in dirs if os.path.isdir(d)]
+            if dirs:
+                time.sleep(0.05)
 
     def _on_stop_signal(self, signum: int, frame: object) -> None:
         self.stop_requested = True
@@ -292,6 +319,43 @@ class Supervisor:
                 text = line.decode("utf-8", "replace").strip()
                 if text:
                     self.stderr_tail.append(text[:500])
+
+
+def _enter_sandbox(config: dict[str, Any]) -> None:
+    """In the child, before bubblewrap runs: what must hold from its first instruction.
+
+    SIGTERM and SIGINT are ignored by bubblewrap's outer process, so that a stop reaches
+    the service (the whole process group gets it) and not only the process whose death
+    would tear the sandbox down at once; the executor sets its own handlers. The cgroups
+    and the process limit are entered before anything of the service runs.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for folder in config.get("cgroups") or ():
+        with open(os.path.join(folder, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+    limit = int(config.get("max_processes") or 0)
+    if limit:
+        resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+
+
+def oom_kills(memory_dir: str | None) -> int:
+    """How often the kernel killed a process of this cgroup for memory (0 if unknown)."""
+    if not memory_dir:
+        return 0
+    for name in ("memory.events", "memory.oom_control"):
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(memory_dir, name).read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+    return 0
+
+
+def remove_cgroups(dirs: list[str]) -> None:
+    for folder in dirs:
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
 
 
 def _killpg(pgid: int, sig: int) -> None:

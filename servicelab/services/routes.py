@@ -6,6 +6,7 @@ reconcile loop refresh a service's route whenever its row or instance changes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from servicelab.runtimes.base import Address, Runtime
@@ -51,6 +52,9 @@ class RouteTable:
 
     def get(self, key: tuple[str, str]) -> Route | None:
         return self._routes.get(key)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(list(self._routes))
 
     def values(self) -> list[Route]:
         return list(self._routes.values())

@@ -31,6 +31,7 @@ from servicelab.api.deps import (
     authority,
     db_session,
     project_context,
+    refuse_cross_origin,
     require_admin,
 )
 from servicelab.api.errors import ApiError
@@ -38,6 +39,7 @@ from servicelab.api.services import service_out
 from servicelab.auth import AuthFailed, Forbidden, Identity
 from servicelab.db import Project
 from servicelab.errors import KNOWN, problem
+from servicelab.proxy.origins import OriginPolicy, split_host
 from servicelab.services import ServiceManager
 
 from .session import (
@@ -157,11 +159,51 @@ def render(
         "base": base,
         "user": identity,
         "csrf": csrf_token(request, identity) if identity else "",
+        "isolation_notice": getattr(request.app.state, "isolation_notice", None),
         **context,
     }
+    hint = _origin_hint(request, identity)
+    if hint:
+        full["origin_hint"] = hint
     response = templates.TemplateResponse(request, template, full, status_code=status_code)
     response.headers.update(SECURITY_HEADERS)
+    services = _service_origins_source(request)
+    if services:
+        # After log-in the browser may be sent on to a service's origin (the handshake),
+        # and `form-action` also governs where a form's redirects may lead.
+        csp = SECURITY_HEADERS["Content-Security-Policy"]
+        response.headers["Content-Security-Policy"] = csp.replace(
+            "form-action 'self'", f"form-action 'self' {services}"
+        )
+    if hint:
+        response.set_cookie(
+            ORIGIN_HINT_COOKIE, "1", max_age=365 * 24 * 3600, httponly=True, samesite="lax"
+        )
     return response
+
+
+def _service_origins_source(request: Request) -> str:
+    """A CSP source for every service origin of this lab (`http://*.localhost:8080`)."""
+    host = request.headers.get("host", "")
+    domain = OriginPolicy(request.app.state.settings.service_domain).domain_for(host)
+    if domain is None:
+        return ""
+    _, port = split_host(host)
+    return f"{request.url.scheme}://*.{domain}{port}"
+
+
+#: Set once an admin was told that services are served sandboxed, so it is told once.
+ORIGIN_HINT_COOKIE = "servicelab_origin_hint"
+
+
+def _origin_hint(request: Request, identity: Identity | None) -> str:
+    """The lab's host when an admin should learn that no service origins can be formed
+    here (a non-loopback host and no SERVICELAB_SERVICE_DOMAIN), else ""."""
+    if identity is None or not identity.is_admin or request.cookies.get(ORIGIN_HINT_COOKIE):
+        return ""
+    host = request.headers.get("host", "")
+    policy = OriginPolicy(request.app.state.settings.service_domain)
+    return host if policy.domain_for(host) is None else ""
 
 
 def _manager(request: Request) -> ServiceManager:
@@ -211,6 +253,7 @@ def login_submit(
     session: Session = Depends(db_session, scope="function"),
 ) -> Response:
     target = safe_next(next, base_path(request))
+    refuse_cross_origin(request)  # no page of another origin logs anyone in
     try:
         if not username or not password:
             raise ApiError(400, "Give your username and password.")
@@ -236,10 +279,11 @@ def logout_submit(
     response = RedirectResponse(f"{base_path(request)}/login", status_code=303)
     if identity is None:
         return response
+    refuse_cross_origin(request)
     # Log-out ends a session: without this check any site could log the user out.
     if csrf_token_field != csrf_token(request, identity):
         raise Forbidden("Missing or wrong CSRF token: reload the page and log out again.")
-    auth_api.logout(request, response, session)
+    auth_api.end_session(request, response, session)
     # Likewise: the revocation must be committed, and the cache emptied after that, before
     # the next request can come.
     session.commit()

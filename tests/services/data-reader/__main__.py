@@ -3,8 +3,8 @@ LAB_* variables the lab gives every service: `Environment()` without arguments.
 
 GET /read?key=datasets/a.csv answers the file's content (downloaded once into
 $LAB_ROOT_FOLDER, or ./environment); GET / answers "ok" for the health check.
-`lab_client` comes from $PYTHONPATH (the repository), its one dependency, httpx, from
-requirements.txt.
+`lab_client` comes from $PYTHONPATH (the repository) or, sandboxed, from a copy beside
+this file that the test makes; its one dependency, httpx, from requirements.txt.
 """
 
 import os
@@ -12,7 +12,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from lab_client import Environment, LabApiError
+# Downloads go to the service's own data folder: its code folder is read-only.
+os.environ.setdefault(
+    "LAB_ROOT_FOLDER", os.path.join(os.environ.get("LAB_DATA_DIR", "."), "environment")
+)
+
+from lab_client import Environment, LabApiError  # noqa: E402
 
 PORT = int(os.environ.get("PORT", "8091"))
 IN_CONTAINER = os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv")

@@ -21,9 +21,10 @@ sys.argv = [
     "--IdentityProvider.token=",
     "--ServerApp.password=",
     "--ServerApp.disable_check_xsrf=True",
+    # Browsers reach it as <service>--<project>.<domain>, a Host Jupyter would take for
+    # remote; it binds to loopback and the lab's proxy authenticates every request.
+    "--ServerApp.allow_remote_access=True",
     "--ServerApp.open_browser=False",
     f"--ServerApp.root_dir={os.environ.get('LAB_DATA_DIR', '.')}",
 ]
-if os.geteuid() == 0:  # CI runs as root; Jupyter refuses that unless told
-    sys.argv.append("--allow-root")
 sys.exit(main())

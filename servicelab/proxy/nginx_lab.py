@@ -1,0 +1,54 @@
+"""Wiring of the nginx data plane into a lab: its files, its routes, its start and stop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from servicelab.config import Settings
+from servicelab.proxy.app import ProxyApp
+from servicelab.proxy.nginx_auth import NginxAuthApp
+from servicelab.proxy.nginx_conf import NginxLayout, PlaneSettings
+from servicelab.proxy.nginx_plane import NginxPlane, load_key
+from servicelab.runtimes.base import Address
+from servicelab.services import ServiceManager
+
+
+def layout_for(settings: Settings) -> NginxLayout:
+    return NginxLayout(Path(settings.data_dir).resolve() / "nginx")
+
+
+def lab_socket(settings: Settings) -> Path:
+    """Where the lab listens behind nginx."""
+    return layout_for(settings).socket
+
+
+def attach_nginx(
+    app: Any, proxy: ProxyApp, settings: Settings, services: ServiceManager
+) -> NginxAuthApp:
+    """Start (or reload) nginx with the lab and keep its routes current; the returned
+    app answers nginx's auth subrequests besides everything `proxy` serves."""
+    layout = layout_for(settings)
+    key = load_key(layout)
+
+    def addresses() -> Iterator[Address]:
+        for route in list(services.routes.values()):
+            yield from route.addresses.values()
+
+    plane = NginxPlane(
+        PlaneSettings(
+            host=settings.host,
+            port=settings.port,
+            key=key,
+            read_timeout=settings.proxy_read_timeout,
+            connect_timeout=settings.proxy_connect_timeout,
+            trust_forwarded=settings.trust_proxy_headers,
+        ),
+        layout,
+        addresses,
+    )
+    app.state.nginx = plane
+    app.state.on_startup.append(plane.start)
+    app.state.on_shutdown.append(plane.close)
+    return NginxAuthApp(proxy, key)

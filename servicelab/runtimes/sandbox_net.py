@@ -1,0 +1,81 @@
+"""Service ports that only the lab reaches: one packet-filter rule for the whole machine.
+
+Sandboxed services share the host's network (the lab's proxy reaches them on loopback,
+as fast as before, and they reach the internet and the lab's API), so what keeps one
+service from calling another's port directly is the kernel's packet filter:
+
+    iptables -A SERVICELAB-SANDBOX -o lo -p tcp --dport 20000:29999
+             -m owner --uid-owner 1900000000-1900999999 -m conntrack --ctstate NEW -j REJECT
+
+Local services listen on ports from `SERVICE_PORTS` only, and a new connection to one of
+them from any sandbox uid is refused; connections from the lab (another uid) pass, and so
+do a service's answers (they are not NEW). The rule is the same for every lab on the
+machine, so labs add it idempotently and never remove it. IPv6 gets the same rule.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from servicelab.runtimes.sandbox_ids import UID_BASE, UID_LAST
+
+#: Ports local services listen on (below Linux's ephemeral range, 32768 and up).
+SERVICE_PORTS = (20000, 29999)
+CHAIN = "SERVICELAB-SANDBOX"
+
+
+def rule() -> list[str]:
+    return [
+        "-o",
+        "lo",
+        "-p",
+        "tcp",
+        "--dport",
+        f"{SERVICE_PORTS[0]}:{SERVICE_PORTS[1]}",
+        "-m",
+        "owner",
+        "--uid-owner",
+        f"{UID_BASE}-{UID_LAST}",
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "NEW",
+        "-j",
+        "REJECT",
+        "--reject-with",
+        "tcp-reset",
+    ]
+
+
+def ensure_port_rule() -> str | None:
+    """Install the rule (idempotent); None when done, else why it could not be."""
+    tools = [t for t in ("iptables", "ip6tables") if shutil.which(t)]
+    if "iptables" not in tools:
+        return "iptables is not installed"
+    for tool in tools:
+        problem = _ensure(tool)
+        if problem:
+            return problem
+    return None
+
+
+def _ensure(tool: str) -> str | None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [tool, "-w", "10", *args], capture_output=True, text=True, check=False, timeout=30
+        )
+
+    if run("-n", "-L", CHAIN).returncode != 0:
+        created = run("-N", CHAIN)
+        if created.returncode != 0 and run("-n", "-L", CHAIN).returncode != 0:
+            return f"{tool} -N {CHAIN} failed: {created.stderr.strip()}"
+    if run("-C", CHAIN, *rule()).returncode != 0:
+        added = run("-A", CHAIN, *rule())
+        if added.returncode != 0:
+            return f"{tool}: adding the port rule failed: {added.stderr.strip()}"
+    if run("-C", "OUTPUT", "-j", CHAIN).returncode != 0:
+        added = run("-I", "OUTPUT", "1", "-j", CHAIN)
+        if added.returncode != 0:
+            return f"{tool}: jumping from OUTPUT failed: {added.stderr.strip()}"
+    return None

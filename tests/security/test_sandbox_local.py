@@ -1,0 +1,128 @@
+"""A member's hostile code on the sandboxed local runtime gets nothing of the lab or of
+another project, and still serves through the proxy (issue 12)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ..labtools import LabProcess, stop_local_services
+from .attack import (
+    ATTACK_CLASSES,
+    HOSTILE,
+    SECRET_DATA,
+    SERVICES,
+    assert_all_refused,
+    member_token,
+    project_file,
+    proxied,
+    run_hostile,
+    set_up_victim,
+)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProcess]:
+    data_dir = tmp_path_factory.mktemp("sandbox-lab") / "data"
+    data_dir.mkdir()
+    env = {
+        "SERVICELAB_RUNTIME": "local",
+        # No sandbox is a failure here, not a quiet fallback.
+        "SERVICELAB_LOCAL_SANDBOX": "required",
+        # Members may deploy the test services from the checkout.
+        "SERVICELAB_CODE_ROOTS": str(SERVICES),
+    }
+    process = LabProcess(data_dir, env=env).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+        stop_local_services(data_dir)
+
+
+def instance_state(data_dir: Path, key: str) -> dict:
+    states = [
+        json.loads(p.read_text())
+        for p in (data_dir / "services" / key).glob("instances/*/state.json")
+    ]
+    running = [s for s in states if s["status"] == "running"]
+    assert len(running) == 1, states
+    return running[0]
+
+
+def pids_of_uid(uid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_hostile_code_gets_nothing_and_still_serves(lab: LabProcess) -> None:
+    data_dir = lab.data_dir
+    victim = set_up_victim(lab)
+    state = instance_state(data_dir, "victim--vault")
+    victim_uid = state["handle"]["uid"]
+    victim_port = state["handle"]["ports"]["8091"]
+    victim_pids = pids_of_uid(victim_uid)
+    value_file = data_dir / "services" / "victim--vault" / "data" / "value.txt"
+    targets = {
+        "database": str(data_dir / "servicelab.db"),
+        "secret_key": str(data_dir / "secret_key"),
+        "lab_data_dir": str(data_dir),
+        "other_project_file": project_file(data_dir, victim),
+        "other_service_data": str(value_file),
+        "other_service_dir": str(value_file.parent),
+        "other_pid": victim_pids[0],
+        "other_address": f"127.0.0.1:{victim_port}",
+    }
+    # The targets are real: they exist, hold what an attacker wants, and the lab (this
+    # test's uid) reaches the victim's port directly.
+    for key in ("database", "secret_key", "other_project_file"):
+        assert Path(targets[key]).is_file(), key
+    assert value_file.read_text() == SECRET_DATA
+    with socket.create_connection(("127.0.0.1", victim_port), timeout=5):
+        pass
+    assert victim_uid not in (0, os.getuid())
+
+    token = member_token(lab)
+    report = run_hostile(lab, token, str(HOSTILE), targets)
+
+    assert_all_refused(report, ATTACK_CLASSES)
+    uid = report["controls"]["uid"]
+    assert uid not in (0, os.getuid(), victim_uid)
+    with lab.client(token) as api:
+        assert proxied(api, "attack", "hostile").text == "ok"
+    with lab.client() as api:
+        assert proxied(api, "victim", "vault", "data").text == SECRET_DATA
+    assert value_file.read_text() == SECRET_DATA
+
+
+def test_the_proxy_still_reaches_sandboxed_services_fast(lab: LabProcess) -> None:
+    """Loopback from the lab is unchanged: many requests in a row all answer."""
+    with lab.client() as api:
+        answers = [proxied(api, "victim", "vault").status_code for _ in range(50)]
+    assert answers == [200] * 50
+
+
+def test_the_services_own_view(lab: LabProcess) -> None:
+    """What the sandboxed echo service itself reports: /data, its own uid, no lab secrets."""
+    with lab.client() as api:
+        env = proxied(api, "victim", "vault", "env").json()
+    assert env["LAB_DATA_DIR"] == "/data"
+    assert env["HOME"] == "/tmp"
+    assert not any(k.startswith("SERVICELAB_") for k in env)
+    with httpx.Client(timeout=10) as client:
+        state = instance_state(lab.data_dir, "victim--vault")
+        port = state["handle"]["ports"]["8091"]
+        assert client.get(f"http://127.0.0.1:{port}/").text == "ok"
