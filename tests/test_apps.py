@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
@@ -82,8 +83,11 @@ def page(lab: LabProcess, browser: Browser) -> Iterator[Page]:
     outside: list[str] = []
 
     def only_the_lab(route: Route) -> None:
-        # Offline means offline: a recipe that fetches from a CDN fails here.
-        if route.request.url.startswith(lab.url):
+        # Offline means offline: a recipe that fetches from a CDN fails here. The lab and
+        # its service origins (<service>--<project>.localhost) share the lab's port.
+        url = urlsplit(route.request.url)
+        host = url.hostname or ""
+        if url.port == lab.port and (host == "127.0.0.1" or host.endswith("localhost")):
             route.continue_()
         else:
             outside.append(route.request.url)
