@@ -18,6 +18,9 @@ sys.argv = [
     "--IdentityProvider.token=",
     "--ServerApp.password=",
     "--ServerApp.disable_check_xsrf=True",
+    # Browsers reach it on its service origin (<service>--<project>.localhost), a Host
+    # Jupyter does not count as local; the lab's proxy is what guards it.
+    "--ServerApp.allow_remote_access=True",
     "--ServerApp.open_browser=False",
     f"--ServerApp.root_dir={os.environ.get('LAB_DATA_DIR', '/data')}",
     "--LabApp.news_url=None",
