@@ -414,11 +414,11 @@ async def test_code_services_and_refusals(cluster: tuple[Cluster, str], tmp_path
     runtime = make(server)
     (tmp_path / "__main__.py").write_text("print('hi')\n")
     with pytest.raises(SpecError, match="VCS URL"):
-        await runtime.prepare(normalize(ServiceSpec(project="proj1", name="c1", code=str(tmp_path))))
+        await runtime.prepare(normalize(ServiceSpec(project="proj1", name="code1", code=str(tmp_path))))
     with pytest.raises(SpecError, match="port"):
         await runtime.prepare(normalize(ServiceSpec(project="proj1", name="img", image="x:1")))
     code = "git+https://git.example.com/team/model.git@v2#subdirectory=serve"
-    spec = await runtime.prepare(normalize(ServiceSpec(project="proj1", name="c2", code=code)))
+    spec = await runtime.prepare(normalize(ServiceSpec(project="proj1", name="code2", code=code)))
     handle = await runtime.start(spec, {"LAB_API_TOKEN": "t"})
     deployment = await runtime.api.get("Deployment", handle["instance"], "servicelab")
     assert deployment is not None
