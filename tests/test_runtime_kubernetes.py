@@ -15,6 +15,7 @@ No API server can run on these machines. The strongest checks available instead:
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 from collections.abc import AsyncIterator
@@ -122,8 +123,8 @@ def test_deployment_carries_resources_probes_and_no_secret() -> None:
     manifests = instance_manifests(GPU_OPTIONS, gpu_spec(), "a1b2c3", {"LAB_API_TOKEN": token})
     by_kind = {m["kind"]: m for m in manifests}
     secret, deployment = by_kind["Secret"], by_kind["Deployment"]
-    assert secret["stringData"]["LAB_API_TOKEN"] == token
-    assert token not in json.dumps([m for m in manifests if m["kind"] != "Secret"])
+    assert base64.b64decode(secret["data"]["LAB_API_TOKEN"]).decode() == token
+    assert token not in json.dumps(manifests)
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["envFrom"] == [{"secretRef": {"name": secret["metadata"]["name"]}}]
@@ -427,7 +428,7 @@ async def test_code_services_and_refusals(cluster: tuple[Cluster, str], tmp_path
     assert container["ports"][0]["containerPort"] == 8091
     secret = await runtime.api.get("Secret", f"{handle['instance']}-env", "servicelab")
     assert secret is not None
-    assert "EXECUTE_CODE" in (secret.get("stringData") or secret.get("data") or {})
+    assert base64.b64decode(secret["data"]["EXECUTE_CODE"]).decode() == code
     await runtime.close()
 
 

@@ -21,6 +21,7 @@ annotations carry what does not fit a label value (the key, the ports).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
 import re
@@ -156,7 +157,9 @@ def secret(
             spec,
         ),
         "type": "Opaque",
-        "stringData": dict(env),
+        # `data` (base64), not `stringData`: what the API server stores and returns, and
+        # what Podman's `kube play` reads.
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in env.items()},
     }
 
 
