@@ -23,14 +23,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import kmock
 import kubernetes_validate
 import pytest
 import yaml
 from lightkube.codecs import from_dict
 
 from servicelab.config import Settings
-from servicelab.runtimes.base import Handle, SpecError
+from servicelab.runtimes.base import SpecError
 from servicelab.runtimes.kubernetes import KubernetesRuntime
 from servicelab.runtimes.kubernetes_api import KubeApi, load_config
 from servicelab.runtimes.kubernetes_manifests import (
@@ -43,21 +42,14 @@ from servicelab.runtimes.kubernetes_status import pod_status
 from servicelab.runtimes.select import make_runtime
 from servicelab.spec import HealthCheck, Phase, Resources, ServiceSpec, normalize
 
+from . import runtime_contract as contract
+from .kubernetes_cluster import POD_STATES, Cluster, Kubelet, emulated
+
 pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parent.parent
-POD_STATES = json.loads((Path(__file__).parent / "kubernetes" / "pod-states.json").read_text())
 K8S_VERSION = "1.37"
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
-RESOURCES = (
-    "v1/pods",
-    "v1/secrets",
-    "v1/services",
-    "v1/persistentvolumeclaims",
-    "v1/namespaces",
-    "apps/v1/deployments",
-    "networking.k8s.io/v1/networkpolicies",
-)
 GPU_OPTIONS = ClusterOptions(
     instance_id="servicelab-3f9a0c1d",
     namespace_per_project=True,
@@ -203,89 +195,16 @@ def test_status_of_each_failure() -> None:
 # --- the runtime against the emulator ------------------------------------------------------
 
 
-class Cluster:
-    """kmock's emulator plus what a kubelet would do: pods for Deployments, their logs."""
-
-    def __init__(self, emulator: Any) -> None:
-        self.emulator = emulator
-        self.lines: dict[str, list[tuple[datetime, str]]] = {}
-        for resource in RESOURCES:
-            self.emulator.resources[resource]
-        emulator[kmock.resource("v1/pods"), kmock.subresource("log")] << self._log
-
-    def exists(self, plural: str, name: str) -> bool:
-        return any(
-            resource.plural == plural and key_name == name and not obj.deleted
-            for (resource, _, key_name), obj in self.emulator.objects.items()
-        )
-
-    def names(self, plural: str) -> set[str]:
-        return {
-            name
-            for (resource, _, name), obj in self.emulator.objects.items()
-            if resource.plural == plural and not obj.deleted
-        }
-
-    async def add_pod(self, runtime: KubernetesRuntime, handle: Handle, state: str) -> str:
-        """The pod the Deployment's ReplicaSet would create, with a real status document."""
-        deployment = await runtime.api.get("Deployment", handle["instance"], handle["namespace"])
-        assert deployment is not None
-        template = deployment["spec"]["template"]
-        name = f"{handle['instance']}-7d9c8b6f5-{len(self.lines):05d}"
-        document = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {**template["metadata"], "name": name, "namespace": handle["namespace"]},
-            "spec": template["spec"],
-            "status": POD_STATES[state],
-        }
-        await runtime.api.create(document)
-        self.lines[name] = []
-        return name
-
-    def log(self, pod: str, text: str, when: datetime | None = None) -> None:
-        self.lines[pod].append((when or datetime.now(UTC), text))
-
-    def _log(self, request: Any) -> Any:
-        lines = self.lines.get(request.name or "", [])
-        params = request.params
-        if "sinceSeconds" in params:
-            cut = datetime.now(UTC) - timedelta(seconds=int(params["sinceSeconds"]))
-            lines = [line for line in lines if line[0] >= cut]
-        if "tailLines" in params:
-            lines = lines[-int(params["tailLines"]) :] if int(params["tailLines"]) else []
-
-        def render(when: datetime, text: str) -> bytes:
-            return f"{when.isoformat().replace('+00:00', 'Z')} {text}\n".encode()
-
-        if params.get("follow") != "true":
-            return b"".join(render(*line) for line in lines)
-        deployment = (request.name or "").rsplit("-", 2)[0]
-        start = len(self.lines.get(request.name or "", []))
-
-        async def stream() -> AsyncIterator[bytes]:
-            yield b""  # the answer starts at once, as the kubelet's does
-            for line in lines:
-                yield render(*line)
-            seen = start
-            # The kubelet ends the stream when the pod's container stops.
-            while self.exists("deployments", deployment):
-                for line in self.lines[request.name][seen:]:
-                    yield render(*line)
-                seen = len(self.lines[request.name])
-                await asyncio.sleep(0.02)
-
-        return stream()
-
-
 @pytest.fixture
 async def cluster() -> AsyncIterator[tuple[Cluster, str]]:
-    async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
-        yield Cluster(emulator), str(server.url)
+    async with emulated() as pair:
+        yield pair
 
 
 def make(server: str, instance_id: str = "servicelab-test1") -> KubernetesRuntime:
-    return KubernetesRuntime(ClusterOptions(instance_id=instance_id), KubeApi(load_config(server=server)))
+    return KubernetesRuntime(
+        ClusterOptions(instance_id=instance_id), KubeApi(load_config(server=server))
+    )
 
 
 def web_spec(replicas: int = 2) -> ServiceSpec:
@@ -415,7 +334,9 @@ async def test_code_services_and_refusals(cluster: tuple[Cluster, str], tmp_path
     runtime = make(server)
     (tmp_path / "__main__.py").write_text("print('hi')\n")
     with pytest.raises(SpecError, match="VCS URL"):
-        await runtime.prepare(normalize(ServiceSpec(project="proj1", name="code1", code=str(tmp_path))))
+        await runtime.prepare(
+            normalize(ServiceSpec(project="proj1", name="code1", code=str(tmp_path)))
+        )
     with pytest.raises(SpecError, match="port"):
         await runtime.prepare(normalize(ServiceSpec(project="proj1", name="img", image="x:1")))
     code = "git+https://git.example.com/team/model.git@v2#subdirectory=serve"
@@ -455,3 +376,35 @@ def test_selected_by_setting(tmp_path: Path) -> None:
     assert isinstance(runtime, KubernetesRuntime) and runtime.supports_replicas
     assert (runtime.options.namespace, runtime.options.lab_namespace) == ("ml", "ml-lab")
     assert LABEL_REVISION.startswith("servicelab.dev/")
+
+
+# --- the shared runtime contract, with the kubelet running pods as local processes ----------
+
+
+def echo_spec() -> ServiceSpec:
+    return ServiceSpec(project="contract", name="echo", image="echo:test", ports=[8091])
+
+
+@pytest.mark.parametrize("check", contract.ALL_CHECKS, ids=lambda c: c.__name__)
+async def test_contract(check: Any, cluster: tuple[Cluster, str], tmp_path: Path) -> None:
+    fake, server = cluster
+    runtime = make(server)
+    async with Kubelet(fake, runtime, tmp_path) as kubelet:
+        runtime.service_address = kubelet.address
+        await check(runtime, echo_spec())
+    await runtime.close()
+
+
+async def test_contract_adopt(cluster: tuple[Cluster, str], tmp_path: Path) -> None:
+    fake, server = cluster
+    runtime = make(server)
+    async with Kubelet(fake, runtime, tmp_path) as kubelet:
+        runtime.service_address = kubelet.address
+
+        def restarted() -> KubernetesRuntime:
+            again = make(server)
+            again.service_address = kubelet.address
+            return again
+
+        await contract.check_adopt(runtime, restarted, echo_spec())
+    await runtime.close()

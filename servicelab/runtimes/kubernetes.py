@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, ClassVar
@@ -71,6 +71,12 @@ STATUS_CACHE_SECONDS = 1.0
 MAX_REMEMBERED_STOPS = 10_000
 
 
+def cluster_address(handle: Handle, port: int) -> Address:
+    """The ClusterIP Service of the instance's `port`, by its name in the cluster's DNS."""
+    service = port_service_name(handle["instance"], port)
+    return Address(f"{service}.{handle['namespace']}.svc", port)
+
+
 class KubernetesRuntime(Runtime):
     """Services as Deployments in a Kubernetes cluster."""
 
@@ -81,6 +87,9 @@ class KubernetesRuntime(Runtime):
     def __init__(self, options: ClusterOptions, api: KubeApi) -> None:
         self.options = options
         self.api = api
+        #: Where the proxy reaches a port's Service: its cluster DNS name. Replaceable only
+        #: where no cluster DNS exists (the tests' emulator runs pods as local processes).
+        self.service_address: Callable[[Handle, int], Address] = cluster_address
         self._stopped: dict[str, None] = {}
         self._cache: dict[str, tuple[float, RuntimeStatus]] = {}
 
@@ -213,8 +222,7 @@ class KubernetesRuntime(Runtime):
             status = await self.status(handle)
         if status.phase not in (Phase.RUNNING, Phase.UNHEALTHY):
             return None
-        service = port_service_name(handle["instance"], port)
-        return Address(f"{service}.{handle['namespace']}.svc", port)
+        return self.service_address(handle, port)
 
     async def logs(  # type: ignore[override]
         self,
