@@ -224,7 +224,7 @@ class KubernetesRuntime(Runtime):
             return None
         return self.service_address(handle, port)
 
-    async def logs(  # type: ignore[override]
+    async def logs(
         self,
         handle: Handle,
         *,

@@ -89,7 +89,7 @@ class KubeApi:
 
     def client(self) -> AsyncClient:
         if self._client is None:
-            self._client = AsyncClient(self._config, timeout=self._timeout)
+            self._client = AsyncClient(self._config, timeout=httpx2.Timeout(self._timeout))
         return self._client
 
     async def close(self) -> None:
@@ -142,7 +142,9 @@ class KubeApi:
         document: Document = found.to_dict()
         return document
 
-    async def list(self, kind: str, namespace: str | None, labels: dict[str, str]) -> list[Document]:
+    async def list(
+        self, kind: str, namespace: str | None, labels: dict[str, str]
+    ) -> list[Document]:
         """Objects with all these labels (checked here too: a selector is only a filter)."""
         documents = []
         async with self._errors(f"list {kind}"):

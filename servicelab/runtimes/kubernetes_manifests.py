@@ -312,9 +312,7 @@ def network_policy(options: ClusterOptions, spec: ServiceSpec, revision: str) ->
         },
         {
             "namespaceSelector": {
-                "matchLabels": {
-                    "kubernetes.io/metadata.name": options.namespace_of(spec.project)
-                }
+                "matchLabels": {"kubernetes.io/metadata.name": options.namespace_of(spec.project)}
             },
             "podSelector": {"matchLabels": same_project},
         },

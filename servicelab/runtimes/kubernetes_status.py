@@ -128,7 +128,8 @@ def pod_status(pod: Document) -> RuntimeStatus:
 def instance_status(deployment: Document, pods: list[Document]) -> RuntimeStatus:
     """The instance's state from its Deployment and the pods it selects."""
     spec = deployment.get("spec") or {}
-    want = int(spec.get("replicas") if spec.get("replicas") is not None else 1)
+    replicas = spec.get("replicas")
+    want = int(replicas) if replicas is not None else 1
     extra: dict[str, Any] = {
         "deployment": (deployment.get("metadata") or {}).get("name"),
         "replicas": want,

@@ -18,7 +18,8 @@ def docker_answers() -> bool:
 
 
 def make_runtime(settings: Settings) -> Runtime:
-    """`local`, `docker`, `kubernetes`, or with `auto` Docker when an engine answers, else local processes."""
+    """`local`, `docker`, `kubernetes`, or with `auto` Docker when an engine answers,
+    else local processes."""
     choice = settings.runtime
     if choice == "auto":
         choice = "docker" if docker_answers() else "local"
