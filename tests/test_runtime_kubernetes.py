@@ -18,7 +18,8 @@ import asyncio
 import base64
 import json
 import re
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from servicelab.runtimes.select import make_runtime
 from servicelab.spec import HealthCheck, Phase, Resources, ServiceSpec, normalize
 
 from . import runtime_contract as contract
+from .conftest import make_settings, open_lab
 from .kubernetes_cluster import POD_STATES, Cluster, Kubelet, emulated
 
 pytestmark = pytest.mark.anyio
@@ -408,3 +410,74 @@ async def test_contract_adopt(cluster: tuple[Cluster, str], tmp_path: Path) -> N
 
         await contract.check_adopt(runtime, restarted, echo_spec())
     await runtime.close()
+
+
+# --- through the lab's API --------------------------------------------------------------------
+
+
+@pytest.fixture
+def lab_on_emulator(tmp_path: Path) -> Iterator[tuple[Any, Cluster]]:
+    """An in-process lab with SERVICELAB_RUNTIME=kubernetes, its kubeconfig naming the
+    emulator (which runs in a thread of its own: the lab's TestClient has its own loop)."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    found: dict[str, Any] = {}
+    stop = asyncio.Event()
+
+    async def serve() -> None:
+        async with emulated() as (cluster, url):
+            found.update(cluster=cluster, url=url)
+            loop.call_soon_threadsafe(ready.set)
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    assert ready.wait(30)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "clusters": [{"name": "c", "cluster": {"server": found["url"]}}],
+                "users": [{"name": "u", "user": {}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    settings = make_settings(
+        tmp_path / "data",
+        runtime="kubernetes",
+        instance_id="lab-api-test",
+        kubernetes_kubeconfig=str(kubeconfig),
+    )
+    try:
+        for lab in open_lab(settings):
+            yield lab, found["cluster"]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+
+
+def test_lab_deploys_replicas_and_refuses_host_paths(
+    lab_on_emulator: tuple[Any, Cluster], tmp_path: Path
+) -> None:
+    lab, fake = lab_on_emulator
+    lab.create_project("team1")
+    r = lab.client.put(
+        "/api/projects/team1/services/web",
+        headers=lab.headers(),
+        json={"image": "web:1", "ports": [8080], "replicas": 3},
+    )
+    assert r.status_code == 201, r.text
+    (name,) = fake.names("deployments")
+    assert fake.find("deployments", name).raw["spec"]["replicas"] == 3
+
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "__main__.py").write_text("print('hi')\n")
+    r = lab.client.put(
+        "/api/projects/team1/services/local-code",
+        headers=lab.headers(),
+        json={"code": str(tmp_path / "code")},
+    )
+    assert r.status_code == 400, r.text
+    assert "VCS URL" in r.json()["errors"]["message"]
