@@ -248,6 +248,8 @@ def deployment(options: ClusterOptions, spec: ServiceSpec, revision: str) -> Man
         # the other Services of its namespace.
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
+        # SIGTERM, then SIGKILL after the lab's default stop timeout (Runtime.stop).
+        "terminationGracePeriodSeconds": 10,
         "containers": [container],
         "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim_name(spec)}}],
     }
