@@ -99,7 +99,7 @@ class ServiceManager:
 
         Returns the service and whether it was created."""
         spec = normalize(replace(spec, project=project.name))
-        if spec.replicas != 1:
+        if spec.replicas != 1 and not self.runtime.supports_replicas:
             raise Invalid("Only replicas=1 is supported by this lab's runtime.")
         existing = await self.store.find(project.id, spec.name)
         if existing is not None:
