@@ -25,6 +25,7 @@ from servicelab.db import Database
 from servicelab.proxy import ProxyApp, ProxySettings, render_metrics
 from servicelab.runtimes.select import make_runtime
 from servicelab.services import ServiceManager
+from servicelab.services.leader import make_leadership
 from servicelab.web import mount_web
 
 log = logging.getLogger("servicelab")
@@ -43,6 +44,8 @@ def create_app(
     settings = settings or Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.instance_id = resolve_instance_id(settings)
+    # First: on SQLite a second process on the same database stops here, with a message.
+    leadership = make_leadership(settings.resolved_database_url, settings.data_dir)
     db = Database(settings.resolved_database_url)
     db.migrate()
     admin_password = settings.admin_password.get_secret_value() if settings.admin_password else None
@@ -74,12 +77,17 @@ def create_app(
     app.state.db = db
     app.state.secret_key = load_secret_key(settings.data_dir)
     app.state.authority = TokenAuthority(db, settings.auth_cache_ttl)
+    if leadership.shared:
+        # Revocations reach the other lab processes on the database at once (docs/replicas.md).
+        app.state.authority.publish = leadership.publish
     #: async callables taking a project name, run before a project is deleted
     app.state.project_cleanups = []
     app.state.on_startup = []
     app.state.on_shutdown = []
 
-    services = ServiceManager(db, make_runtime(settings), app.state.authority, settings)
+    services = ServiceManager(
+        db, make_runtime(settings), app.state.authority, settings, leadership=leadership
+    )
     app.state.services = services
     app.state.on_startup.append(services.start)
     app.state.on_shutdown.append(services.close)

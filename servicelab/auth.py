@@ -8,7 +8,8 @@ Tokens are opaque random secrets with a prefix that says what they are:
 
 Only a SHA-256 of each secret is stored. Looking a token up is cached for
 `auth_cache_ttl` seconds (at most 5 s, so that revocation takes effect everywhere within
-5 s); revocations made by this process also drop the cache at once.
+5 s); revocations made by this process also drop the cache at once, and (`publish`) tell
+the other lab processes on the same database to drop theirs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import hashlib
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -139,6 +141,9 @@ class TokenAuthority:
         self._membership_cache: dict[tuple[str, str], tuple[float, bool]] = {}
         self._project_cache: dict[str, tuple[float, ProjectRef | None]] = {}
         self._lock = threading.Lock()
+        #: Tells the other lab processes that tokens changed (set by the app when they
+        #: share a PostgreSQL database); they call `drop_caches`.
+        self.publish: Callable[[str], None] | None = None
 
     # -- identities -------------------------------------------------------------------
 
@@ -193,7 +198,13 @@ class TokenAuthority:
             )
 
     def forget(self) -> None:
-        """Drop every cached decision (after a revocation, a membership change...)."""
+        """Drop every cached decision (after a revocation, a membership change...), here
+        and in the other lab processes."""
+        self.drop_caches()
+        if self.publish is not None:
+            self.publish("tokens")
+
+    def drop_caches(self) -> None:
         with self._lock:
             self._cache.clear()
             self._membership_cache.clear()
