@@ -102,7 +102,8 @@ def create_app(
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:
-        return JSONResponse(envelope.success({"status": "ok"}))
+        # `leader`: whether this process reconciles (one of the lab's processes does).
+        return JSONResponse(envelope.success({"status": "ok", "leader": leadership.is_leader}))
 
     @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require_admin)])
     def metrics() -> Response:

@@ -206,9 +206,9 @@ class PostgresLeadership:
             while not self._stop.is_set():
                 self._send(conn)
                 self._try_lead(conn)
+                # The generator holds the connection's lock: no query inside this loop.
                 for notify in conn.notifies(timeout=POLL_INTERVAL):
                     self._on_message(notify.payload)
-                    self._send(conn)
             if self._holding:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
                 self._set_holding(False)
