@@ -164,13 +164,15 @@ def test_what_one_lab_is_told_the_other_serves(replicas: Replicas) -> None:
     assert a.http.get(f"/api/projects/{project}/services/hello").status_code == 404
 
 
+# Ten rounds of Docker restarts, each after its back-off, on top of three lab starts.
+@pytest.mark.timeout(600)
 def test_a_killed_leader_is_replaced_and_no_service_runs_twice(
     replicas: Replicas, docker_engine: Any
 ) -> None:
     first, second = replicas.labs[0], replicas.labs[1]
     a = replicas.api(first)
     project = a.project()
-    names = [f"svc{i}" for i in range(3)]
+    names = [f"svc{i}" for i in range(4)]
     for name in names:
         a.deploy(project, name, EXAMPLE_IMAGE, {"GREETING": name})
     for name in names:
@@ -182,14 +184,15 @@ def test_a_killed_leader_is_replaced_and_no_service_runs_twice(
     first.stop(signal.SIGKILL)
     wait_until(lambda: is_leader(second), timeout=10, what="the second lab to lead")
     b = replicas.api(second)
-    [killed] = running_containers(docker_engine, replicas.instance_id, keys["svc0"])
+    key0 = keys["svc0"]
+    [killed] = running_containers(docker_engine, replicas.instance_id, key0)
     killed.kill()
-    wait_until(
-        lambda: [c.id for c in running_containers(docker_engine, replicas.instance_id, keys["svc0"])]
-        not in ([], [killed.id]),
-        timeout=60,
-        what="the new leader to restart the killed service",
-    )
+
+    def restarted() -> bool:
+        running = running_containers(docker_engine, replicas.instance_id, key0)
+        return [c.id for c in running] not in ([], [killed.id])
+
+    wait_until(restarted, timeout=60, what="the new leader to restart the killed service")
     b.running(project, "svc0")
     assert greeting_through(b, project, "svc0") == "svc0"
 
@@ -198,18 +201,21 @@ def test_a_killed_leader_is_replaced_and_no_service_runs_twice(
     third = replicas.start()
     assert not is_leader(third)
     c = replicas.api(third)
+    seen_twice: list[str] = []
     for round_ in range(10):
         name = names[round_ % len(names)]
         [container] = running_containers(docker_engine, replicas.instance_id, keys[name])
         container.kill()
 
-        def back_once(name: str = name, old: str = container.id) -> bool:
+        def back_once(name: str = name, old: str = container.id, round_: int = round_) -> bool:
             running = running_containers(docker_engine, replicas.instance_id, keys[name])
-            assert len(running) <= 1, f"round {round_}: two containers of {name}: {running}"
+            if len(running) > 1:
+                seen_twice.append(f"round {round_}: {name} in {[c.id for c in running]}")
             return len(running) == 1 and running[0].id != old
 
         wait_until(back_once, timeout=90, what=f"round {round_}: {name} to come back")
         b.running(project, name)
+    assert seen_twice == []
     for name in names:
         assert len(running_containers(docker_engine, replicas.instance_id, keys[name])) == 1
         assert greeting_through(c, project, name) == name
