@@ -53,7 +53,8 @@ class Replicas:
             "SERVICELAB_RUNTIME_IMAGE": RUNTIME_IMAGE,
             "SERVICELAB_INSTANCE_ID": self.instance_id,
         }
-        lab = LabProcess(self.data_dir, database_url=self.database_url, env=env).start()
+        # A generous start: the machines running the suite are often busy.
+        lab = LabProcess(self.data_dir, database_url=self.database_url, env=env).start(180)
         self.labs.append(lab)
         return lab
 
