@@ -10,7 +10,7 @@ from .api import LabApi
 from .config import SavedConfig, config_path, load_config, save_config
 from .environment import Environment, LabHandler
 from .errors import LabApiError
-from .records import Record
+from .records import Record, to_datetime
 
 __all__ = [
     "Environment",
@@ -22,4 +22,5 @@ __all__ = [
     "config_path",
     "load_config",
     "save_config",
+    "to_datetime",
 ]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
+from .errors import LabApiError
 from .records import Record
 from .transport import Progress, Transport, Writer
 
@@ -48,6 +49,18 @@ class LabApi:
     def create_user(self, user: str, password: str, admin: bool = False) -> Record:
         body = {"username": user, "password": password, "admin": admin}
         return self._call("POST", "/api/auth/users", json=body)
+
+    def update_user_password(
+        self, user: str, password: str, current_password: str | None = None
+    ) -> str:
+        """Set a password (your own needs `current_password`); the user's other sessions
+        end. Returns a new session token."""
+        body = {"password": password, "currentPassword": current_password}
+        return str(self._call("PUT", f"/api/auth/users/{_q(user)}/password", json=body))
+
+    def get_lab_info(self) -> Record:
+        """ML Lab's LabInfo: version, runtime, projectsCount, healthy..."""
+        return self._call("GET", "/api/admin/info")
 
     def get_user_token(self, user: str) -> str:
         """A new user API token (ML Lab's `GET /api/auth/users/{user}/token`)."""
@@ -106,6 +119,15 @@ class LabApi:
         if description:
             payload.setdefault("description", description)
         return self._call("POST", "/api/projects", json=payload)
+
+    def is_project_available(self, project: str) -> bool:
+        """Whether a project of this name can be created (False when it exists)."""
+        try:
+            return bool(self._call("GET", f"/api/projects/{_q(project)}/available"))
+        except LabApiError as exc:
+            if exc.status == 409:
+                return False
+            raise
 
     def delete_project(self, project: str) -> None:
         self._call("DELETE", f"/api/projects/{_q(project)}")
@@ -255,9 +277,11 @@ class LabApi:
         params = {"dataType": data_type, "prefix": prefix, "allVersions": all_versions or None}
         return self._call("GET", self._files(project), params=params)
 
-    def delete_file(self, project: str, key: str) -> list[str]:
-        """Delete one version (a versioned key) or every version; returns the deleted keys."""
-        deleted = self._call("DELETE", self._files(project), params={"fileKey": key})
+    def delete_file(self, project: str, key: str, keep_latest_versions: int = 0) -> list[str]:
+        """Delete one version (a versioned key) or every version, or with
+        `keep_latest_versions` all but the newest N of the name; returns the deleted keys."""
+        params = {"fileKey": key, "keepLatestVersions": keep_latest_versions or None}
+        deleted = self._call("DELETE", self._files(project), params=params)
         return [str(k) for k in deleted] if isinstance(deleted, list) else []
 
     def download_file(

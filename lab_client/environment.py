@@ -130,7 +130,7 @@ class Environment:
         progress: Progress | None = None,
     ) -> str:
         """Upload a local file into the project's data; returns its key
-        (`<data type>/<name>.v<version>`)."""
+        (`<data type>/<name>.v<version>`, or `<data type>/<name>` without versioning)."""
         path = Path(file_path)
         if not path.is_file():
             raise LabApiError(f"{path} is not a file: give the path of a file to upload.")

@@ -2,7 +2,8 @@
 
 It carries what a caller needs to decide what to do: the HTTP `status` (None when the lab
 could not be reached at all), the API's machine-readable error `code` (`not_found`,
-`conflict`, `unauthorized`, ... from the envelope's `errors.code`) and a `message` for
+`conflict`, `unauthorized`, ... from the envelope's `errors.type`; `errors.code` is the
+HTTP status, as in ML Lab) and a `message` for
 people. Its `str()` never contains a token.
 """
 

@@ -6,6 +6,7 @@ gives the same reading experience while staying JSON-serialisable and printable 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -42,3 +43,25 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value
+
+
+def to_datetime(value: Any) -> datetime | None:
+    """A timestamp from a lab as an aware datetime, whichever form it came in: epoch
+    milliseconds (an int, as servicelab and ML Lab send them) or an ISO 8601 string (as
+    servicelab sent them before). None for a missing or unreadable value."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        try:
+            return datetime.fromtimestamp(value / 1000, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if isinstance(value, str) and value:
+        if value.lstrip("-").isdigit():
+            return to_datetime(int(value))
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None

@@ -232,7 +232,7 @@ def raise_for_response(response: httpx.Response, endpoint: str) -> None:
         metadata = body.get("metadata")
         metadata = metadata if isinstance(metadata, dict) else {}
         message = errors.get("message") or metadata.get("message")
-        code = errors.get("code")
+        code = _error_code(errors)
         if not message and isinstance(body.get("detail"), str):
             message = body["detail"]
     if not message:
@@ -241,6 +241,16 @@ def raise_for_response(response: httpx.Response, endpoint: str) -> None:
             f": {text[0][:200]}" if text else ""
         )
     raise LabApiError(str(message), status=response.status_code, code=code)
+
+
+def _error_code(errors: dict[str, Any]) -> str | None:
+    """The machine-readable string code: `errors.type` (labs that answer ML Lab's int
+    status in `errors.code`), else a string `errors.code` (older servicelab labs)."""
+    for field in ("type", "code"):
+        value = errors.get(field)
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def _decode(response: httpx.Response, endpoint: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 
 from servicelab import envelope
 from servicelab.access import LabAuthorizer, LabResolver
+from servicelab.api import admin as admin_api
 from servicelab.api import auth as auth_api
 from servicelab.api import files as files_api
 from servicelab.api import projects as projects_api
@@ -94,6 +95,7 @@ def create_app(
     app.state.project_cleanups.append(services.delete_project)
 
     install_error_handlers(app)
+    app.include_router(admin_api.router)
     app.include_router(auth_api.router)
     app.include_router(projects_api.router)
     app.include_router(services_api.router)

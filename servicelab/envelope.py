@@ -3,6 +3,11 @@
     {"data": ..., "metadata": {"status", "message", "time", "stats"},
      "errors": {"code", "type", "message", "description"}}
 
+As in ML Lab: `metadata.time` is epoch milliseconds, `errors.code` is the HTTP status as
+an int (ML Lab's generated clients read it as one) and `errors.type` is servicelab's
+machine-readable string (`not_found`, `invalid_key`, ...). A list answer's metadata also
+has ML Lab's `itemCount`, `limit` and `query`.
+
 `errors` is absent on success; `data` is null on error.
 """
 
@@ -31,16 +36,21 @@ _ERROR_TYPES = {
 }
 
 
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def success(data: Any, *, status: int = 200, message: str | None = None, stats: Any = None) -> dict:
-    return {
-        "data": data,
-        "metadata": {
-            "status": status,
-            "message": message,
-            "time": int(time.time() * 1000),
-            "stats": stats,
-        },
+    metadata: dict[str, Any] = {
+        "status": status,
+        "message": message,
+        "time": now_ms(),
+        "stats": stats,
     }
+    if isinstance(data, list):
+        # ML Lab's ListMetadata.
+        metadata.update(itemCount=len(data), limit=None, query=None)
+    return {"data": data, "metadata": metadata}
 
 
 def error(
@@ -50,19 +60,19 @@ def error(
     code: str | None = None,
     description: str | None = None,
 ) -> dict:
-    """An error envelope. `code` is a stable machine-readable string (defaults by status)."""
-    error_type = _ERROR_TYPES.get(status, "error")
+    """An error envelope. `code` is a stable machine-readable string, answered as
+    `errors.type` (it defaults by status); `errors.code` is the status itself."""
     return {
         "data": None,
         "metadata": {
             "status": status,
             "message": message,
-            "time": int(time.time() * 1000),
+            "time": now_ms(),
             "stats": None,
         },
         "errors": {
-            "code": code or error_type,
-            "type": error_type,
+            "code": status,
+            "type": code or _ERROR_TYPES.get(status, "error"),
             "message": message,
             "description": description or _phrase(status),
         },

@@ -27,7 +27,7 @@ import re
 import shutil
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -89,6 +89,9 @@ class FileInfo:
     sha256: str
     created: datetime
     uploader: str | None = None
+    #: User metadata given at upload (ML Lab's `x-amz-meta-*` headers), str -> str.
+    metadata: dict[str, str] = field(default_factory=dict)
+    content_type: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -99,6 +102,7 @@ class FileInfo:
     def from_dict(cls, data: dict[str, Any]) -> FileInfo:
         data = dict(data)
         data["created"] = datetime.fromisoformat(data["created"])
+        data["metadata"] = dict(data.get("metadata") or {})
         return cls(**data)
 
 
@@ -192,6 +196,8 @@ class FileStore(abc.ABC):
         *,
         versioning: bool = True,
         max_size: int | None = None,
+        metadata: dict[str, str] | None = None,
+        content_type: str | None = None,
     ) -> FileInfo:
         """Store a new version from `chunks`, in constant memory.
 
@@ -231,6 +237,11 @@ class FileStore(abc.ABC):
     async def delete(self, project: str, key: str) -> builtins.list[FileInfo]:
         """Delete one version (a versioned key) or every version of a name; returns what
         was deleted."""
+
+    @abc.abstractmethod
+    async def delete_older(self, project: str, key: str, keep: int) -> builtins.list[FileInfo]:
+        """Delete every version of the key's name but the newest `keep` (ML Lab's
+        `keepLatestVersions`; a version in the key is ignored); returns what was deleted."""
 
     @abc.abstractmethod
     async def delete_project(self, project: str) -> None:
@@ -275,6 +286,8 @@ class LocalFileStore(FileStore):
         *,
         versioning: bool = True,
         max_size: int | None = None,
+        metadata: dict[str, str] | None = None,
+        content_type: str | None = None,
     ) -> FileInfo:
         validate_data_type(data_type)
         validate_name(file_name)
@@ -316,6 +329,8 @@ class LocalFileStore(FileStore):
                 size,
                 digest.hexdigest(),
                 uploader,
+                dict(metadata or {}),
+                content_type,
             )
         finally:
             await asyncio.to_thread(_unlink_quietly, tmp)
@@ -334,6 +349,8 @@ class LocalFileStore(FileStore):
         size: int,
         sha256: str,
         uploader: str | None,
+        metadata: dict[str, str],
+        content_type: str | None,
     ) -> FileInfo:
         """Link the finished temp file to the next free `.v<N>`; a link fails if the name
         exists, so two uploads racing for N both survive: the loser takes N+1."""
@@ -354,6 +371,8 @@ class LocalFileStore(FileStore):
             sha256=sha256,
             created=datetime.now(UTC),
             uploader=uploader,
+            metadata=metadata,
+            content_type=content_type,
         )
         _atomic_write_json(self._meta_path(target), info.to_dict())
         _fsync_dir(base.parent)
@@ -458,6 +477,21 @@ class LocalFileStore(FileStore):
             # Also versions whose upload never finished (bytes without sidecar).
             for version in await asyncio.to_thread(_data_versions, base):
                 await asyncio.to_thread(self._remove_version, base, version)
+        return doomed
+
+    async def delete_older(self, project: str, key: str, keep: int) -> builtins.list[FileInfo]:
+        if keep < 0:
+            raise InvalidKey(f"keepLatestVersions={keep}: give 0 or more.")
+        parsed = parse_key(key)
+        base = self._name_path(project, parsed.data_type, parsed.name)
+        versions = await asyncio.to_thread(self._read_versions, base)
+        if not versions:
+            raise FileNotFound(f"No file {key!r} in project {project!r}.")
+        # Only finished versions count and go: an upload still under way has claimed a
+        # higher number than any of them and is left alone.
+        doomed = versions[: max(0, len(versions) - keep)]
+        for info in doomed:
+            await asyncio.to_thread(self._remove_version, base, info.version)
         return doomed
 
     async def delete_project(self, project: str) -> None:

@@ -136,6 +136,36 @@ def check_env(env: dict[str, str]) -> None:
             )
 
 
+#: ML Lab's workspace images (`mltooling/ml-workspace`, `-gpu`, `-minimal`...), which ran
+#: the code in EXECUTE_CODE; ML Lab's guide deploys code services with them.
+_WORKSPACE_IMAGE = re.compile(
+    r"^(?:(?:docker\.io|index\.docker\.io)/)?mltooling/ml-workspace(?:-[a-z0-9-]+)?"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]*)?(?:@sha256:[0-9a-f]{64})?$"
+)
+
+
+def _with_tag(image: str) -> str:
+    last = image.rsplit("/", 1)[-1]
+    return image if ":" in last or "@" in last else f"{image}:latest"
+
+
+def same_image(a: str, b: str) -> bool:
+    """`servicelab/runtime` and `servicelab/runtime:latest` are one image."""
+    return _with_tag(a) == _with_tag(b)
+
+
+def is_code_runner_image(image: str, *, runtime_image: str, runtime: str) -> bool:
+    """Whether deploying `image` with EXECUTE_CODE means "run this code" as a code service.
+
+    True for servicelab's runtime image (on every runtime: it is what runs code services),
+    and on the local runtime, which runs no images, for ML Lab's workspace images too. On
+    Docker a workspace image is run as it is: it runs EXECUTE_CODE itself.
+    """
+    if same_image(image, runtime_image):
+        return True
+    return runtime == "local" and bool(_WORKSPACE_IMAGE.match(image))
+
+
 def is_secret_key(key: str) -> bool:
     return key.upper().endswith(SECRET_SUFFIXES) or key.upper() == "LAB_API_TOKEN"
 

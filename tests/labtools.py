@@ -59,7 +59,7 @@ class LabProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> LabProcess:
+    def start(self, timeout: float = 120.0) -> LabProcess:
         env = {
             **os.environ,
             "SERVICELAB_ADMIN_PASSWORD": ADMIN_PASSWORD,
@@ -80,7 +80,11 @@ class LabProcess:
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
-        wait_until(self._ready, timeout=timeout, what=f"lab on port {self.port}")
+        try:
+            wait_until(self._ready, timeout=timeout, what=f"lab on port {self.port}")
+        except AssertionError:
+            self.stop(signal.SIGKILL)  # no fixture teardown follows: leave no lab behind
+            raise
         self.admin_token = login(self.url, "admin", ADMIN_PASSWORD)
         return self
 

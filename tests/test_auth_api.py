@@ -37,7 +37,7 @@ def test_wrong_password_is_401_in_envelope(lab: Lab) -> None:
     assert r.status_code == 401
     body = r.json()
     assert body["data"] is None
-    assert body["errors"]["code"] == "unauthorized"
+    assert body["errors"]["code"] == 401 and body["errors"]["type"] == "unauthorized"
     assert "password" in body["errors"]["message"]
     assert body["metadata"]["status"] == 401
 

@@ -7,13 +7,14 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from lab_client import Environment, LabApiError, Record
+from lab_client import Environment, LabApiError, Record, to_datetime
 
 from .labtools import ROOT, LabProcess, free_port, wait_until
 
@@ -96,6 +97,33 @@ def run_snippet(lab: LabProcess, project: str, image: str, more: str, tmp_path: 
 
 
 # -- ML Lab's guide ---------------------------------------------------------------------
+
+
+def test_guide_snippet_with_ml_labs_workspace_image_runs_the_code(
+    lab: LabProcess, project: str, tmp_path: Path
+) -> None:
+    """ML Lab's guide deploys code with its workspace image: on the local runtime, which
+    runs no images, that is a code service."""
+    image = '"mltooling/ml-workspace:latest"'
+    done = run_snippet(lab, project, image, f', "EXECUTE_CODE": "{ECHO}"', tmp_path)
+    assert done.returncode == 0, done.stderr
+    env = env_for(lab, project)
+    service = wait_running(env, "my-service")
+    assert service.exposedPorts == [8091]
+    assert os.fspath(ECHO) == service.configuration.EXECUTE_CODE
+    env.lab_handler.lab_api.delete_service(project, "my-service", purge=True)
+
+
+def test_timestamps_are_read_in_both_forms(lab: LabProcess, project: str) -> None:
+    """The lab answers epoch milliseconds (ML Lab's form); labs before it answered ISO."""
+    created = env_for(lab, project).lab_handler.lab_api.get_project(project).createdAt
+    assert type(created) is int
+    assert to_datetime(created) == datetime.fromtimestamp(created / 1000, UTC)
+    moment = datetime(2026, 11, 27, 11, 35, 53, 798000, tzinfo=UTC)
+    assert to_datetime(int(moment.timestamp() * 1000)) == moment
+    assert to_datetime("2026-11-27T11:35:53.798+00:00") == moment
+    assert to_datetime("2026-11-27T11:35:53.798") == moment  # naive ISO is UTC
+    assert to_datetime(None) is None and to_datetime("yesterday") is None
 
 
 def test_guide_snippet_deploys_code_on_the_local_runtime(
@@ -242,6 +270,24 @@ def test_upload_and_get_file_downloads_only_new_versions(
     with pytest.raises(LabApiError) as caught:
         env.get_file("datasets/nothing.csv")
     assert caught.value.status == 404
+
+
+def test_ml_lab_routes_through_the_client(lab: LabProcess, project: str, tmp_path: Path) -> None:
+    env = env_for(lab, project)
+    api = env.lab_handler.lab_api
+    info = api.get_lab_info()
+    assert info.healthy is True and type(info.projectsCount) is int
+    assert api.is_project_available(project) is False
+    assert api.is_project_available("not-made-yet") is True
+    source = tmp_path / "weights.bin"
+    keys = []
+    for n in range(3):
+        source.write_bytes(b"w" * (n + 1))
+        keys.append(env.upload_file(source, "models"))
+    assert api.delete_file(project, keys[-1], keep_latest_versions=2) == keys[:1]
+    left = api.get_files(project, "models", prefix="models/weights", all_versions=True)
+    assert [f.key for f in left] == keys[1:]
+    assert api.delete_file(project, "models/weights.bin") == keys[1:]
 
 
 def test_upload_folder_is_a_zip(lab: LabProcess, project: str, tmp_path: Path) -> None:

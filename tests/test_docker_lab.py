@@ -12,6 +12,7 @@ memory when asked. Every container, volume and network carries the module's own
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 import signal
 import subprocess
@@ -313,6 +314,13 @@ def test_example_image_through_the_proxy(lab: DockerLab) -> None:
     assert deployed["connectionPort"] == 8080
     service = api.running(project, "example")
     assert service["dockerImage"] == EXAMPLE_IMAGE
+    # ML Lab's clients find a service by its container's ID, whole or as `docker ps` shows it.
+    container_id = service["dockerId"]
+    assert re.fullmatch(r"[0-9a-f]{64}", container_id), container_id
+    for ref in (container_id, container_id[:12], service["dockerName"]):
+        found = api.http.get(f"/api/projects/{project}/services/{ref}")
+        assert found.status_code == 200 and found.json()["data"]["name"] == "example"
+    assert service["exposedPorts"] == [8080]
 
     index = api.via_proxy(project, "example", 8080)
     assert index.status_code == 200, index.text
@@ -749,6 +757,7 @@ def test_a_service_that_cannot_start_never_stalls_the_others(lab: DockerLab, eng
         assert response.status_code == 200, response.text
 
 
+@pytest.mark.timeout(600)  # ten lab restarts
 def test_a_lab_killed_during_updates_keeps_one_consistent_instance(
     engine: Any, tmp_path: Path
 ) -> None:

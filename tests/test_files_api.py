@@ -138,7 +138,7 @@ def test_delete(flab: Lab) -> None:
     r = flab.delete(FILES, params={"fileKey": "datasets/a.csv"})
     assert r.json()["data"] == ["datasets/a.csv.v1", "datasets/a.csv.v3"]
     r = flab.delete(FILES, params={"fileKey": "datasets/a.csv"})
-    assert r.status_code == 404 and r.json()["errors"]["code"] == "not_found"
+    assert r.status_code == 404 and r.json()["errors"]["type"] == "not_found"
 
 
 def test_bad_input_is_a_clear_400(flab: Lab) -> None:
@@ -149,7 +149,7 @@ def test_bad_input_is_a_clear_400(flab: Lab) -> None:
     for name in ("../escape.csv", "a/../../b", "/etc/passwd", "a.csv.v3"):
         r = upload(flab, b"x", fileName=name)
         assert r.status_code == 400, name
-        assert r.json()["errors"]["code"] == "invalid_key"
+        assert r.json()["errors"]["type"] == "invalid_key"
     for key in ("datasets/../x", "nope", "datasets/a\\b", "/datasets/a"):
         r = flab.get(f"{FILES}/info", params={"fileKey": key})
         assert r.status_code == 400, key

@@ -36,6 +36,7 @@ def fuzzed_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProcess]
     stop_local_services(data_dir)
 
 
+@pytest.mark.timeout(600)
 def test_no_server_error_and_answers_match_the_schema(fuzzed_lab: LabProcess) -> None:
     schema = schemathesis.openapi.from_url(f"{fuzzed_lab.url}/api/openapi.json")
     # A user API token: the fuzzer's log-outs end sessions, not API tokens.

@@ -50,7 +50,8 @@ def test_admin_member_stranger(lab: Lab) -> None:
     assert lab.get("/api/projects", stranger).json()["data"] == []
     assert lab.get("/api/projects/shared", member).status_code == 200
     r = lab.get("/api/projects/shared", stranger)
-    assert r.status_code == 403 and r.json()["errors"]["code"] == "forbidden"
+    assert r.status_code == 403 and r.json()["errors"]["type"] == "forbidden"
+    assert r.json()["errors"]["code"] == 403
     assert lab.get("/api/projects/shared").status_code == 200  # admin sees everything
 
     # Only owner or admin manage members and delete.

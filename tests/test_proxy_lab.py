@@ -62,7 +62,8 @@ def test_each_way_of_passing_a_token(lab: LabProcess) -> None:
     assert httpx.get(url, params={"lab_token": token}, follow_redirects=True).text == "ok"
     r = httpx.get(url)
     assert r.status_code == 401
-    assert r.json()["errors"]["code"] == "unauthorized"
+    assert r.json()["errors"]["code"] == 401
+    assert r.json()["errors"]["type"] == "unauthorized"
     assert httpx.get(url, headers={"Authorization": "Bearer slp_forged"}).status_code == 401
 
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from .labtools import LabProcess, stop_local_services, wait_until
 from .test_services_api import ECHO, deploy, service, service_pids, wait_running
@@ -107,6 +108,7 @@ def _update_in_background(lab: LabProcess, version: int) -> threading.Thread:
     return thread
 
 
+@pytest.mark.timeout(600)  # ten lab restarts
 def test_a_lab_killed_during_updates_keeps_one_consistent_instance(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()

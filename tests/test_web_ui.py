@@ -435,3 +435,29 @@ def test_admin_pages_tokens_and_a_phone(page: Page, lab_process: LabProcess) -> 
     expect(p.locator("nav >> text=Users")).to_have_count(0)
     p.goto("/admin/users")
     expect(p.locator(".notice.error")).to_contain_text("Only an admin")
+
+    # Alice changes her password on her account page.
+    p.goto("/projects")
+    open_user_menu(p)
+    p.click("text=Change password")
+    expect(p).to_have_url(f"{url}/account")
+    form = p.locator("#password-form")
+    form.locator("input[name=currentPassword]").fill("not-her-password")
+    form.locator("input[name=password]").fill("alice-new password")
+    form.locator("input[data-same-as]").fill("alice-new password")
+    form.locator("button[type=submit]").click()
+    expect(p.locator(".flash-item.error")).to_contain_text("current password is wrong")
+    form.locator("input[name=currentPassword]").fill("alice-password")
+    form.locator("input[data-same-as]").fill("alice-new-password")
+    form.locator("button[type=submit]").click()
+    expect(p.locator(".flash-item.error").last).to_contain_text("differ")
+    form.locator("input[data-same-as]").fill("alice-new password")
+    form.locator("button[type=submit]").click()
+    expect(p.locator(".flash-item.ok")).to_contain_text("Password changed")
+    shot(p, "account")
+    # Her session goes on; the new password (spaces and all) logs in, the old one does not.
+    p.goto("/projects")
+    expect(p.locator("#projects-table")).to_contain_text("team")
+    login = f"{url}/api/auth/login"
+    assert httpx.get(login, auth=("alice", "alice-new password")).status_code == 200
+    assert httpx.get(login, auth=("alice", "alice-password")).status_code == 401

@@ -23,7 +23,7 @@ from servicelab.auth import (
     revoke,
     verify_password,
 )
-from servicelab.credentials import COOKIE_NAME, find_token
+from servicelab.credentials import COOKIE_NAME, TokenSource, find_token
 from servicelab.db import ApiToken, Membership, Project, User
 from servicelab.spec import normalize_name
 
@@ -37,7 +37,7 @@ from .deps import (
     require_user,
 )
 from .errors import ApiError
-from .serializers import token_out, user_out
+from .serializers import epoch_ms, last_activity, token_out, user_out
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -67,6 +67,18 @@ class NewToken(BaseModel):
     model_config = {"populate_by_name": True}
 
 
+class PasswordChange(BaseModel):
+    password: str
+    #: Needed when you change your own password (not when an admin changes another's).
+    current_password: str | None = Field(default=None, alias="currentPassword")
+    model_config = {"populate_by_name": True}
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ApiError(400, f"The password needs at least {MIN_PASSWORD_LENGTH} characters.")
+
+
 # -- log-in -----------------------------------------------------------------------------
 
 
@@ -85,7 +97,7 @@ def start_session(request: Request, response: Response, session: Session, user: 
         "token": issued.secret,
         "csrfToken": csrf_token_for(request.app.state.secret_key, issued.token.id),
         "user": user_out(user),
-        "expiresAt": issued.token.expires_at.isoformat() if issued.token.expires_at else None,
+        "expiresAt": epoch_ms(issued.token.expires_at),
     }
 
 
@@ -192,7 +204,7 @@ def _me(request: Request, identity: Identity, session: Session) -> dict:
         )
     user = session.get(User, identity.user_id)
     assert user is not None
-    data = user_out(user)
+    data = user_out(user, active_at=last_activity(session, [user.id]).get(user.id))
     data["tokenKind"] = identity.kind
     if identity.kind == "session":
         data["csrfToken"] = csrf_token_for(request.app.state.secret_key, identity.token_id)
@@ -232,23 +244,33 @@ def list_users(
     _: Identity = Depends(require_admin), session: Session = Depends(db_session, scope="function")
 ) -> dict:
     users = session.scalars(select(User).order_by(User.username)).all()
-    return envelope.success([user_out(u) for u in users])
+    active = last_activity(session, [u.id for u in users])
+    return envelope.success([user_out(u, active_at=active.get(u.id)) for u in users])
 
 
 @router.post("/users", summary="Create a user (admin)", status_code=201)
 def create_user(
-    body: NewUser | None = Body(default=None),
+    raw: dict[str, Any] | None = Body(default=None),
     username: str | None = Query(default=None, alias="user"),
     password: str | None = Query(default=None),
     admin: bool = Query(default=False),
     _: Identity = Depends(require_admin),
     session: Session = Depends(db_session, scope="function"),
 ) -> dict:
-    if body is None:
+    # ML Lab's client sends the user in the query and always a `{}` body.
+    if raw:
+        try:
+            body = NewUser.model_validate(raw)
+        except ValueError as exc:
+            raise ApiError(
+                400,
+                "Send JSON {'username': ..., 'password': ... (at least "
+                f"{MIN_PASSWORD_LENGTH} characters), 'admin': false}}.",
+            ) from exc
+    else:
         if not username or not password:
             raise ApiError(400, "Give 'username' and 'password' (JSON body or query).")
-        if len(password) < MIN_PASSWORD_LENGTH:
-            raise ApiError(400, f"The password needs at least {MIN_PASSWORD_LENGTH} characters.")
+        _check_password(password)
         body = NewUser(username=username, password=password, admin=admin)
     name = normalize_name(body.username, what="username")
     if session.scalar(select(User.id).where(User.username == name)):
@@ -268,7 +290,8 @@ def get_user(
     found = _find_user(session, user)
     if not identity.is_admin and found.id != identity.user_id:
         raise Forbidden("Only an admin can look at other users.")
-    return envelope.success(user_out(found))
+    active = last_activity(session, [found.id]).get(found.id)
+    return envelope.success(user_out(found, active_at=active))
 
 
 @router.delete("/users/{user}", summary="Delete a user (admin)")
@@ -320,6 +343,104 @@ def _set_membership(
     authority(request).forget()
     verb = "added to" if add else "removed from"
     return envelope.success(None, message=f"{found_user.username} {verb} {found_project.name}.")
+
+
+def header_identity(request: Request, identity: Identity = Depends(require_user)) -> Identity:
+    """The caller of one of ML Lab's state-changing GET routes: only a token sent in the
+    Authorization header counts. A browser sends cookies (and follows links carrying
+    `lab_token`) on its own, so a cookie-only GET, e.g. an <img> on another site, must
+    change nothing."""
+    found = find_token(request.headers.get("authorization"), request.cookies, {})
+    if found is None or found.source is not TokenSource.HEADER:
+        raise Forbidden(
+            "This GET route changes state: send your token in the Authorization header, "
+            "or use the POST/PUT route."
+        )
+    return identity
+
+
+def _change_password(
+    request: Request,
+    session: Session,
+    identity: Identity,
+    user: str,
+    password: str,
+    current_password: str | None,
+    *,
+    need_current: bool,
+) -> str:
+    """Set a new password, end the user's other sessions, and return a fresh session
+    token (ML Lab answered this route with a new token)."""
+    found = _find_user(session, user)
+    own = found.id == identity.user_id
+    if not own and not identity.is_admin:
+        raise Forbidden("You can only change your own password (an admin can change any).")
+    _check_password(password)
+    if (
+        own
+        and need_current
+        and not (current_password and verify_password(found.password_hash, current_password))
+    ):
+        raise ApiError(400, "Your current password is wrong.", code="wrong_password")
+    found.password_hash = hash_password(password)
+    sessions = session.scalars(
+        select(ApiToken).where(
+            ApiToken.user_id == found.id,
+            ApiToken.kind == "session",
+            ApiToken.revoked_at.is_(None),
+            ApiToken.id != identity.token_id,
+        )
+    ).all()
+    for token in sessions:
+        revoke(session, token)
+    ttl = request.app.state.settings.session_ttl
+    issued = issue_token(session, "session", user_id=found.id, name="log-in", expires_in=ttl)
+    session.flush()
+    authority(request).forget()
+    return issued.secret
+
+
+@router.get(
+    "/users/{user}/password",
+    summary="Change a password (ML Lab; token in the Authorization header only)",
+)
+def change_password_get(
+    user: str,
+    request: Request,
+    password: str = Query(description="The new password"),
+    identity: Identity = Depends(header_identity),
+    session: Session = Depends(db_session, scope="function"),
+) -> dict:
+    secret = _change_password(request, session, identity, user, password, None, need_current=False)
+    return envelope.success(secret, message="Password changed; other sessions ended.")
+
+
+@router.put("/users/{user}/password", summary="Change a password (yours needs the current one)")
+def change_password(
+    user: str,
+    body: PasswordChange,
+    request: Request,
+    identity: Identity = Depends(require_user),
+    session: Session = Depends(db_session, scope="function"),
+) -> dict:
+    secret = _change_password(
+        request, session, identity, user, body.password, body.current_password, need_current=True
+    )
+    return envelope.success(secret, message="Password changed; other sessions ended.")
+
+
+@router.get(
+    "/users/{user}/projects/{project}",
+    summary="Add a user to a project (ML Lab; token in the Authorization header only)",
+)
+def add_member_get(
+    user: str,
+    project: str,
+    request: Request,
+    identity: Identity = Depends(header_identity),
+    session: Session = Depends(db_session, scope="function"),
+) -> dict:
+    return _set_membership(request, session, identity, user, project, add=True)
 
 
 @router.post("/users/{user}/projects/{project}", summary="Add a user to a project")

@@ -11,6 +11,8 @@ project's files go when the project is deleted.
 from __future__ import annotations
 
 import json
+import mimetypes
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -36,11 +38,18 @@ from servicelab.spec import InvalidName, normalize_name
 
 from .deps import authority, current_identity
 from .errors import ApiError
+from .serializers import epoch_ms
 
 router = APIRouter(prefix="/api/projects/{project}/files", tags=["files"])
 
 #: ML Lab's clients send `dataset`, `model`...; the keys use the plural.
 _DATA_TYPE_ALIASES = {t: t for t in DATA_TYPES} | {t[:-1]: t for t in DATA_TYPES}
+
+#: User metadata comes as ML Lab's (and S3's) `x-amz-meta-<name>` request headers.
+METADATA_PREFIX = "x-amz-meta-"
+#: S3's limit for user metadata: names and values together.
+MAX_METADATA_BYTES = 2048
+_METADATA_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
 def install(app: FastAPI) -> None:
@@ -89,8 +98,8 @@ def _store_errors() -> Iterator[None]:
 
 
 def file_out(info: FileInfo) -> dict[str, Any]:
-    """A file as ML Lab's clients know it (`hash`, `modifiedAt`, `modifiedBy`), with the
-    same facts under servicelab's names beside them."""
+    """A file as ML Lab's LabFile (`hash`, `modifiedAt` in epoch ms, `modifiedBy`,
+    `metadata`...), with the same facts under servicelab's names beside them."""
     return {
         "key": info.key,
         "name": info.name,
@@ -99,11 +108,44 @@ def file_out(info: FileInfo) -> dict[str, Any]:
         "size": info.size,
         "hash": info.sha256,
         "sha256": info.sha256,
-        "modifiedAt": info.created.isoformat(),
-        "createdAt": info.created.isoformat(),
+        "modifiedAt": epoch_ms(info.created),
+        "createdAt": epoch_ms(info.created),
         "modifiedBy": info.uploader,
         "uploader": info.uploader,
+        "contentType": info.content_type or _guess_type(info.name),
+        "description": info.metadata.get("description"),
+        "metadata": dict(info.metadata),
     }
+
+
+def _guess_type(name: str) -> str:
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def upload_metadata(request: Request) -> dict[str, str]:
+    """The `x-amz-meta-*` headers of an upload, without the prefix (names lower-case)."""
+    found: dict[str, str] = {}
+    for header, value in request.headers.items():
+        header = header.lower()
+        if not header.startswith(METADATA_PREFIX):
+            continue
+        name = header[len(METADATA_PREFIX) :]
+        if not _METADATA_NAME.match(name):
+            raise ApiError(
+                400,
+                f"Invalid metadata header {header!r}: after {METADATA_PREFIX!r} use letters, "
+                "digits, '_', '.' or '-'.",
+                code="invalid_metadata",
+            )
+        found[name] = value
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in found.items())
+    if size > MAX_METADATA_BYTES:
+        raise ApiError(
+            400,
+            f"The x-amz-meta-* metadata has {size} bytes; at most {MAX_METADATA_BYTES} are kept.",
+            code="invalid_metadata",
+        )
+    return found
 
 
 def _data_type(value: str) -> str:
@@ -143,6 +185,7 @@ class _FilePart:
         self.found = False
         self.finished = False
         self.filename: str | None = None
+        self.content_type: str | None = None
         self._parser = MultipartParser(
             boundary,
             {
@@ -180,6 +223,7 @@ class _FilePart:
             self.found = self._in_file = True
             filename = options.get(b"filename")
             self.filename = filename.decode("utf-8", "replace") if filename else None
+            self.content_type = self._headers.get("content-type") or None
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._in_file:
@@ -246,6 +290,7 @@ async def upload(
     if not data_type:
         raise ApiError(400, f"Give 'dataType': one of {', '.join(DATA_TYPES)}.")
     kind = _data_type(data_type)
+    metadata = upload_metadata(request)
     max_size = getattr(request.app.state.settings, "max_upload_size", None) or None
     length = request.headers.get("content-length", "")
     if max_size and length.isdigit() and int(length) > max_size:
@@ -263,10 +308,12 @@ async def upload(
             await part.start()
             chunks = part.chunks()
             name = file_name or _base_name(part.filename)
+            part_type = part.content_type
         else:
             # A raw body (curl --data-binary) is the file itself.
             chunks = _raw_chunks(body)
             name = file_name
+            part_type = content_type.decode("latin-1") or None
         if not name:
             raise ApiError(400, "Give 'fileName', or send the file with a file name.")
         with _store_errors():
@@ -278,12 +325,27 @@ async def upload(
                 identity.username,
                 versioning=versioning,
                 max_size=max_size,
+                metadata=metadata,
+                content_type=_stored_type(part_type),
             )
     except UploadError as exc:
         raise ApiError(400, str(exc), code="bad_upload") from None
     except ClientDisconnect:
         raise ApiError(400, "The client went away before the upload was complete.") from None
-    return envelope.success(info.key, message=f"Uploaded {info.key} ({info.size} bytes).")
+    # As in ML Lab, a file uploaded without versioning has a key without a version.
+    key = info.key if versioning else f"{info.data_type}/{info.name}"
+    return envelope.success(key, message=f"Uploaded {info.key} ({info.size} bytes).")
+
+
+def _stored_type(value: str | None) -> str | None:
+    """A sender's content type worth keeping: not the generic ones clients always send."""
+    if not value or value.split(";")[0].strip().lower() in (
+        "application/octet-stream",
+        "multipart/form-data",
+        "application/x-www-form-urlencoded",
+    ):
+        return None
+    return value[:255]
 
 
 def _base_name(filename: str | None) -> str | None:
@@ -340,7 +402,8 @@ async def download(
     headers = {
         "ETag": etag,
         "Accept-Ranges": "bytes",
-        "Content-Disposition": f'attachment; filename="{info.name.rsplit("/", 1)[-1]}"',
+        # `size=` last: ML Lab's client reads the size for its progress bar from there.
+        "Content-Disposition": _disposition(info),
         "X-Content-Type-Options": "nosniff",
         "Cache-Control": "private, no-cache",
     }
@@ -375,6 +438,11 @@ async def download(
     )
 
 
+def _disposition(info: FileInfo) -> str:
+    name = info.name.rsplit("/", 1)[-1].replace('"', "")
+    return f'attachment; filename="{name}"; size={info.size}'
+
+
 # --- info, list, delete -----------------------------------------------------------------
 
 
@@ -395,6 +463,9 @@ async def list_files(
     data_type: str | None = Query(default=None, alias="dataType"),
     prefix: str | None = Query(default=None),
     all_versions: bool = Query(default=False, alias="allVersions"),
+    aggregate_versions: bool = Query(
+        default=True, alias="aggregateVersions", description="ML Lab's: false lists every version"
+    ),
     store: FileStore = Depends(file_store),
 ) -> dict:
     with _store_errors():
@@ -402,18 +473,30 @@ async def list_files(
             project,
             prefix or None,
             _data_type(data_type) if data_type else None,
-            all_versions=all_versions,
+            all_versions=all_versions or not aggregate_versions,
         )
     return envelope.success([file_out(i) for i in found])
 
 
-@router.delete("", summary="Delete one version (versioned key) or every version of a file")
+@router.delete(
+    "", summary="Delete one version (versioned key), every version, or all but the newest"
+)
 async def delete_file(
     file_key: str = Query(alias="fileKey"),
+    keep_latest_versions: int = Query(
+        default=0,
+        alias="keepLatestVersions",
+        ge=0,
+        description="ML Lab's: keep the newest N versions of the key's name, delete the rest",
+    ),
     project: str = Depends(file_project),
     store: FileStore = Depends(file_store),
 ) -> dict:
     with _store_errors():
-        deleted = await store.delete(project, file_key)
+        if keep_latest_versions:
+            deleted = await store.delete_older(project, file_key, keep_latest_versions)
+        else:
+            deleted = await store.delete(project, file_key)
     keys = [i.key for i in deleted]
-    return envelope.success(keys, message=f"Deleted {', '.join(keys)}.")
+    message = f"Deleted {', '.join(keys)}." if keys else "Nothing to delete."
+    return envelope.success(keys, message=message)

@@ -99,6 +99,20 @@ def create_project(
     )
 
 
+@router.get("/{project}/available", summary="Whether a project name is free (ML Lab)")
+def project_available(
+    project: str,
+    _: Identity = Depends(require_user),
+    session: Session = Depends(db_session, scope="function"),
+) -> dict:
+    """200 with `data: true` when a project of this name can be created; 409 when the
+    name is taken (creating it would fail the same way); 400 for an invalid name."""
+    name = normalize_name(project, what="project name")
+    if session.scalar(select(Project.id).where(Project.name == name)):
+        raise ApiError(409, f"Project {name!r} already exists.", code="conflict")
+    return envelope.success(True, message=f"Project name {name!r} is available.")
+
+
 @router.get("/{project}", summary="One project")
 def get_project(ctx: ProjectContext = Depends(project_context)) -> dict:
     session, project = ctx.session, ctx.project

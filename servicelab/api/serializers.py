@@ -1,39 +1,73 @@
-"""How users, projects and tokens look in API responses. Secrets never appear here."""
+"""How users, projects and tokens look in API responses. Secrets never appear here.
+
+One rule for time on every route, ML Lab's or servicelab's own: a timestamp is an int,
+milliseconds since the Unix epoch (UTC), or null when there is none.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from servicelab.db import ApiToken, Project, User
 
 
-def iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+def epoch_ms(value: datetime | None) -> int | None:
+    """ML Lab's timestamp: epoch milliseconds as an int (its clients read int64)."""
+    return int(value.timestamp() * 1000) if value else None
 
 
-def user_out(user: User) -> dict[str, Any]:
+def last_activity(session: Session, user_ids: Iterable[str]) -> dict[str, datetime]:
+    """When each user's tokens were last used, for ML Lab's `lastActivity`."""
+    ids = list(user_ids)
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(ApiToken.user_id, func.max(ApiToken.last_used_at))
+        .where(ApiToken.user_id.in_(ids))
+        .group_by(ApiToken.user_id)
+    ).all()
+    return {user_id: used for user_id, used in rows if user_id and used}
+
+
+def user_out(user: User, *, active_at: datetime | None = None) -> dict[str, Any]:
+    """ML Lab's LabUser (`id`, `name`, `permissions`, `attributes`, `lastActivity`) with
+    servicelab's `username`, `admin` and `createdAt` beside it."""
     return {
         "id": user.username,
         "name": user.username,
+        "permissions": ["admin"] if user.is_admin else ["user"],
+        "attributes": {},
+        "lastActivity": epoch_ms(active_at or user.created_at),
         "username": user.username,
         "admin": user.is_admin,
-        "createdAt": iso(user.created_at),
+        "createdAt": epoch_ms(user.created_at),
     }
 
 
 def project_out(project: Project, *, owner: str | None, members: list[str] | None = None) -> dict:
-    data: dict[str, Any] = {
+    """ML Lab's LabProject. Its expanded lists (`services`, `datasets`, ...) and
+    `statistics` are null: servicelab has their own routes."""
+    return {
         "id": project.name,
         "name": project.name,
         "description": project.description,
         "creator": owner,
         "owner": owner,
-        "createdAt": iso(project.created_at),
+        "visibility": "private",
+        "createdAt": epoch_ms(project.created_at),
+        "isAvailable": True,
+        "statistics": None,
+        "services": None,
+        "experiments": None,
+        "datasets": None,
+        "models": None,
+        "members": members,
     }
-    if members is not None:
-        data["members"] = members
-    return data
 
 
 def token_out(token: ApiToken, *, project: str | None = None) -> dict[str, Any]:
@@ -45,8 +79,8 @@ def token_out(token: ApiToken, *, project: str | None = None) -> dict[str, Any]:
         "hint": token.hint + "…",
         "project": project,
         "service": token.service_id,
-        "createdAt": iso(token.created_at),
-        "expiresAt": iso(token.expires_at),
-        "revokedAt": iso(token.revoked_at),
-        "lastUsedAt": iso(token.last_used_at),
+        "createdAt": epoch_ms(token.created_at),
+        "expiresAt": epoch_ms(token.expires_at),
+        "revokedAt": epoch_ms(token.revoked_at),
+        "lastUsedAt": epoch_ms(token.last_used_at),
     }

@@ -7,6 +7,7 @@ whole spec (create or update, idempotent).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from servicelab import envelope
+from servicelab.errors import NotFound
 from servicelab.services import ServiceManager, ServiceRow, service_path
 from servicelab.spec import (
     MAX_CPUS,
@@ -28,14 +30,16 @@ from servicelab.spec import (
     HealthCheck,
     Resources,
     ServiceSpec,
+    is_code_runner_image,
     name_from_code,
     name_from_image,
     normalize_name,
+    same_image,
 )
 
 from .deps import ProjectContext, project_context
 from .errors import ApiError
-from .serializers import iso
+from .serializers import epoch_ms
 
 router = APIRouter(prefix="/api/projects/{project}/services", tags=["services"])
 
@@ -180,6 +184,7 @@ def service_out(row: ServiceRow, project: str, request: Request) -> dict[str, An
         "project": project,
         "dockerImage": spec.image or (settings.runtime_image if row.runtime == "docker" else None),
         "dockerName": spec.key,
+        "dockerId": docker_id(row, spec),
         "code": spec.code,
         "runtime": row.runtime,
         "status": row.phase.value,
@@ -188,7 +193,7 @@ def service_out(row: ServiceRow, project: str, request: Request) -> dict[str, An
         "desired": row.desired,
         "restarts": row.restarts,
         "connectionPort": spec.connection_port,
-        "exposedPorts": [str(p) for p in spec.ports],
+        "exposedPorts": list(spec.ports),
         "ports": ports,
         "endpoint": f"{settings.endpoint}{base}{spec.connection_port}/"
         if spec.connection_port
@@ -209,10 +214,40 @@ def service_out(row: ServiceRow, project: str, request: Request) -> dict[str, An
         "stripPrefix": spec.strip_prefix,
         "health": {"path": spec.health.path, "port": spec.health.port},
         "createdBy": row.created_by,
-        "createdAt": iso(row.created_at),
-        "modifiedAt": iso(row.modified_at),
-        "startedAt": iso(row.started_at),
+        "createdAt": epoch_ms(row.created_at),
+        "modifiedAt": epoch_ms(row.modified_at),
+        "startedAt": epoch_ms(row.started_at),
+        "adminLink": None,
+        "featureType": None,
     }
+
+
+def docker_id(row: ServiceRow, spec: ServiceSpec) -> str:
+    """ML Lab's `dockerId`: the container's ID on Docker; elsewhere the instance has no
+    ID of its own and is named by its key (the `dockerName`)."""
+    container = (row.handle or {}).get("container_id")
+    return str(container) if container else spec.key
+
+
+async def find_service(request: Request, ctx: ProjectContext, ref: str) -> ServiceRow:
+    """A service by its name, or, as ML Lab's clients look them up, by its `dockerName`
+    (`<project>--<service>`) or its `dockerId` (the whole container ID or a prefix of at
+    least 12 characters, as `docker ps` shows it)."""
+    services = manager(request)
+    try:
+        return await services.get(ctx.project, ref)
+    except NotFound as exc:
+        not_found = exc
+    prefix = f"{ctx.name}--"
+    if ref.startswith(prefix):
+        with contextlib.suppress(NotFound):
+            return await services.get(ctx.project, ref[len(prefix) :])
+    if len(ref) >= 12:
+        for row in await services.list_services(ctx.project):
+            container = str((row.handle or {}).get("container_id") or "")
+            if container and container.startswith(ref.lower()):
+                return row
+    raise not_found
 
 
 # -- routes -----------------------------------------------------------------------------
@@ -236,7 +271,7 @@ async def deploy_service(
 ) -> JSONResponse:
     env = {str(k): _env_value(k, v) for k, v in (body or {}).items()}
     code = None
-    if not image or image == request.app.state.settings.runtime_image:
+    if not image or _runs_code(request, image, env):
         code = env.pop("EXECUTE_CODE", None)
         if not code:
             raise ApiError(
@@ -248,6 +283,16 @@ async def deploy_service(
     service_name = _name_for(name, image, code)
     spec = SpecIn(image=image, code=code, env=env).to_spec(ctx.name, service_name)
     return await _deploy(request, ctx, spec, replace_existing=False)
+
+
+def _runs_code(request: Request, image: str, env: dict[str, str]) -> bool:
+    settings = request.app.state.settings
+    runtime = manager(request).runtime.name
+    if not is_code_runner_image(image, runtime_image=settings.runtime_image, runtime=runtime):
+        return False
+    # The runtime image always means code (without EXECUTE_CODE that is a clear 400); a
+    # workspace image only when it is given code to run.
+    return bool(env.get("EXECUTE_CODE")) or same_image(image, settings.runtime_image)
 
 
 def _env_value(key: Any, value: Any) -> str:
@@ -289,7 +334,7 @@ async def _deploy(
 async def get_service(
     request: Request, service: str, ctx: ProjectContext = Depends(project_context)
 ) -> dict:
-    row = await manager(request).get(ctx.project, service)
+    row = await find_service(request, ctx, service)
     return envelope.success(service_out(row, ctx.name, request))
 
 
@@ -300,9 +345,10 @@ async def delete_service(
     purge: bool = Query(default=False, description="Also delete the service's /data"),
     ctx: ProjectContext = Depends(project_context),
 ) -> dict:
-    await manager(request).delete(ctx.project, service, purge=purge)
+    name = (await find_service(request, ctx, service)).name
+    await manager(request).delete(ctx.project, name, purge=purge)
     kept = "" if purge else " Its data is kept (delete with purge=true to remove it)."
-    return envelope.success(None, message=f"Service {service!r} deleted.{kept}")
+    return envelope.success(None, message=f"Service {name!r} deleted.{kept}")
 
 
 _DONE = {"stop": "Stopped.", "start": "Started.", "restart": "Restarted."}
@@ -311,7 +357,8 @@ _DONE = {"stop": "Stopped.", "start": "Started.", "restart": "Restarted."}
 async def _action(request: Request, ctx: ProjectContext, service: str, action: str) -> dict:
     services = manager(request)
     do = {"stop": services.stop, "start": services.start_service, "restart": services.restart}
-    row = await do[action](ctx.project, service)
+    name = (await find_service(request, ctx, service)).name
+    row = await do[action](ctx.project, name)
     return envelope.success(service_out(row, ctx.name, request), message=_DONE[action])
 
 
@@ -377,7 +424,7 @@ async def service_logs(
 ) -> Any:
     services = manager(request)
     since_time = parse_since(since)
-    row = await services.get(ctx.project, service)
+    row = await find_service(request, ctx, service)
     lines = services.logs(row, tail=tail, since=since_time, follow=follow)
     wants_text = "text/plain" in request.headers.get("accept", "")
     if follow or wants_text:

@@ -13,7 +13,6 @@ import os
 import sys
 import traceback
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -21,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from lab_client import Environment, LabApiError
+from lab_client import Environment, LabApiError, to_datetime
 from lab_client.config import ConfigError, SavedConfig, load_config
 
 
@@ -141,14 +140,12 @@ def say(message: str) -> None:
     err_console().print(message)
 
 
-def when(value: str | None) -> str:
-    """An ISO time as `YYYY-MM-DD HH:MM` in local time."""
-    if not value:
-        return ""
-    try:
-        return datetime.fromisoformat(value).astimezone().strftime("%Y-%m-%d %H:%M")
-    except ValueError:
-        return value
+def when(value: int | str | None) -> str:
+    """A lab's timestamp (epoch ms, or ISO from older labs) as `YYYY-MM-DD HH:MM` local."""
+    parsed = to_datetime(value)
+    if parsed is None:
+        return "" if value is None else str(value)
+    return parsed.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
 def size(value: int | None) -> str:

@@ -50,7 +50,7 @@ from servicelab.runtimes.base import (
     SpecError,
 )
 from servicelab.runtimes.docker_code import CODE_MOUNT, code_mount
-from servicelab.runtimes.docker_engine import DockerEngine
+from servicelab.runtimes.docker_engine import DockerEngine, contract_errors
 from servicelab.runtimes.docker_images import ensure_image
 from servicelab.runtimes.docker_logs import container_logs
 from servicelab.runtimes.docker_networks import LABEL_INSTANCE, LABEL_PROJECT, ProjectNetworks
@@ -162,6 +162,7 @@ class DockerRuntime(Runtime):
 
     # --- prepare --------------------------------------------------------------------
 
+    @contract_errors
     async def prepare(
         self, spec: ServiceSpec, progress: ProgressCallback | None = None
     ) -> ServiceSpec:
@@ -210,6 +211,7 @@ class DockerRuntime(Runtime):
 
     # --- start ----------------------------------------------------------------------
 
+    @contract_errors
     async def start(
         self, spec: ServiceSpec, env: dict[str, str], progress: ProgressCallback | None = None
     ) -> Handle:
@@ -314,9 +316,11 @@ class DockerRuntime(Runtime):
 
     # --- status, address, logs ------------------------------------------------------
 
+    @contract_errors
     async def status(self, handle: Handle) -> RuntimeStatus:
         return await self.containers.status(handle)
 
+    @contract_errors
     async def address(self, handle: Handle, port: int) -> Address | None:
         return await self.containers.address(handle, port)
 
@@ -334,6 +338,7 @@ class DockerRuntime(Runtime):
 
     # --- stop, data, adopt ------------------------------------------------------------
 
+    @contract_errors
     async def stop(self, handle: Handle, *, timeout: float = 10.0) -> None:
         client = await self.engine.client()
         container_id = handle["container_id"]
@@ -359,6 +364,7 @@ class DockerRuntime(Runtime):
         if project:
             await self.networks.remove_if_unused(project)
 
+    @contract_errors
     async def delete_data(self, spec: ServiceSpec) -> None:
         client = await self.engine.client()
         name = self.volume_name(spec)
@@ -375,6 +381,7 @@ class DockerRuntime(Runtime):
                 ) from exc
             raise RuntimeError_(f"Could not delete volume {name}: {explain(exc)}") from exc
 
+    @contract_errors
     async def kept_data(self) -> list[str]:
         client = await self.engine.client()
         label = f"{LABEL_INSTANCE}={self.instance_id}"
@@ -386,6 +393,7 @@ class DockerRuntime(Runtime):
         keys = {(v.attrs.get("Labels") or {}).get(LABEL_KEY) for v in volumes}
         return sorted(k for k in keys if k and k not in with_container)
 
+    @contract_errors
     async def adopt(self) -> list[AdoptedInstance]:
         client = await self.engine.client()
         # Every container, not only running ones: a lab killed between creating and

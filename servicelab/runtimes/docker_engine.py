@@ -7,16 +7,36 @@ answer becomes the contract's RuntimeUnavailable.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any, TypeVar
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
 
 import docker
 import docker.errors
 import requests.exceptions
 
-from servicelab.runtimes.base import RuntimeUnavailable
+from servicelab.runtimes.base import RuntimeError_, RuntimeUnavailable
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def contract_errors(method: F) -> F:
+    """What the SDK raises and the method did not handle becomes the contract's
+    RuntimeError_, with the engine's own words: the manager records it on the service."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(*args, **kwargs)
+        except docker.errors.APIError as exc:
+            raise RuntimeError_(
+                f"The Docker engine refused: {str(exc.explanation or exc).strip()}"
+            ) from exc
+        except docker.errors.DockerException as exc:
+            raise RuntimeError_(f"The Docker engine refused: {exc}") from exc
+
+    return cast(F, wrapper)
 
 
 class DockerEngine:

@@ -143,9 +143,10 @@ class Reconciler:
                 reason=f"{reason}; retrying in {delay:.0f} s",
                 restarts=row.restarts + 1,
             )
+        except Exception as error:  # the database is away: the next pass tries again
+            log.warning("could not record the failure of %s/%s: %s", row.project, row.name, error)
+        with contextlib.suppress(Exception):  # the runtime is away: the route keeps its state
             await self.routes.refresh(row)
-        except Exception:  # the database is away: the next pass tries again
-            log.exception("could not record the failure of %s/%s", row.project, row.name)
 
     async def _reconcile_one(self, row: ServiceRow) -> None:
         watch = self.watches.setdefault(row.id, Watch())

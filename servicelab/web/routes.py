@@ -10,7 +10,6 @@ clear the session cookie and must work as plain HTML forms.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import escape
 from sqlalchemy.orm import Session
 
+from lab_client.records import to_datetime
 from servicelab.api import auth as auth_api
 from servicelab.api import projects as projects_api
 from servicelab.api.deps import (
@@ -81,18 +81,23 @@ def human_size(value: int | None) -> str:
     return f"{value} B"  # pragma: no cover - the loop always returns
 
 
-def short_time(value: str | None) -> str:
-    """`2026-11-27 11:30` from an ISO time; the full time goes in a `title`."""
-    if not value:
-        return "—"
-    try:
-        return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M")
-    except ValueError:
-        return value
+def short_time(value: int | str | None) -> str:
+    """`2026-11-27 11:30` (UTC) from an API timestamp; `iso_time` goes in a `title`."""
+    parsed = to_datetime(value)
+    if parsed is None:
+        return "—" if value in (None, "") else str(value)
+    return parsed.strftime("%Y-%m-%d %H:%M")
+
+
+def iso_time(value: int | str | None) -> str:
+    """The whole time, for a tooltip: the API answers epoch milliseconds."""
+    parsed = to_datetime(value)
+    return parsed.isoformat(timespec="seconds") if parsed else ""
 
 
 templates.env.filters["size"] = human_size
 templates.env.filters["when"] = short_time
+templates.env.filters["iso"] = iso_time
 
 
 # -- errors as pages ----------------------------------------------------------------------
@@ -338,6 +343,12 @@ def tokens_page(
         "nav": "tokens",
     }
     return render(request, "tokens.html", context, identity)
+
+
+@router.get("/account")
+def account_page(request: Request, identity: Identity = Depends(web_user)) -> Response:
+    """The signed-in user's own settings: for now, changing the password."""
+    return render(request, "account.html", {"nav": "account"}, identity)
 
 
 @router.get("/admin/users")

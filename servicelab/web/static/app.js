@@ -96,6 +96,8 @@
         values[element.name] = element.checked;
       } else if (element.type === "radio") {
         if (element.checked) values[element.name] = element.value;
+      } else if (element.type === "password") {
+        values[element.name] = element.value; // spaces are part of a password
       } else {
         values[element.name] = element.value.trim();
       }
@@ -137,6 +139,14 @@
   async function runApi(element, form) {
     const confirmText = element.dataset.confirm;
     if (confirmText && !window.confirm(confirmText)) return;
+    // An unnamed input with data-same-as="<name>" must repeat that field (passwords).
+    const mismatch = form && [...form.querySelectorAll("[data-same-as]")].find(
+      (input) => input.value !== form.elements[input.dataset.sameAs].value,
+    );
+    if (mismatch) {
+      flash("The two new passwords differ: type the same one twice.", "error");
+      return;
+    }
     const values = form ? formValues(form) : {};
     const template = element.dataset.path;
     const usedInPath = new Set([...template.matchAll(/\{(\w+)\}/g)].map((m) => m[1]));
