@@ -27,7 +27,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from servicelab.db import ApiToken, Database, Membership, Project, User, utcnow
+from servicelab.db import ApiToken, Database, Membership, Project, User, notify, utcnow
 
 TOKEN_PREFIXES = {"session": "sls_", "user": "slu_", "project": "slp_"}
 MAX_CACHE_TTL = 5.0
@@ -299,6 +299,8 @@ class TokenAuthority:
 def revoke(session: Session, token: ApiToken) -> None:
     if token.revoked_at is None:
         token.revoked_at = utcnow()
+        # The other lab processes drop their caches when this commits, not before.
+        notify(session, "tokens")
 
 
 # -- service tokens ---------------------------------------------------------------------

@@ -200,10 +200,7 @@ class Database:
         return self.engine.dialect.name == "postgresql"
 
     def notify(self, session: Session, message: str) -> None:
-        """Tell every lab process on this database `message` once `session` commits
-        (PostgreSQL NOTIFY; nothing to tell on SQLite, which has one process)."""
-        if self.is_postgres:
-            session.execute(select(func.pg_notify(NOTIFY_CHANNEL, message)))
+        notify(session, message)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -220,6 +217,13 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def notify(session: Session, message: str) -> None:
+    """Tell every lab process on this database `message` once `session` commits
+    (PostgreSQL NOTIFY; nothing to tell on SQLite, which has one process)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(NOTIFY_CHANNEL, message)))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

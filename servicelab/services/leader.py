@@ -24,8 +24,8 @@ The same connection LISTENs on the lab's channel (`CHANNEL`): the notifications 
 keep every replica's route table and caches current (see `follow.py`) arrive on it, and
 the messages this process publishes leave on it.
 
-On SQLite there is one process (`SoloLeadership`): it is the leader, and a lock file in
-the data directory refuses a second process on the same database with a clear message.
+On SQLite there is one process (`SoloLeadership`): it is the leader, and a lock file
+beside the database file refuses a second process on it with a clear message.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ LOCAL_LEASE = 3.0
 #: keepalives of the lock's session (idle + interval * count).
 KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 10, 2, 3
 SERVER_RELEASE_AFTER = KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_COUNT
-#: The lock file of a SQLite lab's data directory.
-LOCK_FILE = "lab.lock"
+#: Added to a SQLite database's file name to name its lock file.
+LOCK_SUFFIX = ".lock"
 
 #: Receives each message published by any lab process on the channel (in its thread).
 OnMessage = Callable[[str], None]
@@ -89,11 +89,11 @@ class SoloLeadership:
 
     shared = False
 
-    def __init__(self, data_dir: Path | None = None) -> None:
+    def __init__(self, lock_path: Path | None = None) -> None:
         self._fd: int | None = None
-        if data_dir is None:
+        if lock_path is None:
             return  # a lab built in a test, which owns its own database
-        path = data_dir / LOCK_FILE
+        path = lock_path
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -101,9 +101,9 @@ class SoloLeadership:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
             os.close(fd)
             raise AnotherLabRunning(
-                f"Another servicelab process (pid {holder or '?'}) is serving the SQLite "
-                f"database in {data_dir}. SQLite supports one lab process: stop the other "
-                "one, or give both SERVICELAB_DATABASE_URL=postgresql+psycopg://... to run "
+                f"Another servicelab process (pid {holder or '?'}) is using this SQLite "
+                f"database (lock file {path}). SQLite supports one lab process: stop the "
+                "other one, or give both SERVICELAB_DATABASE_URL=postgresql+psycopg://... to run "
                 "several."
             ) from None
         os.ftruncate(fd, 0)
@@ -244,6 +244,13 @@ class PostgresLeadership:
 
 
 def make_leadership(database_url: str, data_dir: Path) -> Leadership:
+    """The advisory lock on PostgreSQL; on SQLite, a lock file beside the database file
+    (`servicelab.db.lock`), or in the data directory for an in-memory database."""
     if database_url.startswith("postgresql"):
         return PostgresLeadership(database_url)
-    return SoloLeadership(data_dir)
+    from sqlalchemy.engine import make_url
+
+    database = make_url(database_url).database
+    if database and database != ":memory:":
+        return SoloLeadership(Path(database + LOCK_SUFFIX))
+    return SoloLeadership(data_dir / "servicelab.lock")
