@@ -86,13 +86,16 @@ class ServiceManager:
         """Whether commands run in this process (the leader) or go to the leader."""
         return self.leadership.is_leader
 
-    async def _on_leader(self, kind: str, project: Project, **args: Any) -> ServiceRow:
-        """Have the leader run a command; the service row it names afterwards."""
+    async def _on_leader(
+        self, kind: str, project: Project, **args: Any
+    ) -> tuple[ServiceRow, dict[str, Any]]:
+        """Have the leader run a command (`Replica.execute`): the row it names afterwards,
+        and its result."""
         result = await self.commands.call(kind, {"project": project.name, **args})
         row = await self.store.get(str(result.get("id")))
         if row is None:
             raise NotFound(f"Service {args.get('name')!r} was just deleted.")
-        return row
+        return row, result
 
     def _lock(self, service_id: str) -> asyncio.Lock:
         return self._locks.setdefault(service_id, asyncio.Lock())
@@ -118,19 +121,15 @@ class ServiceManager:
 
         Returns the service and whether it was created."""
         if not self.here:
-            result = await self.commands.call(
+            row, result = await self._on_leader(
                 "deploy",
-                {
-                    "project": project.name,
-                    "spec": spec.to_dict(),
-                    "created_by": created_by,
-                    "replace_existing": replace_existing,
-                },
+                project,
+                name=spec.name,
+                spec=spec.to_dict(),
+                created_by=created_by,
+                replace_existing=replace_existing,
             )
-            found = await self.store.get(str(result["id"]))
-            if found is None:
-                raise NotFound(f"Service {spec.name!r} was just deleted.")
-            return found, bool(result["created"])
+            return row, bool(result["created"])
         spec = normalize(replace(spec, project=project.name))
         if spec.replicas != 1:
             raise Invalid("Only replicas=1 is supported by this lab's runtime.")
@@ -263,7 +262,7 @@ class ServiceManager:
 
     async def stop(self, project: Project, name: str) -> ServiceRow:
         if not self.here:
-            return await self._on_leader("stop", project, name=name)
+            return (await self._on_leader("stop", project, name=name))[0]
         async with self._locked(project, name) as row:
             if row.handle:
                 await self.runtime.stop(row.handle)
@@ -275,7 +274,7 @@ class ServiceManager:
 
     async def start_service(self, project: Project, name: str) -> ServiceRow:
         if not self.here:
-            return await self._on_leader("start", project, name=name)
+            return (await self._on_leader("start", project, name=name))[0]
         async with self._locked(project, name) as row:
             if row.desired == "running" and row.phase is not Phase.FAILED:
                 return row
@@ -285,7 +284,7 @@ class ServiceManager:
 
     async def restart(self, project: Project, name: str) -> ServiceRow:
         if not self.here:
-            return await self._on_leader("restart", project, name=name)
+            return (await self._on_leader("restart", project, name=name))[0]
         async with self._locked(project, name) as row:
             await self._replace_instance(row)
         self.wake()
