@@ -13,6 +13,7 @@ BENCHMARKS = [
     ("proxy: --workers 2 vs 1 at 32 connections", ["bench/proxy/workers.py"]),
     ("deploy to healthy, local runtime", ["bench/deploy_local.py"]),
     ("deploy to healthy, Docker runtime vs docker run", ["bench/deploy_docker.py"]),
+    ("48 wrong log-ins at once", ["bench/login_storm.py"]),
 ]
 
 

@@ -56,4 +56,8 @@ class LabAuthorizer:
             raise AuthError(404, f"Project {project!r} was not found.")
         if not decision.allowed:
             raise AuthError(403, f"Your token does not open project {project!r}.")
-        return Principal(user=decision.identity.username, project=decision.project.name)
+        identity = decision.identity
+        # A project token opens the project by itself, for no one in particular: the user
+        # who made it is not the one using it (it may be a script, a colleague, a service).
+        user = None if identity.is_project_token else identity.username
+        return Principal(user=user, project=decision.project.name)

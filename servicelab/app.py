@@ -20,9 +20,10 @@ from servicelab.api import services as services_api
 from servicelab.api.deps import require_admin
 from servicelab.api.errors import install_error_handlers
 from servicelab.auth import TokenAuthority
-from servicelab.bootstrap import ensure_admin, load_secret_key
+from servicelab.bootstrap import ensure_admin, load_secret_key, prepare_data_dir
 from servicelab.config import Settings, resolve_instance_id
 from servicelab.db import Database
+from servicelab.logins import LoginGate
 from servicelab.proxy import ProxyApp, ProxySettings, render_metrics
 from servicelab.runtimes.select import make_runtime
 from servicelab.services import ServiceManager
@@ -43,7 +44,7 @@ def create_app(
     (the `serve` command prints it); it is called at most once per lab.
     """
     settings = settings or Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(settings.data_dir)
     settings.instance_id = resolve_instance_id(settings)
     # First: on SQLite a second process on the same database stops here, with a message.
     leadership = make_leadership(settings.resolved_database_url, settings.data_dir)
@@ -78,6 +79,7 @@ def create_app(
     app.state.db = db
     app.state.secret_key = load_secret_key(settings.data_dir)
     app.state.authority = TokenAuthority(db, settings.auth_cache_ttl)
+    app.state.login_gate = LoginGate()
     if leadership.shared:
         # Revocations reach the other lab processes on the database at once (docs/replicas.md).
         app.state.authority.publish = leadership.publish

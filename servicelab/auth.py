@@ -303,6 +303,24 @@ def revoke(session: Session, token: ApiToken) -> None:
         notify(session, "tokens")
 
 
+def revoke_member_tokens(session: Session, user_id: str, project_id: str) -> int:
+    """Revoke the project tokens `user_id` made for `project_id`: called when the user
+    leaves the project, since a project token opens the project on its own and would
+    otherwise outlive its maker's access. Services' own tokens (no maker) stay."""
+    result = session.execute(
+        update(ApiToken)
+        .where(
+            ApiToken.user_id == user_id,
+            ApiToken.project_id == project_id,
+            ApiToken.kind == "project",
+            ApiToken.revoked_at.is_(None),
+        )
+        .values(revoked_at=utcnow())
+    )
+    notify(session, "tokens")  # the other lab processes drop their caches at commit
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 # -- service tokens ---------------------------------------------------------------------
 # Each instance of a service gets a project token of its own (its LAB_API_TOKEN). Only
 # the hash is stored, so a new instance gets a new token and older ones are revoked.

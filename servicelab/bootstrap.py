@@ -1,9 +1,12 @@
-"""What a lab needs once, at its first start: the admin user and a secret key."""
+"""What a lab needs once, at its first start: a private data directory, the admin user
+and a secret key."""
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from sqlalchemy import select
@@ -12,6 +15,21 @@ from servicelab.auth import hash_password
 from servicelab.db import Database, User
 
 ADMIN_USERNAME = "admin"
+#: What `servicelab serve` gives the lab process: files 0600 and folders 0700, so the
+#: database, secret key, project data and logs are the lab's alone.
+LAB_UMASK = 0o077
+
+log = logging.getLogger("servicelab")
+
+
+def prepare_data_dir(data_dir: Path) -> None:
+    """Create the data directory 0700, or make an existing one 0700: it holds the
+    database, the secret key and every project's data."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(data_dir.stat().st_mode)
+    if mode & 0o077 and data_dir.stat().st_uid == os.geteuid():
+        log.warning("data directory %s was %s; making it 0700", data_dir, oct(mode))
+        data_dir.chmod(0o700)
 
 
 def ensure_admin(db: Database, password: str | None) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from servicelab.execute import ExecuteError, parse_vcs_url
 from servicelab.runtimes.base import SpecError
 from servicelab.spec import CODE_SERVICE_PORT
 
@@ -25,6 +26,15 @@ def is_remote(code: str) -> bool:
     return code.startswith(VCS_PREFIXES) or bool(DATA_KEY.match(code))
 
 
+def check_vcs_url(code: str) -> None:
+    """The executor's own checks of a VCS URL (syntax, nothing that a VCS tool could read
+    as an option), made at deploy so that a bad URL is a 400 and not a crash loop."""
+    try:
+        parse_vcs_url(code)
+    except ExecuteError as exc:
+        raise SpecError(str(exc)) from None
+
+
 def local_code_path(code: str) -> Path | None:
     """The absolute path of a local-path source, or None for VCS URLs and data keys.
 
@@ -33,6 +43,8 @@ def local_code_path(code: str) -> Path | None:
     """
     code = code.strip()
     if is_remote(code):
+        if code.startswith(VCS_PREFIXES):
+            check_vcs_url(code)
         return None
     if "://" in code and not code.startswith("file://"):
         raise SpecError(

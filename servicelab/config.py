@@ -7,7 +7,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import ByteSize, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     runtime_image: str = "servicelab/runtime:latest"
     #: Docker: the lab runs in a container on the project networks and reaches services by name.
     lab_in_container: bool = False
+    #: Largest file one upload may bring, in bytes or with a unit ("500MB", "2GiB"); 0: no limit.
+    max_upload_size: ByteSize = ByteSize(10 * 1024**3)
+    #: Most bytes the files of one project (every version) may take; 0: no quota.
+    project_quota: ByteSize = ByteSize(0)
     #: Local runtime: uv's package cache, shared by all services (default: in the data dir).
     uv_cache_dir: Path | None = None
     log_level: str = "info"

@@ -11,7 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from servicelab.auth import AuthFailed, Forbidden
-from servicelab.files import FileNotFound, FileTooLarge, InvalidKey, InvalidRange
+from servicelab.files import (
+    FileNotFound,
+    FileTooLarge,
+    InvalidKey,
+    InvalidRange,
+    NotRunnable,
+    QuotaExceeded,
+)
 from servicelab.runtimes.base import RuntimeError_, RuntimeUnavailable, SpecError
 from servicelab.spec import InvalidName, InvalidSpec
 
@@ -43,11 +50,19 @@ class UpdateFailed(LabError):
 class ApiError(Exception):
     """An error the API layer raises with its status itself (a missing parameter...)."""
 
-    def __init__(self, status: int, message: str, *, code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
+        self.headers = headers
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,8 @@ TABLE: tuple[tuple[type[Exception], int, str], ...] = (
     (FileNotFound, 404, "not_found"),
     (FileTooLarge, 413, "payload_too_large"),
     (InvalidRange, 416, "range_not_satisfiable"),
+    (QuotaExceeded, 507, "insufficient_storage"),
+    (NotRunnable, 400, "invalid_code"),
     (RuntimeUnavailable, 503, "runtime_unavailable"),
     # What the backend refused for another reason (a port taken on the host...): the
     # lab works, its backend did not.
@@ -89,7 +106,7 @@ KNOWN: tuple[type[Exception], ...] = (ApiError, *(entry[0] for entry in TABLE))
 def problem(exc: BaseException) -> Problem | None:
     """What to tell users about `exc`, or None for an unexpected error (a bug: 500)."""
     if isinstance(exc, ApiError):
-        return Problem(exc.status, exc.code, exc.message)
+        return Problem(exc.status, exc.code, exc.message, dict(exc.headers or {}))
     for kind, status, code in TABLE:
         if isinstance(exc, kind):
             headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}

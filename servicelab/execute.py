@@ -38,7 +38,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -175,14 +176,26 @@ class VcsUrl:
         return redact_url(self.url)
 
 
+#: Schemes where a user name alone is no secret (`ssh://git@host`); over http(s) it
+#: usually is a token (`https://<token>@host`).
+_PLAIN_USER_SCHEMES = ("ssh", "svn+ssh", "bzr+ssh", "sftp", "file")
+
+
 def redact_url(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None and parts.username is None:
+    """`url` with its credentials masked, fit for logs and for showing: `user:password@`
+    becomes `***@`, and so does a user name alone unless the scheme is ssh-like
+    (`https://***@host`, `ssh://git@host`)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        username, password = parts.username, parts.password
+    except ValueError:
+        return re.sub(r"(://)[^/]*@", r"\1***@", url)
+    if password is None and username is None:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}@" if parts.username and parts.password is None else "***@"
+    scheme = parts.scheme.lower()  # `git+ssh`, `svn+ssh`, `https`...
+    host = parts.netloc.rpartition("@")[2]
+    plain = scheme in _PLAIN_USER_SCHEMES or scheme.partition("+")[2] in _PLAIN_USER_SCHEMES
+    user = f"{username}@" if password is None and plain else "***@"
     return urllib.parse.urlunsplit(parts._replace(netloc=user + host))
 
 
@@ -216,7 +229,28 @@ def parse_vcs_url(source: str) -> VcsUrl:
                     f"Invalid subdirectory {value!r}: give a relative path inside the repository."
                 )
     clean = urllib.parse.urlunsplit(parts._replace(path=path, fragment=""))
+    _refuse_options(vcs, source, parts.netloc.rpartition("@")[2], ref, subdirectory)
     return VcsUrl(vcs, clean, ref, subdirectory)
+
+
+def _refuse_options(
+    vcs: str, source: str, host: str, ref: str | None, subdirectory: str | None
+) -> None:
+    """Refuse what a VCS tool could read as an option: a host, ref or subdirectory that
+    starts with '-' (`hg clone -r --config=extensions.x=/evil.py` loads that file,
+    `ssh -oProxyCommand=...` runs a command)."""
+    netloc = urllib.parse.urlsplit(source.partition("+")[2]).netloc
+    for what, value in (
+        ("host", host),
+        ("user name", netloc.partition("@")[0] if "@" in netloc else ""),
+        ("ref", ref or ""),
+        ("subdirectory", subdirectory or ""),
+    ):
+        if value.startswith("-"):
+            raise ExecuteError(
+                f"Invalid VCS URL {redact_url(source)!r}: its {what} starts with '-', which "
+                f"{vcs} would read as an option. Use a name that does not start with '-'."
+            )
 
 
 def _escapes(relative: str) -> bool:
@@ -262,7 +296,9 @@ def checkout(vcs_url: VcsUrl, dest: Path) -> None:
     """Fetch `vcs_url` at its ref into the empty folder `dest`."""
     tool = _tool(vcs_url.vcs)
     ref, url, shown = vcs_url.ref, vcs_url.url, vcs_url.display
-    secret = urllib.parse.urlsplit(url).password
+    parts = urllib.parse.urlsplit(url)
+    # What redact_url masks must not come back in the tool's error output either.
+    secret = parts.password or (parts.username if "***@" in shown else None)
     at = f" at {ref}" if ref else ""
     log(f"fetching {shown}{at} ...")
     if vcs_url.vcs == "git":
@@ -348,23 +384,23 @@ def is_data_key(source: str) -> bool:
 def code_from_data(key: str, workdir: Path) -> Code:
     download = _fresh(workdir / "download")
     archive = download_data(key, download)
-    name = re.sub(r"\.v[1-9][0-9]*$", "", key.rsplit("/", 1)[-1])
-    if name.endswith(".py"):
+    name = code_name(key)
+    with open(archive, "rb") as handle:
+        kind = archive_kind(name, handle.read(4))
+    if kind == "py":
         target = download / "code" / name
         target.parent.mkdir()
         archive.rename(target)
         return code_from_path(target, f"(from {key})")
-    dest = _fresh(workdir / "code")
-    with open(archive, "rb") as handle:
-        magic = handle.read(4)
-    if name.endswith(".zip") or magic.startswith(b"PK\x03\x04"):
-        unpack_zip(archive, dest)
-    elif name.endswith((".tar.gz", ".tgz", ".tar")) or magic.startswith(b"\x1f\x8b"):
-        unpack_tar(archive, dest)
-    else:
+    if kind is None:
         raise ExecuteError(
             f"Cannot run {key}: use a .py file, a .zip or a .tar.gz with a __main__.py."
         )
+    dest = _fresh(workdir / "code")
+    try:
+        (unpack_zip if kind == "zip" else unpack_tar)(archive, dest)
+    except ExecuteError as exc:
+        raise ExecuteError(f"Cannot unpack {key}: {exc}") from None
     archive.unlink()
     # An archive of a folder holds that one folder: run what is inside it.
     entries = [p for p in dest.iterdir() if p.name not in ("__MACOSX",)]
@@ -421,61 +457,171 @@ def _inside(relative: str) -> bool:
     return not (relative.startswith("/") or _escapes(relative)) and "\\" not in relative
 
 
-def unpack_zip(archive: Path, dest: Path) -> None:
-    with zipfile.ZipFile(archive) as zf:
-        for info in zf.infolist():
-            if not _inside(info.filename):
+#: How deep symbolic links may point through each other before we call it a loop.
+_MAX_LINK_DEPTH = 40
+#: What the lab reads of a tarball at deploy (`scan_limit`): the executor reads it all.
+_TAR_MEMBER_LIMIT = 200_000
+
+
+def code_name(key: str) -> str:
+    """The file name of a data key, without its version (`models/a.zip.v2` -> `a.zip`)."""
+    return re.sub(r"\.v[1-9][0-9]*$", "", key.rsplit("/", 1)[-1])
+
+
+def archive_kind(name: str, magic: bytes) -> str | None:
+    """ "py", "zip" or "tar" for a file that can run as code (by name, else its first
+    bytes), None for anything else."""
+    if name.endswith(".py"):
+        return "py"
+    if name.endswith(".zip") or magic.startswith(b"PK\x03\x04"):
+        return "zip"
+    if name.endswith((".tar.gz", ".tgz", ".tar")) or magic.startswith(b"\x1f\x8b"):
+        return "tar"
+    return None
+
+
+@contextlib.contextmanager
+def _damaged(kind: str) -> Iterator[None]:
+    """Errors of a damaged or mislabelled archive, as one message instead of a traceback."""
+    try:
+        yield
+    except zipfile.BadZipFile as exc:
+        raise ExecuteError(f"It is not a valid zip archive ({exc}).") from None
+    except (tarfile.TarError, EOFError, zlib.error, OSError, ValueError, RuntimeError) as exc:
+        what = "zip" if kind == "zip" else "tar or .tar.gz"
+        raise ExecuteError(f"The archive is damaged or not a {what} archive ({exc}).") from None
+    except NotImplementedError as exc:
+        raise ExecuteError(f"The archive uses a feature that cannot be unpacked ({exc}).") from None
+
+
+def _resolve_link_path(
+    start: list[str], relative: str, links: dict[str, str], depth: int = 0
+) -> list[str] | None:
+    """Where `relative`, followed from folder `start` through the archive's own symbolic
+    links (`links`: member name -> target), ends up, as parts below the code folder; None
+    when it leaves the folder or loops."""
+    if depth > _MAX_LINK_DEPTH or relative.startswith("/"):
+        return None
+    parts = list(start)
+    for piece in relative.split("/"):
+        if piece in ("", "."):
+            continue
+        if piece == "..":
+            if not parts:
+                return None
+            parts.pop()
+            continue
+        parts.append(piece)
+        target = links.get("/".join(parts))
+        if target is not None:
+            resolved = _resolve_link_path(parts[:-1], target, links, depth + 1)
+            if resolved is None:
+                return None
+            parts = resolved
+    return parts
+
+
+def _check_names(names: list[str], files: set[str]) -> None:
+    """Every member lands inside, and no member's folder is a file of the archive."""
+    for name in names:
+        if not _inside(name):
+            raise ExecuteError(
+                f"Refusing archive member {name!r}: it would land outside the code folder."
+            )
+        parts = posixpath.normpath(name).split("/")[:-1]
+        for i in range(len(parts)):
+            folder = "/".join(parts[: i + 1])
+            if folder in files:
                 raise ExecuteError(
-                    f"Refusing archive member {info.filename!r}: it would land outside the "
-                    "code folder."
+                    f"Refusing archive member {name!r}: its folder {folder!r} is a file in "
+                    "the archive."
                 )
-            # zipfile writes symlinks as plain files, so members can only be files/dirs.
+
+
+def check_zip(zf: zipfile.ZipFile) -> None:
+    """Refuse (ExecuteError) a zip whose members could land outside the code folder.
+    zipfile writes symbolic links as plain files, so members are files and folders."""
+    infos = zf.infolist()
+    files = {posixpath.normpath(i.filename) for i in infos if not i.is_dir()}
+    _check_names([i.filename for i in infos], files)
+
+
+def check_tar_members(members: list[tarfile.TarInfo]) -> None:
+    """Refuse (ExecuteError) a tarball that could write or point outside the code folder:
+    absolute or `..` paths, devices and FIFOs, a path through a symbolic link, links whose
+    target (followed through the archive's other links) is outside, hard links to
+    anything but a regular file of the archive, a name given twice."""
+    links: dict[str, str] = {}
+    regular: set[str] = set()
+    seen: set[str] = set()
+    for member in members:
+        normal = posixpath.normpath(member.name)
+        if not member.isdir():
+            if normal in seen:
+                raise ExecuteError(f"Refusing archive member {member.name!r}: it appears twice.")
+            seen.add(normal)
+        if member.issym():
+            links[normal] = member.linkname
+        elif member.isfile():
+            regular.add(normal)
+    # A path through a link is refused below, with its own message.
+    _check_names([m.name for m in members], seen - links.keys())
+    for member in members:
+        name = member.name
+        normal = posixpath.normpath(name)
+
+        def refuse(why: str, name: str = name) -> ExecuteError:
+            return ExecuteError(f"Refusing archive member {name!r}: {why}.")
+
+        if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+            raise refuse("devices, FIFOs and other special files are not allowed")
+        parents = normal.split("/")[:-1]
+        if any("/".join(parents[: i + 1]) in links for i in range(len(parents))):
+            raise refuse("its path goes through a symbolic link")
+        if member.issym() and _resolve_link_path(parents, member.linkname, links) is None:
+            raise refuse(
+                f"its link target {member.linkname!r} points outside the code folder (or in a loop)"
+            )
+        if member.islnk():
+            target = posixpath.normpath(member.linkname)
+            if not _inside(member.linkname) or target not in regular:
+                raise refuse(f"its hard link target {member.linkname!r} is not a file in it")
+
+
+def scan_archive(path: Path, kind: str, scan_limit: int | None = None) -> None:
+    """Check an archive without unpacking it (ExecuteError says what is wrong). For a
+    tarball, reading stops after `scan_limit` bytes of members: the rest is checked when
+    it is unpacked."""
+    with _damaged(kind):
+        if kind == "zip":
+            with zipfile.ZipFile(path) as zf:
+                check_zip(zf)
+            return
+        members: list[tarfile.TarInfo] = []
+        seen = 0
+        with tarfile.open(path, "r|*") as tf:
+            for member in tf:
+                seen += member.size + tarfile.BLOCKSIZE
+                if (scan_limit is not None and seen > scan_limit) or len(
+                    members
+                ) >= _TAR_MEMBER_LIMIT:
+                    break
+                members.append(member)
+        check_tar_members(members)
+
+
+def unpack_zip(archive: Path, dest: Path) -> None:
+    with _damaged("zip"), zipfile.ZipFile(archive) as zf:
+        check_zip(zf)
         zf.extractall(dest)
 
 
 def unpack_tar(archive: Path, dest: Path) -> None:
-    """Extract a tarball, refusing anything that could write or point outside `dest`:
-    absolute or `..` paths, devices and FIFOs, links to the outside, and paths that go
-    through a symlink (which could make a safe-looking path land elsewhere)."""
-    try:
-        tf = tarfile.open(archive)  # noqa: SIM115 - closed by the `with` below
-    except tarfile.TarError as exc:
-        raise ExecuteError(f"Cannot read the archive: {exc}") from None
-    with tf:
+    """Extract a tarball after `check_tar_members` found nothing to refuse."""
+    with _damaged("tar"), tarfile.open(archive) as tf:
         members = tf.getmembers()
-        links = {posixpath.normpath(m.name) for m in members if m.issym()}
-        names = {posixpath.normpath(m.name) for m in members}
+        check_tar_members(members)
         for member in members:
-            name = member.name
-            normal = posixpath.normpath(name)
-
-            def refuse(why: str, name: str = name) -> ExecuteError:
-                return ExecuteError(f"Refusing archive member {name!r}: {why}.")
-
-            if not _inside(name):
-                raise refuse("it would land outside the code folder")
-            if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
-                raise refuse("devices, FIFOs and other special files are not allowed")
-            parents = normal.split("/")[:-1]
-            if any("/".join(parents[: i + 1]) in links for i in range(len(parents))):
-                raise refuse("its path goes through a symbolic link")
-            if member.issym():
-                target = posixpath.normpath(
-                    posixpath.join(posixpath.dirname(normal), member.linkname)
-                )
-                if (
-                    member.linkname.startswith("/")
-                    or not _inside(target)
-                    or any(
-                        "/".join(target.split("/")[: i + 1]) in links
-                        for i in range(len(target.split("/")) - 1)
-                    )
-                ):
-                    raise refuse(f"its link target {member.linkname!r} points outside")
-            if member.islnk():
-                target = posixpath.normpath(member.linkname)
-                if not _inside(member.linkname) or target not in names or target in links:
-                    raise refuse(f"its hard link target {member.linkname!r} is not a file in it")
             member.mode &= 0o755  # no setuid/setgid bits, nothing writable by others
         if hasattr(tarfile, "data_filter"):  # Python 3.11.4+: a second line of defence
             tf.extractall(dest, members, filter="data")

@@ -12,6 +12,11 @@ beside `LocalFileStore`, which keeps each version as a plain file with a JSON si
 A version becomes visible when its sidecar appears (the sidecar is renamed into place
 after the bytes are), so readers never see a half-written file and the store needs no
 database. File names may not end in `.v<digits>`, which keeps every key unambiguous.
+
+Bytes and sidecars are written to `.tmp-<random>` files first, each held under an
+exclusive `flock` while it is written: a lab killed mid-upload leaves its temporary file
+unlocked, and `remove_stale_temp_files` (run at start) removes exactly those, never one
+that another lab process sharing the folder is still writing.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import abc
 import asyncio
 import builtins
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -32,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+from servicelab import execute
 from servicelab.spec import MAX_NAME_LENGTH, NAME_PATTERN
 
 DATA_TYPES = ("datasets", "models", "experiments", "backups")
@@ -44,6 +51,9 @@ _PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.,+=@ -]*$")
 _VERSION_SUFFIX = re.compile(r"^(?P<name>.+)\.v(?P<version>[1-9][0-9]{0,8})$")
 _META_SUFFIX = ".meta.json"
 _TMP_PREFIX = ".tmp-"
+#: Bytes of a tarball's members the lab reads to check it at deploy (gzip may hide a
+#: lot in a small upload); the executor checks the rest before unpacking.
+CODE_SCAN_LIMIT = 1024**3
 
 
 class FileStoreError(Exception):
@@ -64,6 +74,15 @@ class InvalidRange(FileStoreError, ValueError):
 
 class FileTooLarge(FileStoreError, ValueError):
     """An upload larger than the store's limit (413)."""
+
+
+class QuotaExceeded(FileStoreError, ValueError):
+    """An upload that would take the project past its storage quota (507)."""
+
+
+class NotRunnable(FileStoreError, ValueError):
+    """A file given as a code service's source that cannot run: not .py, .zip or
+    .tar.gz, or an archive the executor would refuse (400)."""
 
 
 @dataclass(frozen=True)
@@ -247,6 +266,14 @@ class FileStore(abc.ABC):
     async def delete_project(self, project: str) -> None:
         """Remove all files of a project; a project without files is not an error."""
 
+    @abc.abstractmethod
+    async def usage(self, project: str) -> int:
+        """Bytes the project's files take, every version counted."""
+
+    @abc.abstractmethod
+    async def check_code(self, project: str, key: str) -> None:
+        """Raise NotRunnable (or FileNotFound) unless the executor could run `key`."""
+
 
 # --- local files ----------------------------------------------------------------------
 
@@ -296,7 +323,7 @@ class LocalFileStore(FileStore):
         tmp = base.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
         digest = hashlib.sha256()
         size = 0
-        handle = await asyncio.to_thread(_open_binary, tmp, "xb")
+        handle = await asyncio.to_thread(_open_locked_temp, tmp)
         try:
             try:
                 # Network chunks are small; gather ~1 MiB before each trip to a thread.
@@ -318,20 +345,21 @@ class LocalFileStore(FileStore):
                 if buffer:
                     await asyncio.to_thread(_write_chunks, handle, digest, buffer)
                 await asyncio.to_thread(_flush_and_sync, handle)
+                # Claimed while still locked, so no start-up clean-up can take it first.
+                info = await asyncio.to_thread(
+                    self._claim_version,
+                    base,
+                    tmp,
+                    data_type,
+                    file_name,
+                    size,
+                    digest.hexdigest(),
+                    uploader,
+                    dict(metadata or {}),
+                    content_type,
+                )
             finally:
                 await asyncio.to_thread(handle.close)
-            info = await asyncio.to_thread(
-                self._claim_version,
-                base,
-                tmp,
-                data_type,
-                file_name,
-                size,
-                digest.hexdigest(),
-                uploader,
-                dict(metadata or {}),
-                content_type,
-            )
         finally:
             await asyncio.to_thread(_unlink_quietly, tmp)
         if not versioning:
@@ -498,12 +526,68 @@ class LocalFileStore(FileStore):
         project_dir = self._project_dir(project)
         await asyncio.to_thread(shutil.rmtree, project_dir, ignore_errors=True)
 
+    async def usage(self, project: str) -> int:
+        infos = await asyncio.to_thread(_scan, self._project_dir(project), list(DATA_TYPES))
+        return sum(info.size for info in infos)
+
+    async def check_code(self, project: str, key: str) -> None:
+        _, path = await self._resolve(project, key)
+        await asyncio.to_thread(_check_code_file, key, path)
+
+    def remove_stale_temp_files(self) -> int:
+        """Remove the temporary files of uploads that died with their lab (unlocked
+        `.tmp-*`); returns how many went."""
+        removed = 0
+        for folder, _dirs, files in os.walk(self.root):
+            for entry in files:
+                if entry.startswith(_TMP_PREFIX) and _remove_if_unlocked(Path(folder) / entry):
+                    removed += 1
+        return removed
+
 
 # --- blocking helpers (run in threads) ------------------------------------------------
 
 
 def _open_binary(path: Path, mode: str) -> BinaryIO:
     return cast(BinaryIO, open(path, mode))  # noqa: SIM115 - closed by the caller
+
+
+def _check_code_file(key: str, path: Path) -> None:
+    """The executor's checks of a code archive, made by the lab before it deploys it."""
+    with open(path, "rb") as handle:
+        kind = execute.archive_kind(execute.code_name(key), handle.read(4))
+    if kind is None:
+        raise NotRunnable(
+            f"{key} cannot run as code: use a .py file, or a .zip or .tar.gz with a __main__.py."
+        )
+    if kind != "py":
+        try:
+            execute.scan_archive(path, kind, scan_limit=CODE_SCAN_LIMIT)
+        except execute.ExecuteError as exc:
+            raise NotRunnable(f"{key} cannot run as code: {exc}") from None
+
+
+def _open_locked_temp(path: Path) -> BinaryIO:
+    """A new temporary file, locked for as long as it is open (see the module's doc)."""
+    handle = _open_binary(path, "xb")
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    return handle
+
+
+def _remove_if_unlocked(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False  # a live upload's
+    else:
+        _unlink_quietly(path)
+        return True
+    finally:
+        os.close(fd)
 
 
 def _write_chunks(handle: BinaryIO, digest: Any, chunks: list[bytes]) -> None:
@@ -533,11 +617,11 @@ def _fsync_dir(path: Path) -> None:
 def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
     try:
-        with open(tmp, "x", encoding="utf-8") as handle:
-            json.dump(data, handle)
+        with _open_locked_temp(tmp) as handle:
+            handle.write(json.dumps(data).encode())
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, path)
     finally:
         _unlink_quietly(tmp)
 

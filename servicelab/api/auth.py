@@ -7,7 +7,9 @@ import binascii
 from datetime import UTC, datetime
 from typing import Any
 
+from anyio import from_thread
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,10 +23,12 @@ from servicelab.auth import (
     hash_secret,
     issue_token,
     revoke,
+    revoke_member_tokens,
     verify_password,
 )
 from servicelab.credentials import COOKIE_NAME, TokenSource, find_token
 from servicelab.db import ApiToken, Membership, Project, User
+from servicelab.logins import LoginGate, LoginRefused
 from servicelab.spec import normalize_name
 
 from .deps import (
@@ -82,11 +86,34 @@ def _check_password(password: str) -> None:
 # -- log-in -----------------------------------------------------------------------------
 
 
-def check_credentials(session: Session, username: str, password: str) -> User:
-    user = session.scalar(select(User).where(User.username == username.lower()))
-    if user is None or not verify_password(user.password_hash, password):
+def login_gate(request: Request) -> LoginGate:
+    gate: LoginGate = request.app.state.login_gate
+    return gate
+
+
+async def verify_login(request: Request, session: Session, username: str, password: str) -> User:
+    """The user, when the password is right: 401 when not, 429 when throttled (see
+    servicelab.logins). Unknown users cost the same hashing as known ones."""
+
+    def find() -> tuple[User, str] | None:
+        user = session.scalar(select(User).where(User.username == username.lower()))
+        return (user, user.password_hash) if user else None
+
+    client = request.client.host if request.client else ""
+    try:
+        user = await login_gate(request).check(username, password, client, find)
+    except LoginRefused as exc:
+        raise ApiError(
+            429, str(exc), code="too_many_requests", headers={"Retry-After": str(exc.retry_after)}
+        ) from None
+    if user is None:
         raise ApiError(401, "Wrong username or password.", code="unauthorized")
     return user
+
+
+def check_credentials(session: Session, username: str, password: str, request: Request) -> User:
+    """`verify_login` for synchronous handlers (they run in a worker thread)."""
+    return from_thread.run(verify_login, request, session, username, password)
 
 
 def start_session(request: Request, response: Response, session: Session, user: User) -> dict:
@@ -130,12 +157,12 @@ def _basic_credentials(request: Request) -> tuple[str, str]:
 
 
 @router.get("/login", summary="Log in with HTTP Basic credentials (ML Lab)")
-def login_basic(
+async def login_basic(
     request: Request, response: Response, session: Session = Depends(db_session, scope="function")
 ) -> dict:
     username, password = _basic_credentials(request)
-    user = check_credentials(session, username, password)
-    data = start_session(request, response, session, user)
+    user = await verify_login(request, session, username, password)
+    data = await run_in_threadpool(start_session, request, response, session, user)
     # ML Lab's client reads the token itself from `data`.
     return envelope.success(data["token"], message="Logged in.")
 
@@ -157,8 +184,9 @@ async def login_post(
         creds = Credentials.model_validate(raw)
     except ValueError as exc:
         raise ApiError(400, "Both 'username' and 'password' are required.") from exc
-    user = check_credentials(session, creds.username, creds.password)
-    return envelope.success(start_session(request, response, session, user), message="Logged in.")
+    user = await verify_login(request, session, creds.username, creds.password)
+    data = await run_in_threadpool(start_session, request, response, session, user)
+    return envelope.success(data, message="Logged in.")
 
 
 @router.get("/logout", summary="Log out: end the session (ML Lab)")
@@ -339,10 +367,23 @@ def _set_membership(
         session.add(Membership(user_id=found_user.id, project_id=found_project.id))
     elif not add and existing is not None:
         session.delete(existing)
-    session.flush()
+    revoked = 0
+    keeps_access = found_user.is_admin or found_project.owner_id == found_user.id
+    if not add and not keeps_access:
+        revoked = revoke_member_tokens(session, found_user.id, found_project.id)
+    # Committed before the caches are emptied: a request in between must not cache the
+    # old membership again.
+    session.commit()
     authority(request).forget()
-    verb = "added to" if add else "removed from"
-    return envelope.success(None, message=f"{found_user.username} {verb} {found_project.name}.")
+    if add:
+        return envelope.success(
+            None, message=f"{found_user.username} added to {found_project.name}."
+        )
+    return envelope.success(
+        None,
+        message=f"{found_user.username} removed from {found_project.name}; "
+        f"{revoked} project token(s) they made revoked.",
+    )
 
 
 def header_identity(request: Request, identity: Identity = Depends(require_user)) -> Identity:

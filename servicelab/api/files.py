@@ -15,6 +15,7 @@ import mimetypes
 import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -25,14 +26,20 @@ from starlette.requests import ClientDisconnect
 
 from servicelab import envelope
 from servicelab.auth import Forbidden, Identity
+from servicelab.code_source import DATA_KEY
 from servicelab.errors import problem
 from servicelab.files import (
     DATA_TYPES,
     FileInfo,
+    FileNotFound,
     FileStore,
     FileStoreError,
+    FileTooLarge,
+    InvalidKey,
     InvalidRange,
     LocalFileStore,
+    NotRunnable,
+    QuotaExceeded,
 )
 from servicelab.spec import InvalidName, normalize_name
 
@@ -41,6 +48,9 @@ from .errors import ApiError
 from .serializers import epoch_ms
 
 router = APIRouter(prefix="/api/projects/{project}/files", tags=["files"])
+
+#: Bytes a multipart body may have beside its file (boundaries, part headers, fields).
+_MULTIPART_ROOM = 64 * 1024
 
 #: ML Lab's clients send `dataset`, `model`...; the keys use the plural.
 _DATA_TYPE_ALIASES = {t: t for t in DATA_TYPES} | {t[:-1]: t for t in DATA_TYPES}
@@ -55,6 +65,7 @@ _METADATA_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 def install(app: FastAPI) -> None:
     """Add the file routes and the store to the lab's FastAPI app."""
     store = LocalFileStore(app.state.settings.data_dir / "files")
+    store.remove_stale_temp_files()
     app.state.files = store
     app.state.project_cleanups.append(store.delete_project)
     app.include_router(router)
@@ -157,6 +168,25 @@ def _data_type(value: str) -> str:
             code="invalid_key",
         )
     return data_type
+
+
+async def check_code_source(request: Request, project: str, code: str) -> None:
+    """When a code service's source is a data key, its file must exist and be runnable:
+    checked at deploy, so that a bad archive is a 400 that names the problem."""
+    key = code.strip()
+    if not DATA_KEY.match(key):
+        return
+    store: FileStore = request.app.state.files
+    try:
+        await store.check_code(project, key)
+    except FileNotFound:
+        raise ApiError(
+            400,
+            f"EXECUTE_CODE {key!r}: project {project!r} has no such file; upload it first.",
+            code="invalid_code",
+        ) from None
+    except (InvalidKey, NotRunnable) as exc:
+        raise ApiError(400, str(exc), code="invalid_code") from None
 
 
 # --- upload -----------------------------------------------------------------------------
@@ -291,13 +321,17 @@ async def upload(
         raise ApiError(400, f"Give 'dataType': one of {', '.join(DATA_TYPES)}.")
     kind = _data_type(data_type)
     metadata = upload_metadata(request)
-    max_size = getattr(request.app.state.settings, "max_upload_size", None) or None
-    length = request.headers.get("content-length", "")
-    if max_size and length.isdigit() and int(length) > max_size:
-        raise ApiError(
-            413, f"The file is larger than the limit of {max_size} bytes.", code="payload_too_large"
-        )
+    settings = request.app.state.settings
+    max_size = int(settings.max_upload_size) or None
     content_type, options = parse_options_header(request.headers.get("content-type"))
+    # Refused before reading when the body is too large even without a multipart
+    # envelope; the exact limits are checked on the bytes of the file itself.
+    length = request.headers.get("content-length", "")
+    envelope_room = _MULTIPART_ROOM if content_type == b"multipart/form-data" else 0
+    announced = max(0, int(length) - envelope_room) if length.isdigit() else None
+    if max_size and announced and announced > max_size:
+        raise ApiError(413, _too_large(max_size), code="payload_too_large")
+    quota_left = await _quota_left(store, project, int(settings.project_quota), announced)
     body = request.stream()
     try:
         if content_type == b"multipart/form-data":
@@ -321,10 +355,9 @@ async def upload(
                 project,
                 kind,
                 name,
-                chunks,
+                _limited(chunks, max_size, project, quota_left),
                 identity.username,
                 versioning=versioning,
-                max_size=max_size,
                 metadata=metadata,
                 content_type=_stored_type(part_type),
             )
@@ -346,6 +379,59 @@ def _stored_type(value: str | None) -> str | None:
     ):
         return None
     return value[:255]
+
+
+def _too_large(max_size: int) -> str:
+    return (
+        f"The file is larger than the upload limit of {max_size} bytes "
+        "(the lab's SERVICELAB_MAX_UPLOAD_SIZE)."
+    )
+
+
+@dataclass(frozen=True)
+class _QuotaLeft:
+    quota: int
+    used: int
+
+    @property
+    def left(self) -> int:
+        return self.quota - self.used
+
+    def message(self, project: str) -> str:
+        return (
+            f"Project {project!r} has a storage quota of {self.quota} bytes and uses "
+            f"{self.used}: this upload does not fit. Delete files (or old versions) first, "
+            "or ask an admin to raise SERVICELAB_PROJECT_QUOTA."
+        )
+
+
+async def _quota_left(
+    store: FileStore, project: str, quota: int, announced: int | None
+) -> _QuotaLeft | None:
+    """What the project may still store, when it has a quota. Checked against what was
+    stored when the upload began: uploads running side by side may together pass it."""
+    if not quota:
+        return None
+    with _store_errors():
+        left = _QuotaLeft(quota, await store.usage(project))
+    if announced is not None and announced > left.left:
+        raise ApiError(507, left.message(project), code="insufficient_storage")
+    return left
+
+
+async def _limited(
+    chunks: AsyncIterator[bytes], max_size: int | None, project: str, quota: _QuotaLeft | None
+) -> AsyncIterator[bytes]:
+    """The upload's bytes, stopped (the store then removes what it wrote) once they pass
+    the upload limit or the project's quota."""
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if max_size is not None and size > max_size:
+            raise FileTooLarge(_too_large(max_size))
+        if quota is not None and size > quota.left:
+            raise QuotaExceeded(quota.message(project))
+        yield chunk
 
 
 def _base_name(filename: str | None) -> str | None:

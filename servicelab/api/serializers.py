@@ -14,11 +14,18 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from servicelab.db import ApiToken, Project, User
+from servicelab.execute import is_vcs_url, redact_url
 
 
 def epoch_ms(value: datetime | None) -> int | None:
     """ML Lab's timestamp: epoch milliseconds as an int (its clients read int64)."""
     return int(value.timestamp() * 1000) if value else None
+
+
+def source_out(code: str | None) -> str | None:
+    """An EXECUTE_CODE source as shown anywhere (API, CLI, UI): credentials in a VCS URL
+    masked (`git+https://***@host/...`); the service itself gets them unmasked."""
+    return redact_url(code) if code and is_vcs_url(code) else code
 
 
 def last_activity(session: Session, user_ids: Iterable[str]) -> dict[str, datetime]:

@@ -39,7 +39,8 @@ from servicelab.spec import (
 
 from .deps import ProjectContext, project_context
 from .errors import ApiError
-from .serializers import epoch_ms
+from .files import check_code_source
+from .serializers import epoch_ms, source_out
 
 router = APIRouter(prefix="/api/projects/{project}/services", tags=["services"])
 
@@ -173,7 +174,7 @@ def service_out(row: ServiceRow, project: str, request: Request) -> dict[str, An
         "LAB_SERVICE_PATH": base,
     }
     if spec.code:
-        configuration["EXECUTE_CODE"] = spec.code
+        configuration["EXECUTE_CODE"] = source_out(spec.code)
     configuration.update({k: MASK if spec.is_secret(k) else v for k, v in spec.env.items()})
     ports = [
         {"port": p, "path": f"{base}{p}/", "url": f"{settings.endpoint}{base}{p}/"}
@@ -185,7 +186,7 @@ def service_out(row: ServiceRow, project: str, request: Request) -> dict[str, An
         "dockerImage": spec.image or (settings.runtime_image if row.runtime == "docker" else None),
         "dockerName": spec.key,
         "dockerId": docker_id(row, spec),
-        "code": spec.code,
+        "code": source_out(spec.code),
         "runtime": row.runtime,
         "status": row.phase.value,
         "reason": row.reason,
@@ -317,6 +318,8 @@ async def put_service(
 async def _deploy(
     request: Request, ctx: ProjectContext, spec: ServiceSpec, *, replace_existing: bool
 ) -> JSONResponse:
+    if spec.code:
+        await check_code_source(request, ctx.name, spec.code)
     row, created = await manager(request).deploy(
         ctx.project,
         spec,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -71,6 +72,11 @@ def serve(
     import uvicorn
 
     from servicelab.app import create_app
+    from servicelab.bootstrap import LAB_UMASK
+
+    # Before anything is created: the database, its journal, the secret key, project
+    # files and service logs then are readable by the lab's user only.
+    os.umask(LAB_UMASK)
 
     overrides: dict[str, Any] = {
         k: v

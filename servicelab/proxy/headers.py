@@ -30,19 +30,33 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-#: Request headers the proxy sets itself, so a client cannot forge them.
-_FORWARDED = frozenset(
+#: Request headers that claim who the client is, where it came from or what it asked
+#: for, beyond `X-Forwarded-*` and `X-Lab-*` (matched by prefix). Services and the
+#: frameworks they use believe them, so only the proxy may set them.
+_FORGEABLE = frozenset(
     {
-        b"x-forwarded-for",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
-        b"x-forwarded-prefix",
-        b"x-forwarded-port",
-        b"x-real-ip",
         b"forwarded",
+        b"x-real-ip",
+        b"x-original-url",
+        b"x-rewrite-url",
+        b"x-client-ip",
+        b"true-client-ip",
     }
 )
-_LAB = frozenset({b"x-lab-user", b"x-lab-project"})
+#: What a trusted front proxy may tell (with `trust_forwarded`).
+_TRUSTED_FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")
+
+
+def is_forgeable(name: bytes) -> bool:
+    """A lower-case request header the proxy removes before adding its own: every
+    `X-Forwarded-*`, `X-Lab-*`, the names in `_FORGEABLE`, and any name with `_` (WSGI
+    servers and CGI turn `X_Lab_User` into the same variable as `X-Lab-User`)."""
+    return (
+        b"_" in name
+        or name in _FORGEABLE
+        or (name.startswith(b"x-") and name.startswith((b"x-forwarded-", b"x-lab-")))
+    )
+
 
 #: Headers a WebSocket client library makes itself for the upstream handshake.
 WS_HANDSHAKE = frozenset(
@@ -63,8 +77,8 @@ _QUERY_PREFIX = QUERY_PARAM.encode()
 class IncomingRequest:
     """What the proxy needs from a request's headers, collected in one pass."""
 
-    #: End-to-end headers to pass on unchanged (no hop-by-hop, forwarded, X-Lab-*, Cookie,
-    #: Authorization, Expect).
+    #: End-to-end headers to pass on unchanged (no hop-by-hop, none that `is_forgeable`,
+    #: no Cookie, Authorization, Expect).
     passed: list[tuple[bytes, bytes]] = field(default_factory=list)
     authorization: bytes | None = None
     #: Cookie header values with the lab cookie already removed (empty ones dropped).
@@ -106,17 +120,19 @@ def parse_request(headers: list[tuple[bytes, bytes]], trust_forwarded: bool) -> 
         elif name == b"authorization":
             if req.authorization is None:
                 req.authorization = value
-        elif name in _FORWARDED:
-            if trust_forwarded:
+        elif is_forgeable(name):
+            # The proxy's word, never the client's; a trusted front proxy's X-Forwarded-*
+            # are kept to be extended.
+            if trust_forwarded and name in _TRUSTED_FORWARDED:
                 if name == b"x-forwarded-for":
                     req.forwarded_for = value
                 elif name == b"x-forwarded-proto":
                     req.forwarded_proto = value
-                elif name == b"x-forwarded-host":
+                else:
                     req.forwarded_host = value
-        elif name in _LAB or name == b"expect":
-            # X-Lab-* are the proxy's word, never the client's. `Expect: 100-continue` was
-            # answered by the ASGI server already; the upstream gets the body at once.
+        elif name == b"expect":
+            # `Expect: 100-continue` was answered by the ASGI server already; the upstream
+            # gets the body at once.
             continue
         else:
             if name == b"accept":

@@ -214,7 +214,7 @@ def login_submit(
     try:
         if not username or not password:
             raise ApiError(400, "Give your username and password.")
-        user = auth_api.check_credentials(session, username, password)
+        user = auth_api.check_credentials(session, username, password, request)
     except ApiError as exc:
         context = {"next": target, "error": exc.message, "username": username}
         return render(request, "login.html", context, None, status_code=exc.status)
