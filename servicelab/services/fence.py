@@ -32,7 +32,13 @@ class FencedRuntime(Runtime):
         self.inner = runtime
         self.name = runtime.name  # type: ignore[misc]
         self.supports_images = runtime.supports_images  # type: ignore[misc]
+        self.supports_replicas = runtime.supports_replicas  # type: ignore[misc]
         self._is_leader = is_leader
+
+    def __getattr__(self, name: str) -> object:
+        # What the fence does not wrap is the runtime's own to say: its isolation
+        # (`isolates_code`, `isolation_note`, read by the deploy policy) above all.
+        return getattr(self.inner, name)
 
     def _check(self, what: str) -> None:
         if not self._is_leader():
