@@ -87,7 +87,8 @@ def serve(
         ),
     ] = None,
     runtime: Annotated[
-        str | None, typer.Option(help="auto, local, docker or kubernetes. [env: SERVICELAB_RUNTIME]")
+        str | None,
+        typer.Option(help="auto, local, docker or kubernetes. [env: SERVICELAB_RUNTIME]"),
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
     workers: Annotated[
