@@ -30,6 +30,7 @@ from servicelab.logins import LoginGate
 from servicelab.proxy import ProxyApp, ProxySettings, render_metrics
 from servicelab.runtimes.select import make_runtime
 from servicelab.services import ServiceManager
+from servicelab.services.leader import make_leadership
 from servicelab.web import mount_web
 
 log = logging.getLogger("servicelab")
@@ -48,6 +49,8 @@ def create_app(
     settings = settings or Settings()
     prepare_data_dir(settings.data_dir)
     settings.instance_id = resolve_instance_id(settings)
+    # First: on SQLite a second process on the same database stops here, with a message.
+    leadership = make_leadership(settings.resolved_database_url, settings.data_dir)
     db = Database(settings.resolved_database_url)
     db.migrate()
     admin_password = settings.admin_password.get_secret_value() if settings.admin_password else None
@@ -80,12 +83,17 @@ def create_app(
     app.state.secret_key = load_secret_key(settings.data_dir)
     app.state.authority = TokenAuthority(db, settings.auth_cache_ttl)
     app.state.login_gate = LoginGate(base_delay=settings.login_backoff)
+    if leadership.shared:
+        # Revocations reach the other lab processes on the database at once (docs/replicas.md).
+        app.state.authority.publish = leadership.publish
     #: async callables taking a project name, run before a project is deleted
     app.state.project_cleanups = []
     app.state.on_startup = []
     app.state.on_shutdown = []
 
-    services = ServiceManager(db, make_runtime(settings), app.state.authority, settings)
+    services = ServiceManager(
+        db, make_runtime(settings), app.state.authority, settings, leadership=leadership
+    )
     app.state.services = services
     # Runtime isolation (issue 12): said at start, and shown by the UI.
     app.state.isolation_notice = isolation_notice(settings, services.runtime)
@@ -109,7 +117,8 @@ def create_app(
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:
-        return JSONResponse(envelope.success({"status": "ok"}))
+        # `leader`: whether this process reconciles (one of the lab's processes does).
+        return JSONResponse(envelope.success({"status": "ok", "leader": leadership.is_leader}))
 
     @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require_admin)])
     def metrics() -> Response:

@@ -8,7 +8,8 @@ Tokens are opaque random secrets with a prefix that says what they are:
 
 Only a SHA-256 of each secret is stored. Looking a token up is cached for
 `auth_cache_ttl` seconds (at most 5 s, so that revocation takes effect everywhere within
-5 s); revocations made by this process also drop the cache at once.
+5 s); revocations made by this process also drop the cache at once, and (`publish`) tell
+the other lab processes on the same database to drop theirs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import hashlib
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -25,7 +27,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from servicelab.db import ApiToken, Database, Membership, Project, User, utcnow
+from servicelab.db import ApiToken, Database, Membership, Project, User, notify, utcnow
 
 TOKEN_PREFIXES = {"session": "sls_", "user": "slu_", "project": "slp_"}
 MAX_CACHE_TTL = 5.0
@@ -142,6 +144,9 @@ class TokenAuthority:
         #: Grows with every `forget()`, so that callers' own caches of decisions (the
         #: proxy's) can tell that they are stale.
         self.generation = 0
+        #: Tells the other lab processes that tokens changed (set by the app when they
+        #: share a PostgreSQL database); they call `drop_caches`.
+        self.publish: Callable[[str], None] | None = None
 
     # -- identities -------------------------------------------------------------------
 
@@ -196,7 +201,13 @@ class TokenAuthority:
             )
 
     def forget(self) -> None:
-        """Drop every cached decision (after a revocation, a membership change...)."""
+        """Drop every cached decision (after a revocation, a membership change...), here
+        and in the other lab processes."""
+        self.drop_caches()
+        if self.publish is not None:
+            self.publish("tokens")
+
+    def drop_caches(self) -> None:
         with self._lock:
             self.generation += 1
             self._cache.clear()
@@ -292,6 +303,8 @@ class TokenAuthority:
 def revoke(session: Session, token: ApiToken) -> None:
     if token.revoked_at is None:
         token.revoked_at = utcnow()
+        # The other lab processes drop their caches when this commits, not before.
+        notify(session, "tokens")
 
 
 def revoke_member_tokens(session: Session, user_id: str, project_id: str) -> int:
@@ -308,6 +321,7 @@ def revoke_member_tokens(session: Session, user_id: str, project_id: str) -> int
         )
         .values(revoked_at=utcnow())
     )
+    notify(session, "tokens")  # the other lab processes drop their caches at commit
     return int(getattr(result, "rowcount", 0) or 0)
 
 

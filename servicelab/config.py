@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     #: Password of the `admin` user created at first start; generated and printed when empty.
     admin_password: SecretStr | None = None
     #: "auto" picks Docker when an engine answers, else local processes.
-    runtime: Literal["auto", "local", "docker"] = "auto"
+    runtime: Literal["auto", "local", "docker", "kubernetes"] = "auto"
     #: The URL services use to reach the lab (their LAB_ENDPOINT). Defaults to the bind address.
     public_url: str = ""
     #: Session tokens from a login expire after this many seconds.
@@ -64,6 +64,21 @@ class Settings(BaseSettings):
     #: Seconds a username (or client address) must wait after its first failures past the
     #: free ones; doubles with each further failure, up to a minute.
     login_backoff: float = Field(default=1.0, gt=0, le=60)
+    #: Kubernetes: the namespace of services (with `kubernetes_namespace_per_project`, the
+    #: prefix of one namespace per project: `<namespace>-<project>`).
+    kubernetes_namespace: str = "servicelab"
+    kubernetes_namespace_per_project: bool = False
+    #: Kubernetes: the namespace the lab's own pods run in (their NetworkPolicy peer);
+    #: empty: the pod's own namespace in a cluster, else `kubernetes_namespace`.
+    kubernetes_lab_namespace: str = ""
+    #: Kubernetes: a kubeconfig file; empty: the in-cluster config, else $KUBECONFIG.
+    kubernetes_kubeconfig: str = ""
+    #: Kubernetes: JSON, e.g. {"nodepool": "gpu"} and [{"key": "gpu", "operator": "Exists"}].
+    kubernetes_node_selector: dict[str, str] = Field(default_factory=dict)
+    kubernetes_tolerations: list[dict[str, str]] = Field(default_factory=list)
+    #: Kubernetes: the storage class and size of each service's /data claim.
+    kubernetes_storage_class: str = ""
+    kubernetes_data_size: str = "1Gi"
     #: Local runtime: uv's package cache of unsandboxed services (default: in the data
     #: dir). Sandboxed services each keep a cache of their own: a shared writable cache
     #: would let one service plant packages in another's installs.

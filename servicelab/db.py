@@ -23,11 +23,16 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    func,
+    select,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+#: The PostgreSQL channel the lab's processes tell each other what changed on.
+NOTIFY_CHANNEL = "servicelab"
 
 
 def utcnow() -> datetime:
@@ -147,6 +152,25 @@ class Service(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+class LabCommand(Base):
+    """A command given through a lab process that is not the leader, for the leader to
+    run (see servicelab/services/commands.py): only the leader starts and stops."""
+
+    __tablename__ = "lab_commands"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    #: "deploy", "stop", "start", "restart", "delete", "delete_project"
+    kind: Mapped[str] = mapped_column(String(32))
+    args: Mapped[dict] = mapped_column(JSON)
+    #: "pending", "running", "done" or "failed"
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    result: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    #: {"type": the LabError class name, "message": ...} when failed
+    error: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 class Database:
     """The engine and a session factory for one database URL."""
 
@@ -165,8 +189,18 @@ class Database:
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         with self.engine.begin() as connection:
+            if self.is_postgres:
+                # Several lab processes may start at once on one database: one migrates.
+                connection.execute(text("SELECT pg_advisory_xact_lock(7365727669636501)"))
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def notify(self, session: Session, message: str) -> None:
+        notify(session, message)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -183,6 +217,13 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def notify(session: Session, message: str) -> None:
+    """Tell every lab process on this database `message` once `session` commits
+    (PostgreSQL NOTIFY; nothing to tell on SQLite, which has one process)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(NOTIFY_CHANNEL, message)))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

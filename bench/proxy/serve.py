@@ -1,15 +1,18 @@
 """servicelab's ProxyApp alone, for the benchmark: one uvicorn process (uvloop, httptools)
 routing /api/projects/bench/services/up/80/ to the upstream given on the command line.
 
-    python bench/proxy/serve.py UPSTREAM_PORT TOKEN
+    python bench/proxy/serve.py UPSTREAM_PORT TOKEN [WORKERS]
 
-Prints `LISTENING <port>` once its socket listens.
+Prints `LISTENING <port>` once its socket listens. With WORKERS > 1, that many processes
+share the port with SO_REUSEPORT, as `servicelab serve --workers N` does.
 """
 
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
+import time
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
@@ -61,10 +64,19 @@ async def not_found(scope: MutableMapping[str, Any], receive: Any, send: Any) ->
 
 def main() -> None:
     upstream_port, token = int(sys.argv[1]), sys.argv[2]
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(2048)
+    workers = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+    if workers > 1:
+        run_workers(workers)
+        return
+    if len(sys.argv) > 4:  # a worker: the port given, shared with the other workers
+        from servicelab.cli.workers import reuse_port_socket
+
+        sock = reuse_port_socket("127.0.0.1", int(sys.argv[4]))
+    else:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(2048)
     app = ProxyApp(not_found, OneRoute(upstream_port), OneToken(token), ProxySettings())
     config = uvicorn.Config(
         app,
@@ -80,6 +92,31 @@ def main() -> None:
     )
     print(f"LISTENING {sock.getsockname()[1]}", flush=True)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def run_workers(count: int) -> None:
+    """`count` workers on one port; this process only waits for them."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    children = [
+        subprocess.Popen(
+            [sys.executable, __file__, sys.argv[1], sys.argv[2], "1", str(port)],
+            stdout=subprocess.PIPE,
+        )
+        for _ in range(count)
+    ]
+    for child in children:
+        assert child.stdout is not None
+        child.stdout.readline()  # LISTENING
+    print(f"LISTENING {port}", flush=True)
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+    finally:
+        for child in children:
+            child.terminate()
+            child.wait()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from servicelab.config import Settings
+from servicelab.services.leader import AnotherLabRunning
+
+from .workers import is_worker, reuse_port_socket, run_workers
 
 console = Console(stderr=False, highlight=False)
 
@@ -84,9 +87,18 @@ def serve(
         ),
     ] = None,
     runtime: Annotated[
-        str | None, typer.Option(help="auto, local or docker. [env: SERVICELAB_RUNTIME]")
+        str | None,
+        typer.Option(help="auto, local, docker or kubernetes. [env: SERVICELAB_RUNTIME]"),
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Lab processes sharing the port (SO_REUSEPORT), each serving API, UI and "
+            "proxy, one reconciling; needs PostgreSQL. See docs/replicas.md.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the lab: API, web UI and the authenticating proxy for services."""
     import uvicorn
@@ -121,10 +133,30 @@ def serve(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    generated: list[str] = []
-    app = create_app(settings, on_admin_password=generated.append)
-    _print_first_login(settings, generated[0] if generated else None)
+    if workers > 1 and not settings.resolved_database_url.startswith("postgresql"):
+        raise typer.BadParameter(
+            "--workers needs PostgreSQL (SERVICELAB_DATABASE_URL=postgresql+psycopg://...): "
+            "SQLite serves one lab process.",
+            param_hint="--workers",
+        )
+    if workers > 1 and settings.proxy == "nginx":
+        raise typer.BadParameter(
+            "--workers goes with the embedded proxy: with SERVICELAB_PROXY=nginx, nginx's "
+            "own workers already use every core.",
+            param_hint="--workers",
+        )
+    try:
+        generated: list[str] = []
+        app = create_app(settings, on_admin_password=generated.append)
+    except AnotherLabRunning as exc:
+        raise typer.BadParameter(str(exc), param_hint="SERVICELAB_DATA_DIR") from None
+    if not is_worker():
+        _print_first_login(settings, generated[0] if generated else None)
     generated.clear()
+    if workers > 1:
+        del app  # the parent only migrated the database and created the admin
+        settings_env = {f"SERVICELAB_{k.upper()}": str(v) for k, v in overrides.items()}
+        raise typer.Exit(run_workers(workers, settings_env))
     listen: dict[str, Any] = {"host": settings.host, "port": settings.port}
     if settings.proxy == "nginx":
         from servicelab.proxy.nginx_lab import lab_socket
@@ -149,4 +181,7 @@ def serve(
         timeout_graceful_shutdown=10,
     )
     redact_log_handlers()
-    uvicorn.Server(config).run()
+    if is_worker():
+        uvicorn.Server(config).run(sockets=[reuse_port_socket(settings.host, settings.port)])
+    else:
+        uvicorn.Server(config).run()

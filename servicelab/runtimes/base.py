@@ -96,6 +96,8 @@ class Runtime(abc.ABC):
 
     #: Whether this runtime can run `image` specs (False: code specs only).
     supports_images: ClassVar[bool] = False
+    #: Whether this runtime runs several replicas of a service (False: replicas=1 only).
+    supports_replicas: ClassVar[bool] = False
 
     async def prepare(
         self, spec: ServiceSpec, progress: ProgressCallback | None = None

@@ -18,11 +18,16 @@ def docker_answers() -> bool:
 
 
 def make_runtime(settings: Settings) -> Runtime:
-    """`local`, `docker`, or with `auto` Docker when an engine answers, else local processes."""
+    """`local`, `docker`, `kubernetes`, or with `auto` Docker when an engine answers,
+    else local processes."""
     choice = settings.runtime
     if choice == "auto":
         choice = "docker" if docker_answers() else "local"
         log.info("runtime: %s (SERVICELAB_RUNTIME=auto)", choice)
+    if choice == "kubernetes":
+        from servicelab.runtimes.kubernetes import KubernetesRuntime
+
+        return KubernetesRuntime.from_settings(settings)
     if choice == "docker":
         from servicelab.runtimes.docker import DockerRuntime
 

@@ -3,6 +3,11 @@
 It wires the parts together: the store (rows), the route table the proxy reads, the
 health prober, and the reconcile loop that keeps what runs matching the rows. A lock per
 service keeps a command and the reconcile loop from acting on one service at once.
+
+Several lab processes may share one database (docs/replicas.md): only the leader
+reconciles and starts or stops instances (its runtime is fenced, `fence.py`). A command
+given to another process goes to the leader through the database (`commands.py`) and
+comes back as the same result or error.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from servicelab.auth import TokenAuthority
 from servicelab.config import Settings
@@ -20,10 +26,13 @@ from servicelab.errors import Conflict, Invalid, NotFound, UpdateFailed
 from servicelab.runtimes.base import ProgressCallback, Runtime
 from servicelab.spec import InvalidName, Phase, ServiceSpec, normalize, normalize_name
 
-from .adopt import adopt
+from .commands import CommandQueue
+from .fence import FencedRuntime
 from .health import Prober
+from .leader import Leadership, SoloLeadership
 from .progress import reporting
 from .reconcile import Reconciler, Watch
+from .replica import Replica
 from .routes import RouteTable
 from .store import ServiceRow, ServiceStore
 
@@ -35,9 +44,12 @@ class ServiceManager:
         runtime: Runtime,
         authority: TokenAuthority,
         settings: Settings,
+        leadership: Leadership | None = None,
     ) -> None:
         self.db = db
-        self.runtime = runtime
+        self.leadership: Leadership = leadership or SoloLeadership()
+        self.runtime: Runtime = FencedRuntime(runtime, lambda: self.leadership.is_leader)
+        runtime = self.runtime
         self.authority = authority
         self.settings = settings
         self.store = ServiceStore(db)
@@ -53,27 +65,37 @@ class ServiceManager:
             lock=self._lock,
             tokens_changed=authority.forget,
         )
-        self._task: asyncio.Task[None] | None = None
+        self.commands = CommandQueue(db)
+        self.replica = Replica(self)
 
     # -- life cycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Follow the other lab processes; adopt and reconcile once leading (at once on
+        SQLite, where this process is the only one)."""
         await self.prober.start()
-        rows = await self.store.all()
-        for row_id, handle in (await adopt(self.runtime, rows)).items():
-            row = next(r for r in rows if r.id == row_id)
-            await self.store.save(row, handle=handle)
-        for row in rows:
-            await self.routes.refresh(row)
-        self._task = asyncio.create_task(self.reconciler.run(), name="servicelab-reconcile")
+        await self.replica.start()
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self.replica.close()
         await self.prober.close()
         await self.runtime.close()
+
+    @property
+    def here(self) -> bool:
+        """Whether commands run in this process (the leader) or go to the leader."""
+        return self.leadership.is_leader
+
+    async def _on_leader(
+        self, kind: str, project: Project, **args: Any
+    ) -> tuple[ServiceRow, dict[str, Any]]:
+        """Have the leader run a command (`Replica.execute`): the row it names afterwards,
+        and its result."""
+        result = await self.commands.call(kind, {"project": project.name, **args})
+        row = await self.store.get(str(result.get("id")))
+        if row is None:
+            raise NotFound(f"Service {args.get('name')!r} was just deleted.")
+        return row, result
 
     def _lock(self, service_id: str) -> asyncio.Lock:
         return self._locks.setdefault(service_id, asyncio.Lock())
@@ -98,8 +120,18 @@ class ServiceManager:
         """Create a service (or, with `replace_existing`, update it to `spec`).
 
         Returns the service and whether it was created."""
+        if not self.here:
+            row, result = await self._on_leader(
+                "deploy",
+                project,
+                name=spec.name,
+                spec=spec.to_dict(),
+                created_by=created_by,
+                replace_existing=replace_existing,
+            )
+            return row, bool(result["created"])
         spec = normalize(replace(spec, project=project.name))
-        if spec.replicas != 1:
+        if spec.replicas != 1 and not self.runtime.supports_replicas:
             raise Invalid("Only replicas=1 is supported by this lab's runtime.")
         existing = await self.store.find(project.id, spec.name)
         if existing is not None:
@@ -229,6 +261,8 @@ class ServiceManager:
             yield row
 
     async def stop(self, project: Project, name: str) -> ServiceRow:
+        if not self.here:
+            return (await self._on_leader("stop", project, name=name))[0]
         async with self._locked(project, name) as row:
             if row.handle:
                 await self.runtime.stop(row.handle)
@@ -239,6 +273,8 @@ class ServiceManager:
         return row
 
     async def start_service(self, project: Project, name: str) -> ServiceRow:
+        if not self.here:
+            return (await self._on_leader("start", project, name=name))[0]
         async with self._locked(project, name) as row:
             if row.desired == "running" and row.phase is not Phase.FAILED:
                 return row
@@ -247,6 +283,8 @@ class ServiceManager:
         return row
 
     async def restart(self, project: Project, name: str) -> ServiceRow:
+        if not self.here:
+            return (await self._on_leader("restart", project, name=name))[0]
         async with self._locked(project, name) as row:
             await self._replace_instance(row)
         self.wake()
@@ -260,6 +298,11 @@ class ServiceManager:
         await self.routes.refresh(row)
 
     async def delete(self, project: Project, name: str, *, purge: bool = False) -> None:
+        if not self.here:
+            await self.commands.call(
+                "delete", {"project": project.name, "name": name, "purge": purge}
+            )
+            return
         async with self._locked(project, name) as row:
             if row.handle:
                 await self.runtime.stop(row.handle)
@@ -276,6 +319,9 @@ class ServiceManager:
         project = await self.store.find_project(project_name)
         if project is None:
             return
+        if not self.here:
+            await self.commands.call("delete_project", {"project": project_name})
+            return
         for row in await self.list_services(project):
             await self.delete(project, row.name, purge=True)
 
@@ -291,6 +337,9 @@ class ServiceManager:
         )
 
     async def purge_kept_data(self, project: Project, service: str) -> None:
+        if not self.here:
+            await self.commands.call("purge_kept_data", {"project": project.name, "name": service})
+            return
         await self.runtime.delete_data(ServiceSpec(project=project.name, name=service))
 
 

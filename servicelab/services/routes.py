@@ -41,6 +41,7 @@ class Route:
     ports: tuple[int, ...]
     addresses: dict[int, Address] = field(default_factory=dict)
     reason: str | None = None
+    service_id: str = ""
 
 
 class RouteTable:
@@ -61,6 +62,12 @@ class RouteTable:
 
     def drop(self, project: str, service: str) -> None:
         self._routes.pop((project, service), None)
+
+    def drop_id(self, service_id: str) -> None:
+        """Forget the route of a deleted service, known by its id only."""
+        for key, route in list(self._routes.items()):
+            if route.service_id == service_id:
+                self._routes.pop(key, None)
 
     def keep_only(self, keys: set[tuple[str, str]]) -> None:
         """Forget the routes of services that no longer exist."""
@@ -84,4 +91,5 @@ class RouteTable:
             ports=tuple(spec.ports),
             addresses=addresses,
             reason=row.reason,
+            service_id=row.id,
         )

@@ -3,7 +3,9 @@
 The database holds what should run (spec, desired state) and the runtime's handle of the
 current instance. Everything here runs the blocking database calls in a worker thread.
 A snapshot is the row as read; `save` writes fields to the database and to the snapshot
-at once, so the caller's copy stays what the database holds.
+at once, so the caller's copy stays what the database holds. Every write also tells the
+other lab processes on the database (`Database.notify`, sent at commit), so that their
+route tables follow.
 """
 
 from __future__ import annotations
@@ -155,6 +157,7 @@ class ServiceStore:
         def write() -> None:
             with self.db.session() as session:
                 session.add(row)
+                self.db.notify(session, f"service {row.id}")
 
         try:
             await asyncio.to_thread(write)
@@ -173,6 +176,7 @@ class ServiceStore:
         def write() -> None:
             with self.db.session() as session:
                 session.execute(update(Service).where(Service.id == row.id).values(**columns))
+                self.db.notify(session, f"service {row.id}")
 
         await asyncio.to_thread(write)
 
@@ -185,6 +189,8 @@ class ServiceStore:
                 row = session.get(Service, service_id)
                 if row is not None:
                     session.delete(row)
+                self.db.notify(session, f"service {service_id}")
+                self.db.notify(session, "tokens")
 
         await asyncio.to_thread(write)
 
@@ -208,5 +214,6 @@ class ServiceStore:
         def write() -> None:
             with self.db.session() as session:
                 revoke_service_tokens(session, service_id, keep=keep, only=only)
+                self.db.notify(session, "tokens")
 
         await asyncio.to_thread(write)
