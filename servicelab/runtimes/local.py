@@ -76,6 +76,7 @@ from servicelab.runtimes.local_state import (
     state_file,
     status_of,
 )
+from servicelab.runtimes.sandbox_net import allow_own_ports
 from servicelab.runtimes.sandbox_select import sandbox_note, sandbox_support
 from servicelab.runtimes.supervisor import write_json_atomic
 from servicelab.runtimes.usage import process_group_usage
@@ -185,6 +186,8 @@ class LocalRuntime(Runtime):
             launch = sandboxed_launch(
                 self.sandbox.tools, spec, proc_env, code, service_dir, instance_dir
             )
+            if launch.uid is not None:
+                allow_own_ports(launch.uid, ports.values())
         else:
             launch = plain_launch(proc_env, code, service_dir, self.uv_cache_dir)
 

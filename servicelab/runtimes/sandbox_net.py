@@ -11,12 +11,18 @@ Local services listen on ports from `SERVICE_PORTS` only, and a new connection t
 them from any sandbox uid is refused; connections from the lab (another uid) pass, and so
 do a service's answers (they are not NEW). The rule is the same for every lab on the
 machine, so labs add it idempotently and never remove it. IPv6 gets the same rule.
+
+A service may reach its own ports (apps such as Gradio call themselves at start): one
+ACCEPT rule per port and uid, put before the REJECT when an instance starts. A port's
+earlier ACCEPT rules are deleted first, so a rule left by an instance that died with its
+supervisor never opens a port that now belongs to another service.
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Iterable
 
 from servicelab.runtimes.sandbox_ids import UID_BASE, UID_LAST
 
@@ -62,9 +68,7 @@ def ensure_port_rule() -> str | None:
 
 def _ensure(tool: str) -> str | None:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [tool, "-w", "10", *args], capture_output=True, text=True, check=False, timeout=30
-        )
+        return _run(tool, *args)
 
     if run("-n", "-L", CHAIN).returncode != 0:
         created = run("-N", CHAIN)
@@ -79,3 +83,29 @@ def _ensure(tool: str) -> str | None:
         if added.returncode != 0:
             return f"{tool}: jumping from OUTPUT failed: {added.stderr.strip()}"
     return None
+
+
+def own_port_rule(uid: int, port: int) -> list[str]:
+    return [
+        *("-o", "lo", "-p", "tcp", "-m", "tcp", "--dport", str(port)),
+        *("-m", "owner", "--uid-owner", str(uid), "-j", "ACCEPT"),
+    ]
+
+
+def allow_own_ports(uid: int, ports: Iterable[int]) -> None:
+    """Let the service of `uid` reach `ports`, which are its own from now on."""
+    for tool in (t for t in ("iptables", "ip6tables") if shutil.which(t)):
+        listed = _run(tool, "-S", CHAIN).stdout.splitlines()
+        for port in ports:
+            for line in listed:
+                words = line.split()
+                ours = words[:2] == ["-A", CHAIN] and words[-2:] == ["-j", "ACCEPT"]
+                if ours and f"--dport {port} " in f"{line} ":
+                    _run(tool, "-D", *words[1:])
+            _run(tool, "-I", CHAIN, "1", *own_port_rule(uid, port))
+
+
+def _run(tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [tool, "-w", "10", *args], capture_output=True, text=True, check=False, timeout=30
+    )
