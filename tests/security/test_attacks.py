@@ -1,6 +1,8 @@
 """Attacks by an ordinary member on a real lab, each one a hole that was found and fixed.
 
-One lab serves every test (module scope): `mallory` is a member of `mine` only.
+One lab serves every test (module scope), on the nginx data plane (the embedded plane is
+covered by the other security tests): `mallory` is a member of `mine` only, which runs an
+echo service.
 """
 
 from __future__ import annotations
@@ -10,22 +12,38 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from ..labtools import LabProcess, login
+from ..labtools import ROOT, LabProcess, lab_env, login, stop_local_services, stop_nginx, wait_until
 
 PASSWORD = "mallory-pw-1"
+ECHO = str(ROOT / "tests" / "services" / "echo-service")
+ECHO_PATH = "/api/projects/mine/services/myecho/8091/"
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProcess]:
     data_dir = tmp_path_factory.mktemp("attacks") / "data"
-    started = LabProcess(data_dir, env={"SERVICELAB_RUNTIME": "local"}).start()
+    data_dir.mkdir()
+    started = LabProcess(data_dir, env=lab_env("nginx")).start()
     with started.client() as api:
         assert api.post("/api/projects", json={"name": "mine"}).status_code == 201
         r = api.post("/api/auth/users", json={"username": "mallory", "password": PASSWORD})
         assert r.status_code == 201, r.text
         assert api.post("/api/auth/users/mallory/projects/mine").status_code == 200
+        r = api.post(
+            "/api/projects/mine/services", params={"name": "myecho"}, json={"EXECUTE_CODE": ECHO}
+        )
+        assert r.status_code == 201, r.text
+        wait_until(
+            lambda: (
+                api.get("/api/projects/mine/services/myecho").json()["data"]["status"] == "running"
+            ),
+            timeout=90,
+            what="myecho running",
+        )
     yield started
     started.stop()
+    stop_nginx(data_dir)
+    stop_local_services(data_dir)
 
 
 @pytest.fixture(scope="module")
@@ -44,3 +62,23 @@ def test_deeply_nested_json_log_in_is_a_400_not_a_500(lab: LabProcess) -> None:
     )
     assert r.status_code == 400, r.text
     assert "JSON" in r.json()["metadata"]["message"]
+
+
+def test_nginx_decision_cache_keeps_cross_site_requests_out(lab: LabProcess, mallory: str) -> None:
+    """The service-origin cookie opens its service to another page only as a top-level
+    navigation. nginx cached the lab's "admitted" for a second under a key without
+    Sec-Fetch-Site/-Mode, so a no-cors request from another site (`<script src>`, `<img>`)
+    right after the user's own page loaded was served as if it were that page's."""
+    host = "myecho--mine.localhost:" + str(lab.port)
+    with httpx.Client(base_url=lab.url, headers={"host": host}, timeout=30) as svc:
+        r = svc.get(ECHO_PATH, params={"lab_token": mallory})
+        assert r.status_code == 302, r.text
+        grant = r.cookies["servicelab_service"]
+        cookie = {"cookie": f"servicelab_service={grant}"}
+        own = {**cookie, "sec-fetch-site": "same-origin", "sec-fetch-mode": "cors"}
+        foreign = {**cookie, "sec-fetch-site": "cross-site", "sec-fetch-mode": "no-cors"}
+        answers = []
+        for _ in range(5):
+            assert svc.get(ECHO_PATH + "headers", headers=own).status_code == 200
+            answers.append(svc.get(ECHO_PATH + "headers", headers=foreign).status_code)
+    assert answers == [403] * 5
