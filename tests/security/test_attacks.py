@@ -7,6 +7,7 @@ echo service.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -82,3 +83,30 @@ def test_nginx_decision_cache_keeps_cross_site_requests_out(lab: LabProcess, mal
             assert svc.get(ECHO_PATH + "headers", headers=own).status_code == 200
             answers.append(svc.get(ECHO_PATH + "headers", headers=foreign).status_code)
     assert answers == [403] * 5
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ({"code": "git+https://[::1/app"}, "Invalid VCS URL"),
+        ({"code": "git+https://127.0.0.1:1/app", "env": {"A": "\ud800"}}, "lone surrogate"),
+        ({"code": "git+https://127.0.0.1:1/\ud800"}, "lone surrogate"),
+        ({"code": "git+https://127.0.0.1:1/app@\ud800"}, "lone surrogate"),
+        ({"code": "git+https://127.0.0.1:1/app", "health": {"path": "/\ud800"}}, "lone surrogate"),
+    ],
+)
+def test_bad_text_in_a_spec_is_a_400_and_stores_nothing(
+    lab: LabProcess, mallory: str, spec: dict, says: str
+) -> None:
+    """A lone surrogate (valid JSON, not valid text) was stored, then failed to render:
+    a 500, and a service row the reconciler crashed on; an unclosed IPv6 bracket in a VCS
+    URL raised ValueError from urlsplit."""
+    with lab.client(mallory) as api:
+        r = api.put(
+            "/api/projects/mine/services/badtext",
+            content=json.dumps(spec),
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 400, r.text
+        assert says in r.json()["metadata"]["message"]
+        assert api.get("/api/projects/mine/services/badtext").status_code == 404
