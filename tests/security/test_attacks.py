@@ -110,3 +110,27 @@ def test_bad_text_in_a_spec_is_a_400_and_stores_nothing(
         assert r.status_code == 400, r.text
         assert says in r.json()["metadata"]["message"]
         assert api.get("/api/projects/mine/services/badtext").status_code == 404
+
+
+def test_lone_surrogates_in_log_in_and_password_are_a_400(lab: LabProcess, mallory: str) -> None:
+    """Anyone could make the log-in route 500 with `{"username": "\\ud800"}` (the database
+    cannot encode it), and a member their password change (argon2 cannot either)."""
+    bad = json.dumps({"username": "\ud800", "password": "\ud800"})
+    r = httpx.post(
+        f"{lab.url}/api/auth/login",
+        content=bad,
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert r.status_code == 400, r.text
+    assert "not valid Unicode" in r.json()["metadata"]["message"]
+    with lab.client(mallory) as api:
+        change = {"password": "\ud800" * 12, "currentPassword": PASSWORD}
+        r = api.put(
+            "/api/auth/users/mallory/password",
+            content=json.dumps(change),
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 400, r.text
+        assert "not valid Unicode" in r.json()["metadata"]["message"]
+    assert login(lab.url, "mallory", PASSWORD)
