@@ -17,6 +17,7 @@ from servicelab.api import auth as auth_api
 from servicelab.api import files as files_api
 from servicelab.api import models as models_api
 from servicelab.api import projects as projects_api
+from servicelab.api import service_metrics as service_metrics_api
 from servicelab.api import services as services_api
 from servicelab.api.deploy_policy import isolation_notice
 from servicelab.api.deps import require_admin
@@ -110,6 +111,7 @@ def create_app(
     app.include_router(projects_api.router)
     app.include_router(services_api.router)
     app.include_router(services_api.volumes_router)
+    app.include_router(service_metrics_api.router)
     files_api.install(app)
     app.include_router(models_api.router)
 

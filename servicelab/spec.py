@@ -192,9 +192,9 @@ class Resources:
 class HealthCheck:
     """How to tell that a service is healthy.
 
-    With `path` set, the runtime probes `GET http://<address of port><path>` and counts a
-    status below 500 as healthy (ML Lab services answered their root with redirects and
-    401s). A Docker image's own HEALTHCHECK wins over this when it has one.
+    With `path` set, the lab probes `GET http://<address of port><path>` (behind the route
+    prefix when the service keeps it) and counts a status below 400 as healthy; without
+    one, a TCP connect. A Docker image's own HEALTHCHECK wins over this when it has one.
     """
 
     path: str | None = "/"

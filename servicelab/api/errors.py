@@ -16,6 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from servicelab import envelope
 from servicelab.errors import KNOWN, ApiError, problem
 
+from .hints import missing_base_path_hint
+
 __all__ = ["ApiError", "error_response", "install_error_handlers"]
 
 log = logging.getLogger("servicelab.api")
@@ -67,10 +69,11 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "Request failed."
         if exc.status_code == 404 and message == "Not Found":
-            message = "No such API route."
+            hint = missing_base_path_hint(request.url.path, request.headers.get("referer"))
+            message = hint or "No such API route."
         return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

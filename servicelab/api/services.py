@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from servicelab import envelope
 from servicelab.errors import NotFound
-from servicelab.services import ServiceManager, ServiceRow, service_path
+from servicelab.services import ServiceManager, ServiceRow, service_path, service_url_env
 from servicelab.spec import (
     MAX_CPUS,
     MAX_GPUS,
@@ -86,7 +86,9 @@ class ResourcesIn(BaseModel):
 
 
 class HealthIn(BaseModel):
-    path: str | None = Field(default="/", description="An absolute path such as /health")
+    path: str | None = Field(
+        default="/", description="A path answering below 400, such as /health; null: TCP check"
+    )
     port: int | None = Field(default=None, ge=1, le=65535)
     interval: float = Field(default=2.0, gt=0, le=MAX_HEALTH_SECONDS)
     timeout: float = Field(default=2.0, gt=0, le=MAX_HEALTH_SECONDS)
@@ -173,6 +175,7 @@ def service_out(row: ServiceRow, project: str, request: Request) -> dict[str, An
         "LAB_API_TOKEN": MASK,
         "LAB_PROJECT": project,
         "LAB_SERVICE_PATH": base,
+        **service_url_env(project, row.name, spec),
     }
     if spec.code:
         configuration["EXECUTE_CODE"] = source_out(spec.code)
@@ -282,9 +285,26 @@ async def deploy_service(
                 "(a local path, a VCS URL such as git+https://host/repo.git, or a data key).",
             )
         image = None
+    strip_prefix = not _flag(KEEP_PREFIX_VARIABLE, env.pop(KEEP_PREFIX_VARIABLE, "false"))
     service_name = _name_for(name, image, code)
-    spec = SpecIn(image=image, code=code, env=env).to_spec(ctx.name, service_name)
+    spec = SpecIn(image=image, code=code, env=env, stripPrefix=strip_prefix).to_spec(
+        ctx.name, service_name
+    )
     return await _deploy(request, ctx, spec, replace_existing=False)
+
+
+#: A reserved variable of ML Lab's POST (its body is only environment variables): `true`
+#: keeps the route prefix, as `stripPrefix: false` does in a PUT. It is not passed on.
+KEEP_PREFIX_VARIABLE = "LAB_KEEP_PREFIX"
+
+
+def _flag(key: str, value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise ApiError(400, f"{key} must be true or false, not {value!r}.")
 
 
 def _runs_code(request: Request, image: str, env: dict[str, str]) -> bool:
@@ -312,8 +332,38 @@ async def put_service(
     body: SpecIn,
     ctx: ProjectContext = Depends(project_context),
 ) -> JSONResponse:
-    spec = body.to_spec(ctx.name, normalize_name(service, what="service name"))
-    return await _deploy(request, ctx, spec, replace_existing=True)
+    name = normalize_name(service, what="service name")
+    try:
+        existing: ServiceRow | None = await manager(request).get(ctx.project, name)
+    except NotFound:
+        existing = None
+    if existing is not None:
+        body = merged_spec(existing.spec, body)
+    return await _deploy(request, ctx, body.to_spec(ctx.name, name), replace_existing=True)
+
+
+def spec_in(spec: ServiceSpec) -> dict[str, Any]:
+    """A stored spec in the shape `SpecIn` takes (by field name)."""
+    data = spec.to_dict()
+    health = data.pop("health")
+    data = {k: v for k, v in data.items() if k in SpecIn.model_fields}
+    data["health"] = health
+    return data
+
+
+def merged_spec(old: ServiceSpec, update: SpecIn) -> SpecIn:
+    """An update keeps every field it does not name: a PUT of only `{"image": ...}` does
+    not reset the ports, the environment or the kept route prefix. Naming `image` or
+    `code` replaces the other; `resources` and `health` merge field by field."""
+    named = update.model_dump(exclude_unset=True)
+    data = spec_in(old)
+    if "image" in named or "code" in named:
+        data["image"] = data["code"] = None
+    for key in ("resources", "health"):
+        if key in named:
+            named[key] = {**data[key], **named[key]}
+    data.update(named)
+    return SpecIn.model_validate(data)
 
 
 async def _deploy(

@@ -96,20 +96,25 @@ def build_spec(
     cpus: float | None,
     memory: str | None,
     gpus: int | None,
+    keep_prefix: bool | None = None,
 ) -> dict[str, Any]:
-    spec: dict[str, Any] = {"env": env}
+    # An update keeps what it does not name: no -e keeps the service's environment.
+    spec: dict[str, Any] = {"env": env} if env else {}
     if image:
         spec["image"] = image
     else:
         spec["code"] = code
         if ports and "PORT" not in env:
             env["PORT"] = str(ports[0])  # a code service listens on $PORT
+            spec["env"] = env
     if ports:
         spec["ports"] = ports
         spec["connectionPort"] = ports[0]
     resources = {k: v for k, v in {"cpus": cpus, "memory": memory, "gpus": gpus}.items() if v}
     if resources:
         spec["resources"] = resources
+    if keep_prefix is not None:
+        spec["stripPrefix"] = not keep_prefix
     return spec
 
 
@@ -144,8 +149,22 @@ def deploy(
         str | None, typer.Option("--memory", help="Memory limit, e.g. 512m or 2g.")
     ] = None,
     gpus: Annotated[int | None, typer.Option("--gpus", help="Number of GPUs.")] = None,
+    keep_prefix: Annotated[
+        bool | None,
+        typer.Option(
+            "--keep-prefix/--strip-prefix",
+            help="Send requests with the whole route prefix (JupyterLab, Panel and apps with "
+            "a base-URL setting need it), or remove it (the default for a new service; an "
+            "update keeps the service's choice).",
+            show_default=False,
+        ),
+    ] = None,
     update: Annotated[
-        bool, typer.Option("--update", help="Update the service if it exists already.")
+        bool,
+        typer.Option(
+            "--update",
+            help="Update the service if it exists already; what is not given is kept.",
+        ),
     ] = False,
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="Return at once instead of waiting until healthy.")
@@ -180,7 +199,7 @@ def deploy(
                 "it, or choose another --name.",
                 Exit.API_ERROR,
             )
-    spec = build_spec(image, source, env_values, list(ports or []), cpus, memory, gpus)
+    spec = build_spec(image, source, env_values, list(ports or []), cpus, memory, gpus, keep_prefix)
     service = put_with_progress(lab, proj, service_name, spec, quiet=as_json)
     if not no_wait:
         service = wait_healthy(lab, proj, service.name, timeout, quiet=as_json)

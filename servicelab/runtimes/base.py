@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
+from servicelab.runtimes.usage import Usage
 from servicelab.spec import InvalidSpec, Phase, ServiceSpec
 
 #: A JSON-serialisable description of one started instance (pid, container id, ports...).
@@ -155,6 +156,10 @@ class Runtime(abc.ABC):
             if handle.get(field_name):
                 return f"{field_name}={handle[field_name]}"
         return json.dumps(handle, sort_keys=True)
+
+    async def usage(self, handle: Handle) -> Usage | None:
+        """CPU and memory the instance uses now; None where this runtime cannot tell."""
+        return None
 
     async def delete_data(self, spec: ServiceSpec) -> None:
         """Remove the service's persistent `/data` (a delete with purge)."""

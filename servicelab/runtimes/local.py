@@ -46,6 +46,7 @@ from servicelab.runtimes.base import (
     RuntimeError_,
     RuntimeStatus,
     SpecError,
+    Usage,
 )
 from servicelab.runtimes.local_launch import (
     EXECUTOR_PATH,
@@ -77,6 +78,7 @@ from servicelab.runtimes.local_state import (
 )
 from servicelab.runtimes.sandbox_select import sandbox_note, sandbox_support
 from servicelab.runtimes.supervisor import write_json_atomic
+from servicelab.runtimes.usage import process_group_usage
 from servicelab.spec import ServiceSpec
 
 __all__ = ["EXECUTOR_PATH", "LocalRuntime"]
@@ -268,6 +270,12 @@ class LocalRuntime(Runtime):
             return None
         running = await asyncio.to_thread(self._is_running, handle)
         return Address(self.host, int(real)) if running else None
+
+    async def usage(self, handle: Handle) -> Usage | None:
+        state = read_json(state_file(handle))
+        if not state or not alive(state.get("pid"), state.get("pid_start")):
+            return None
+        return await asyncio.to_thread(process_group_usage, int(state["pid"]))
 
     def _is_running(self, handle: Handle) -> bool:
         state = read_json(state_file(handle))

@@ -133,6 +133,9 @@ def base_env(env: dict[str, str], ports: dict[str, int], port: str) -> dict[str,
     base["PYTHONUNBUFFERED"] = "1"  # log lines appear when written, not at exit
     result = base | env
     result["PORT"] = str(ports[port])
+    # Where to listen: loopback, where the proxy reaches local services (sandboxed ones
+    # share the host's network); containers listen on every address of their own.
+    result.setdefault("HOST", "127.0.0.1")
     for spec_port, real in ports.items():
         result[f"PORT_{spec_port}"] = str(real)
     return result

@@ -13,7 +13,15 @@ The parts, each in a module of its own:
 from servicelab.errors import LabError as ServiceError
 
 from .manager import ServiceManager
-from .routes import Route, RouteTable, service_path
+from .routes import Route, RouteTable, service_path, service_url_env
 from .store import ServiceRow
 
-__all__ = ["Route", "RouteTable", "ServiceError", "ServiceManager", "ServiceRow", "service_path"]
+__all__ = [
+    "Route",
+    "RouteTable",
+    "ServiceError",
+    "ServiceManager",
+    "ServiceRow",
+    "service_path",
+    "service_url_env",
+]

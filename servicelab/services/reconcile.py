@@ -28,7 +28,7 @@ from servicelab.runtimes.base import (
 from servicelab.spec import Phase, ServiceSpec
 
 from .health import STARTING_PROBE_INTERVAL, Prober
-from .routes import RouteTable, service_path
+from .routes import RouteTable, service_path, service_url_env
 from .store import ServiceRow, ServiceStore
 
 log = logging.getLogger("servicelab.services")
@@ -56,6 +56,8 @@ class Watch:
     next_restart: float = 0.0
     last_reason: str | None = None
     next_note: float = 0.0
+    #: The reason of the last failure, kept once the service is healthy again (its page).
+    last_failure: str | None = None
 
 
 class Reconciler:
@@ -130,7 +132,7 @@ class Reconciler:
         delay = backoff(row.restarts)
         watch.next_restart = time.monotonic() + delay
         if watch.last_reason != reason:
-            watch.last_reason = reason
+            watch.last_reason = watch.last_failure = reason
             if isinstance(exc, RuntimeError_):
                 log.warning("service %s/%s: %s", row.project, row.name, reason)
             else:
@@ -176,7 +178,7 @@ class Reconciler:
         now = time.monotonic()
         if watch.last_reason != reason:
             # First time we see this failure: record it and schedule the restart.
-            watch.last_reason = reason
+            watch.last_reason = watch.last_failure = reason
             delay = backoff(row.restarts)
             if now - watch.started > STABLE_AFTER and watch.ever_healthy:
                 delay = 1.0
@@ -252,6 +254,7 @@ class Reconciler:
             "LAB_PROJECT": row.project,
             "LAB_SERVICE_PATH": service_path(row.project, row.name),
         }
+        env.update(service_url_env(row.project, row.name, spec))
         env.update(spec.env)
         return env, token_id
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from servicelab.runtimes.base import Address, Runtime
-from servicelab.spec import Phase
+from servicelab.spec import Phase, ServiceSpec
 
 from .store import ServiceRow
 
@@ -18,6 +18,16 @@ from .store import ServiceRow
 def service_path(project: str, service: str) -> str:
     """LAB_SERVICE_PATH: the route prefix to which a service appends `<port>/`."""
     return f"/api/projects/{project}/services/{service}/"
+
+
+def service_url_env(project: str, service: str, spec: ServiceSpec) -> dict[str, str]:
+    """LAB_SERVICE_URL: the whole prefix of the service's main port, port and slash
+    included (what `--base-url` style settings of web apps want); absent while the
+    service has no known port."""
+    port = spec.connection_port or (spec.ports[0] if spec.ports else None)
+    if port is None:
+        return {}
+    return {"LAB_SERVICE_URL": f"{service_path(project, service)}{port}/"}
 
 
 @dataclass

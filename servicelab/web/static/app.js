@@ -373,6 +373,10 @@
     if (values.cpus) spec.resources.cpus = Number(values.cpus);
     if (values.memory) spec.resources.memory = values.memory;
     if (values.gpus) spec.resources.gpus = Number(values.gpus);
+    if (form.elements["keep-prefix"]?.checked) spec.stripPrefix = false;
+    // A replace keeps what the form leaves empty (the lab merges a PUT into the service).
+    for (const key of ["env", "resources"]) if (!Object.keys(spec[key]).length) delete spec[key];
+    if (!spec.secretKeys.length) delete spec.secretKeys;
     return { name: values.name.toLowerCase(), spec };
   }
 
