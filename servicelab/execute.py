@@ -208,7 +208,10 @@ def parse_vcs_url(source: str) -> VcsUrl:
     vcs, _, url = source.partition("+")
     vcs = vcs.lower()
     url, _, fragment = url.partition("#")
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # "Invalid IPv6 URL": an unclosed '[' in the host
+        parts = urllib.parse.SplitResult("", "", "", "", "")
     if parts.scheme not in VCS_SCHEMES[vcs] or not (parts.netloc or parts.scheme == "file"):
         raise ExecuteError(
             f"Invalid VCS URL {redact_url(source)!r}: use {vcs}+<scheme>://host/path[@ref]"

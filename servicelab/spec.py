@@ -262,6 +262,20 @@ def _check_number(value: float | None, what: str, low: float, high: float) -> No
         raise InvalidSpec(f"{what} must be between {low:g} and {high:g}, not {value!r}.")
 
 
+def _check_text(*fields: tuple[str, object]) -> None:
+    """Refuse text no process, file or answer can carry: JSON lets a client send lone
+    UTF-16 surrogates (`"\\ud800"`), which fail only later, when encoded."""
+    for what, value in fields:
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidSpec(
+                    f"The {what} holds a lone surrogate (an invalid \\uD800-\\uDFFF escape): "
+                    "send valid Unicode text."
+                ) from None
+
+
 def normalize(spec: ServiceSpec) -> ServiceSpec:
     """The one place where a spec gets its defaults and checks, whatever its entry point.
 
@@ -271,6 +285,12 @@ def normalize(spec: ServiceSpec) -> ServiceSpec:
     """
     if bool(spec.image) == bool(spec.code):
         raise InvalidSpec("Give either an image or code (a path, VCS URL or data key), not both.")
+    _check_text(
+        ("image", spec.image),
+        ("code", spec.code),
+        ("health-check path", spec.health.path),
+        *((f"environment variable {k!r}", f"{k}={v}") for k, v in spec.env.items()),
+    )
     name = normalize_name(spec.name, what="service name")
     project = normalize_name(spec.project, what="project name") if spec.project else ""
     env = {str(k): str(v) for k, v in spec.env.items()}

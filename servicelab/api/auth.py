@@ -183,7 +183,7 @@ async def login_post(
     else:
         try:
             raw = await request.json()
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: `[[[[...` nested deep
             raise ApiError(400, "Send JSON {'username': ..., 'password': ...}.") from exc
     try:
         creds = Credentials.model_validate(raw)

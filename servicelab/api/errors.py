@@ -53,6 +53,21 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(400, _validation_message(exc), "validation_error")
 
+    @app.exception_handler(UnicodeEncodeError)
+    async def _surrogate(request: Request, exc: UnicodeEncodeError) -> JSONResponse:
+        # JSON may hold lone UTF-16 surrogates ("\ud800"): valid JSON, but no text that a
+        # database, a hash or a process can take. They fail wherever they are first
+        # encoded; that is the client's text, not the lab's fault. (A spec is checked
+        # before it is stored: spec.normalize.)
+        if exc.reason != "surrogates not allowed":
+            return await _unexpected(request, exc)
+        return error_response(
+            400,
+            "The request holds text that is not valid Unicode (a lone surrogate such as "
+            "\\ud800): send valid UTF-8 text.",
+            "invalid_text",
+        )
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "Request failed."

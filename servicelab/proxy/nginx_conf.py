@@ -232,6 +232,9 @@ _DECISION_KEY = "|".join(
         "$http_authorization",
         "$http_cookie",
         "$http_origin",
+        # The service-origin cookie's cross-site rule reads these (handshake.py).
+        "$http_sec_fetch_site",
+        "$http_sec_fetch_mode",
         "$http_upgrade",
         "$http_x_forwarded_host",
         "$http_x_forwarded_proto",
