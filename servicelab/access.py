@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select, update
 
-from servicelab.auth import AuthFailed, Identity, TokenAuthority
+from servicelab.auth import AuthFailed, Identity, TokenAuthority, identity_of
 from servicelab.db import ApiToken, Database, Project, User, utcnow
 from servicelab.proxy import AuthError, Principal, RouteError, Upstream
 from servicelab.services import ServiceManager
@@ -166,33 +166,12 @@ class ParentTokens:
                 .outerjoin(Project, ApiToken.project_id == Project.id)
                 .where(ApiToken.id == token_id)
             ).first()
-            identity = _identity(*row) if row is not None else None
+            identity = identity_of(*row) if row is not None else None
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[token_id] = (time.monotonic() + self.ttl, identity)
         return identity
-
-
-def _identity(token: ApiToken, user: User | None, project: Project | None) -> Identity | None:
-    """The identity a live session, user or project token stands for, as the authority
-    builds it; None for anything else (revoked, a code, a user or project gone)."""
-    if token.revoked_at is not None or token.kind not in ("session", "user", "project"):
-        return None
-    if (token.kind == "project") != (project is not None) or (
-        token.kind != "project" and user is None
-    ):
-        return None
-    return Identity(
-        token_id=token.id,
-        kind=token.kind,
-        user_id=user.id if user else None,
-        username=user.username if user else None,
-        is_admin=bool(user and user.is_admin and token.kind != "project"),
-        project_id=project.id if project else None,
-        project_name=project.name if project else None,
-        expires_at=token.expires_at,
-    )
 
 
 class LabCodes:

@@ -181,24 +181,7 @@ class TokenAuthority:
             ).first()
             if row is None:
                 return None
-            token, user, project = row
-            if token.revoked_at is not None:
-                return None
-            if token.kind != "project" and user is None:
-                return None
-            if token.kind == "project" and project is None:
-                return None
-            return Identity(
-                token_id=token.id,
-                kind=token.kind,
-                user_id=user.id if user else None,
-                username=user.username if user else None,
-                # A project token never carries its creator's admin rights.
-                is_admin=bool(user and user.is_admin and token.kind != "project"),
-                project_id=project.id if project else None,
-                project_name=project.name if project else None,
-                expires_at=token.expires_at,
-            )
+            return identity_of(*row)
 
     def forget(self) -> None:
         """Drop every cached decision (after a revocation, a membership change...), here
@@ -358,3 +341,25 @@ def revoke_service_tokens(
     if only is not None:
         query = query.where(ApiToken.id == only)
     session.execute(query.values(revoked_at=utcnow()))
+
+
+def identity_of(token: ApiToken, user: User | None, project: Project | None) -> Identity | None:
+    """The identity a live session, user or project token stands for; None for anything
+    else (revoked, a one-time code, its user or project gone). A project token never
+    carries its creator's admin rights."""
+    if token.revoked_at is not None or token.kind not in ("session", "user", "project"):
+        return None
+    if (token.kind == "project") != (project is not None) or (
+        token.kind != "project" and user is None
+    ):
+        return None
+    return Identity(
+        token_id=token.id,
+        kind=token.kind,
+        user_id=user.id if user else None,
+        username=user.username if user else None,
+        is_admin=bool(user and user.is_admin and token.kind != "project"),
+        project_id=project.id if project else None,
+        project_name=project.name if project else None,
+        expires_at=token.expires_at,
+    )
