@@ -20,6 +20,7 @@ from servicelab.runtimes.base import (
     RuntimeStatus,
     RuntimeUnavailable,
 )
+from servicelab.runtimes.usage import Usage
 from servicelab.spec import ServiceSpec
 
 
@@ -91,6 +92,9 @@ class FencedRuntime(Runtime):
 
     def instance_key(self, handle: Handle) -> str:
         return self.inner.instance_key(handle)
+
+    async def usage(self, handle: Handle) -> Usage | None:
+        return await self.inner.usage(handle)
 
     async def kept_data(self) -> list[str]:
         return await self.inner.kept_data()
