@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import tempfile
 import urllib.error
@@ -153,10 +154,19 @@ def install(lines: list[str], cwd: Path | None) -> None:
         command = [uv, "pip", "install", "--python", sys.executable]
     else:
         command = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check"]
-    # Inside a container the service's /data keeps uv's cache across restarts.
     env = dict(os.environ)
-    if "UV_CACHE_DIR" not in env and os.environ.get("LAB_DATA_DIR"):
-        env["UV_CACHE_DIR"] = str(Path(os.environ["LAB_DATA_DIR"]) / ".cache" / "uv")
+    data = os.environ.get("LAB_DATA_DIR")
+    # The service's /data keeps uv's cache across restarts; in the local sandbox it is
+    # also the only place this (serving) step may write.
+    if data and not _writable(env.get("UV_CACHE_DIR")):
+        env["UV_CACHE_DIR"] = str(Path(data) / ".cache" / "uv")
+    if data and not _writable(sysconfig.get_paths()["purelib"]):
+        # The sandbox serves from a read-only environment: the model's packages go to a
+        # folder of /data of their own (one per set of requirements), put first on the path.
+        digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
+        target = Path(data) / ".model-packages" / digest
+        command += ["--target", str(target)]
+        sys.path.insert(0, str(target))
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
         handle.write("\n".join(lines) + "\n")
     log(f"installing {', '.join(lines)} with {'uv' if uv else 'pip'} ...")
@@ -202,3 +212,13 @@ def prepare() -> Prepared:
     folder = unpack(file, model)
     install(requirements(model, folder), folder)
     return Prepared(file, folder, model, key or str(file))
+
+
+def _writable(folder: str | None) -> bool:
+    """Whether `folder` (or, when it does not exist yet, its nearest parent) is writable."""
+    if not folder:
+        return False
+    path = Path(folder)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return os.access(path, os.W_OK)
