@@ -4,10 +4,22 @@ Every runtime call that changes what runs goes through `FencedRuntime`, which re
 it unless the process is the leader at that moment (`Leadership.is_leader`, a local
 lease a few seconds long that only the database lock's heartbeat extends). Reading calls
 (status, address, logs, kept data) pass: any replica may show a service or proxy to it.
+
+A start is checked twice: before, and again once the runtime returns. A leader frozen in
+the middle of a start (a paused VM, SIGSTOP) whose database session was dropped meanwhile
+finishes that start when it wakes, after another process took over and may have started
+the same service: what it started is then removed at once, and the caller gets
+`NotLeader` (it writes nothing: see `Reconciler.guarded`). The same holds when the
+caller stops waiting (its task is cancelled because this process stopped leading): the
+start runs to its end all the same, shielded, and what it started is removed, since no
+caller will record it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
@@ -23,6 +35,11 @@ from servicelab.runtimes.base import (
 from servicelab.runtimes.usage import Usage
 from servicelab.spec import ServiceSpec
 
+log = logging.getLogger("servicelab.fence")
+
+#: How long closing the lab waits for starts being undone (seconds).
+UNDO_ON_CLOSE = 30.0
+
 
 class NotLeader(RuntimeUnavailable):
     """This process was about to change what runs without being the leader."""
@@ -35,6 +52,8 @@ class FencedRuntime(Runtime):
         self.supports_images = runtime.supports_images  # type: ignore[misc]
         self.supports_replicas = runtime.supports_replicas  # type: ignore[misc]
         self._is_leader = is_leader
+        #: Starts whose caller stopped waiting: each removes what it started, once started.
+        self._undoing: set[asyncio.Task[None]] = set()
 
     def __getattr__(self, name: str) -> object:
         # What the fence does not wrap is the runtime's own to say: its isolation
@@ -54,7 +73,35 @@ class FencedRuntime(Runtime):
         self, spec: ServiceSpec, env: dict[str, str], progress: ProgressCallback | None = None
     ) -> Handle:
         self._check("start")
-        return await self.inner.start(spec, env, progress)
+        starting = asyncio.ensure_future(self.inner.start(spec, env, progress))
+        try:
+            handle = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            task = asyncio.ensure_future(self._undo_once_started(starting, spec))
+            self._undoing.add(task)
+            task.add_done_callback(self._undoing.discard)
+            raise
+        if not self._is_leader():
+            await self._undo(handle, spec, "this process stopped leading while starting it")
+            raise NotLeader(
+                f"This lab process stopped leading while it started {spec.key}: what it "
+                "started is removed; the leader runs the service."
+            )
+        return handle
+
+    async def _undo_once_started(self, starting: asyncio.Future[Handle], spec: ServiceSpec) -> None:
+        with contextlib.suppress(Exception):
+            handle = await starting
+            await self._undo(handle, spec, "its start was given up")
+
+    async def _undo(self, handle: Handle, spec: ServiceSpec, why: str) -> None:
+        """Remove an instance no caller will record. Not fenced: it is this process's own
+        instance, which no row names and no other process knows of."""
+        log.warning("removing the instance of %s just started: %s", spec.key, why)
+        try:
+            await self.inner.stop(handle, timeout=0)
+        except Exception:  # the next adoption removes it
+            log.exception("could not remove the instance of %s just started", spec.key)
 
     async def stop(self, handle: Handle, *, timeout: float = 10.0) -> None:
         self._check("stop")
@@ -100,4 +147,6 @@ class FencedRuntime(Runtime):
         return await self.inner.kept_data()
 
     async def close(self) -> None:
+        if self._undoing:
+            await asyncio.wait(set(self._undoing), timeout=UNDO_ON_CLOSE)
         await self.inner.close()

@@ -27,6 +27,7 @@ from servicelab.runtimes.base import (
 )
 from servicelab.spec import Phase, ServiceSpec
 
+from .fence import NotLeader
 from .health import STARTING_PROBE_INTERVAL, Prober
 from .routes import RouteTable, service_path, service_url_env
 from .store import ServiceRow, ServiceStore
@@ -122,6 +123,10 @@ class Reconciler:
             await self._reconcile_one(row)
         except asyncio.CancelledError:
             raise
+        except NotLeader as exc:
+            # This process stopped leading mid-way: the leader owns the row now, and a
+            # failure written here would undo what it wrote.
+            log.warning("service %s/%s left to the leader: %s", row.project, row.name, exc)
         except Exception as exc:
             await self.record_failure(row, exc)
 
@@ -270,7 +275,7 @@ class Reconciler:
         env, token_id = await self.environment(row, row.spec)
         try:
             handle = await self.runtime.start(row.spec, env, progress)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, NotLeader):
             await self.store.revoke_tokens(row.id, only=token_id)
             raise
         except Exception as exc:
