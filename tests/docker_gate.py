@@ -114,7 +114,9 @@ class DockerGate:
             answers.join(timeout=5)
             engine.close()
 
-    def _answers(self, engine: socket.socket, client: socket.socket, watching: threading.Event) -> None:
+    def _answers(
+        self, engine: socket.socket, client: socket.socket, watching: threading.Event
+    ) -> None:
         seen = b""
         try:
             while chunk := engine.recv(65536):

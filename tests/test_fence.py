@@ -71,4 +71,3 @@ async def test_a_start_that_ends_after_the_leadership_is_undone(local: LocalRunt
     with pytest.raises(NotLeader, match="stopped leading while it started proj--echo"):
         await starting
     assert await instances(local) == []
-
