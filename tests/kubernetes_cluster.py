@@ -2,7 +2,8 @@
 
 kmock's `KubernetesEmulator` stores objects and serves creates, reads, lists and deletes
 over HTTP; it runs no controllers. `Cluster` adds pods and their logs by hand (with the
-real status documents of tests/kubernetes/pod-states.json); `Kubelet` runs each
+real status documents of tests/kubernetes/pods, captured from clusters by other
+projects: their README says where each comes from); `Kubelet` runs each
 Deployment's pod as a local process of the echo service (tests/services/echo-service),
 with the environment from the pod's Secret and `/data` in a folder per claim, and keeps
 the pod's status, logs and lifetime in the emulator. The image is not run: the kubelet
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
+import copy
 import os
 import socket
 import sys
@@ -25,11 +26,36 @@ from pathlib import Path
 from typing import Any
 
 import kmock
+import yaml
 
 from servicelab.runtimes.base import Address, Handle
 from servicelab.runtimes.kubernetes import KubernetesRuntime
+from servicelab.runtimes.kubernetes_manifests import CONTAINER
 
-POD_STATES = json.loads((Path(__file__).parent / "kubernetes" / "pod-states.json").read_text())
+CAPTURED = Path(__file__).parent / "kubernetes" / "pods"
+
+
+class _Captured(yaml.SafeLoader):
+    """YAML without timestamps: `2018-12-02T09:19:36Z` stays the string the API sent."""
+
+
+_Captured.yaml_implicit_resolvers = {
+    first: [(tag, rule) for tag, rule in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def captured_status(path: Path) -> dict[str, Any]:
+    """A real pod's status, its service container's entry renamed as the runtime's."""
+    document = yaml.load(path.read_text(), Loader=_Captured)  # noqa: S506 (a safe loader)
+    status: dict[str, Any] = document["status"]
+    for entry in status.get("containerStatuses") or []:
+        if entry["name"] == document.get("container"):
+            entry["name"] = CONTAINER
+    return status
+
+
+POD_STATES = {path.stem: captured_status(path) for path in sorted(CAPTURED.glob("*.yaml"))}
 ECHO_SERVICE = Path(__file__).parent / "services" / "echo-service"
 RESOURCES = (
     "v1/pods",
@@ -80,7 +106,7 @@ class Cluster:
             "kind": "Pod",
             "metadata": {**template["metadata"], "name": name, "namespace": handle["namespace"]},
             "spec": template["spec"],
-            "status": POD_STATES[state],
+            "status": copy.deepcopy(POD_STATES[state]),
         }
         await runtime.api.create(document)
         self.lines[name] = []
