@@ -75,8 +75,9 @@ def now_text() -> str:
 class Cluster:
     """kmock's emulator plus what a kubelet would do: pods for Deployments, their logs."""
 
-    def __init__(self, emulator: Any) -> None:
+    def __init__(self, emulator: Any, url: str) -> None:
         self.emulator = emulator
+        self.url = url  # the emulator's API, for tests that drive it from another thread
         self.lines: dict[str, list[tuple[datetime, str]]] = {}
         for resource in RESOURCES:
             self.emulator.resources[resource]
@@ -95,22 +96,26 @@ class Cluster:
             if resource.plural == plural and not obj.deleted
         }
 
-    async def add_pod(self, runtime: KubernetesRuntime, handle: Handle, state: str) -> str:
+    def pod_of(self, deployment: dict[str, Any], state: str) -> dict[str, Any]:
         """The pod the Deployment's ReplicaSet would create, with a real status document."""
-        deployment = await runtime.api.get("Deployment", handle["instance"], handle["namespace"])
-        assert deployment is not None
         template = deployment["spec"]["template"]
-        name = f"{handle['instance']}-7d9c8b6f5-{len(self.lines):05d}"
-        document = {
+        name = f"{deployment['metadata']['name']}-7d9c8b6f5-{len(self.lines):05d}"
+        namespace = deployment["metadata"]["namespace"]
+        self.lines[name] = []
+        return {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {**template["metadata"], "name": name, "namespace": handle["namespace"]},
+            "metadata": {**template["metadata"], "name": name, "namespace": namespace},
             "spec": template["spec"],
             "status": copy.deepcopy(POD_STATES[state]),
         }
-        await runtime.api.create(document)
-        self.lines[name] = []
-        return name
+
+    async def add_pod(self, runtime: KubernetesRuntime, handle: Handle, state: str) -> str:
+        deployment = await runtime.api.get("Deployment", handle["instance"], handle["namespace"])
+        assert deployment is not None
+        pod = self.pod_of(deployment, state)
+        await runtime.api.create(pod)
+        return str(pod["metadata"]["name"])
 
     def log(self, pod: str, text: str, when: datetime | None = None) -> None:
         self.lines[pod].append((when or datetime.now(UTC), text))
@@ -267,7 +272,7 @@ class Kubelet:
 @contextlib.asynccontextmanager
 async def emulated() -> AsyncIterator[tuple[Cluster, str]]:
     async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
-        yield Cluster(emulator), str(server.url)
+        yield Cluster(emulator, str(server.url)), str(server.url)
 
 
 __all__ = ["POD_STATES", "RESOURCES", "Cluster", "Kubelet", "emulated", "timedelta"]

@@ -20,11 +20,13 @@ import base64
 import json
 import re
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import kubernetes_validate
 import pytest
 import yaml
@@ -556,3 +558,48 @@ def test_lab_deploys_replicas_and_refuses_host_paths(
     )
     assert r.status_code == 400, r.text
     assert "VCS URL" in r.json()["errors"]["message"]
+
+
+def service_seen(lab: Any, path: str, done: Any) -> dict[str, Any]:
+    """GET the service until `done(service)`, with a deadline."""
+    deadline = time.monotonic() + 30
+    while True:
+        r = lab.client.get(path, headers=lab.headers())
+        assert r.status_code == 200, r.text
+        seen: dict[str, Any] = r.json()["data"]
+        if done(seen):
+            return seen
+        assert time.monotonic() < deadline, f"the service stayed {seen['status']}: {seen['reason']}"
+        time.sleep(0.05)
+
+
+def test_users_see_why_the_pods_are_not_up(lab_on_emulator: tuple[Any, Cluster]) -> None:
+    """What the lab's API says of real pods: the scheduler's message while no node takes
+    the pod, then the OOM kill with the memory limit."""
+    lab, fake = lab_on_emulator
+    lab.create_project("team2")
+    path = "/api/projects/team2/services/big"
+    r = lab.client.put(
+        path,
+        headers=lab.headers(),
+        json={"image": "web:1", "ports": [8080], "resources": {"memory": "256m"}, "restart": "no"},
+    )
+    assert r.status_code == 201, r.text
+    (name,) = fake.names("deployments")
+    deployment = fake.find("deployments", name).raw
+    pods = f"{fake.url}/api/v1/namespaces/{deployment['metadata']['namespace']}/pods"
+
+    pending = fake.pod_of(deployment, "unschedulable_resources")
+    httpx.post(pods, json=pending).raise_for_status()
+    seen = service_seen(lab, path, lambda s: s["reason"] and "scheduled" in s["reason"])
+    assert (seen["status"], seen["reason"]) == (
+        "starting",
+        "not scheduled: 0/1 nodes are available: 1 Insufficient cpu, 1 Insufficient memory.",
+    )
+
+    # The scheduler placed it after all; the container is then killed for memory.
+    httpx.delete(f"{pods}/{pending['metadata']['name']}").raise_for_status()
+    httpx.post(pods, json=fake.pod_of(deployment, "oom_killed")).raise_for_status()
+    seen = service_seen(lab, path, lambda s: s["status"] == "failed")
+    assert seen["reason"] == "killed: out of memory (limit 256 MiB)"
+    assert seen["isHealthy"] is False

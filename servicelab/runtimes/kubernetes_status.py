@@ -143,7 +143,9 @@ def pod_status(pod: Document) -> RuntimeStatus:
             if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
                 text = (condition.get("message") or condition.get("reason") or "").strip()
                 return RuntimeStatus(Phase.STARTING, reason=f"not scheduled: {text}")
-        return RuntimeStatus(Phase.STARTING, reason=why or "pending")
+        # The kubelet's word while it prepares the pod (ContainerCreating covers the
+        # image pull); nothing when it has none (the lab then shows the last log line).
+        return RuntimeStatus(Phase.STARTING, reason=why or None)
     running = state.get("running")
     if running:
         started = parse_time(running.get("startedAt"))
@@ -161,7 +163,7 @@ def pod_status(pod: Document) -> RuntimeStatus:
                 started_at=started,
             )
         return RuntimeStatus(Phase.STARTING, healthy=False, started_at=started)
-    return RuntimeStatus(Phase.STARTING, reason=why or status.get("phase") or "pending")
+    return RuntimeStatus(Phase.STARTING, reason=why or None)
 
 
 def instance_status(deployment: Document, pods: list[Document]) -> RuntimeStatus:
@@ -182,8 +184,8 @@ def instance_status(deployment: Document, pods: list[Document]) -> RuntimeStatus
             )
     if want == 0:
         return RuntimeStatus(Phase.RUNNING, reason="scaled to 0 replicas", extra=extra)
-    if not pods:
-        return RuntimeStatus(Phase.STARTING, reason="waiting for pods", extra=extra)
+    if not pods:  # the ReplicaSet makes them in a moment; its failures are above
+        return RuntimeStatus(Phase.STARTING, extra=extra)
     each = [pod_status(p) for p in pods]
     serving = [s for s in each if s.phase is Phase.RUNNING]
     extra["ready"] = sum(1 for s in serving if s.healthy is not False)
