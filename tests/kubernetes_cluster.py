@@ -224,22 +224,12 @@ class Kubelet:
         self.processes[name] = process
         pod = f"{name}-7d9c8b6f5-x2x9q"
         started = now_text()
-        ready = {
-            "phase": "Running",
-            "startTime": started,
-            "containerStatuses": [
-                {
-                    "name": "service",
-                    "image": pod_spec["containers"][0]["image"],
-                    "imageID": "",
-                    "ready": True,
-                    "started": True,
-                    "restartCount": 0,
-                    "state": {"running": {"startedAt": started}},
-                    "lastState": {},
-                }
-            ],
-        }
+        # The captured document of a ready pod, with this pod's image and times.
+        ready = copy.deepcopy(POD_STATES["running_ready"])
+        ready["startTime"] = started
+        (container,) = ready["containerStatuses"]
+        container["image"] = pod_spec["containers"][0]["image"]
+        container["state"]["running"]["startedAt"] = started
         await self.runtime.api.create(
             {
                 "apiVersion": "v1",
