@@ -260,7 +260,15 @@ class Reconciler:
             "LAB_PROJECT": row.project,
             "LAB_SERVICE_PATH": service_path(row.project, row.name),
         }
-        env.update(service_url_env(row.project, row.name, spec))
+        env.update(
+            service_url_env(
+                row.project,
+                row.name,
+                spec,
+                endpoint=self.settings.endpoint,
+                service_domain=self.settings.service_domain,
+            )
+        )
         env.update(spec.env)
         return env, token_id
 
