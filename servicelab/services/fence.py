@@ -37,8 +37,9 @@ from servicelab.spec import ServiceSpec
 
 log = logging.getLogger("servicelab.fence")
 
-#: How long closing the lab waits for starts being undone (seconds).
-UNDO_ON_CLOSE = 30.0
+#: How long closing the lab waits for starts being undone (seconds): a start is a create
+#: and a start of a container or a process (image pulls happen before, in `prepare`).
+UNDO_ON_CLOSE = 10.0
 
 
 class NotLeader(RuntimeUnavailable):
@@ -82,7 +83,8 @@ class FencedRuntime(Runtime):
             task.add_done_callback(self._undoing.discard)
             raise
         if not self._is_leader():
-            await self._undo(handle, spec, "this process stopped leading while starting it")
+            why = "this process stopped leading while starting it"
+            await asyncio.shield(self._undo(handle, spec, why))  # a cancel must not stop it
             raise NotLeader(
                 f"This lab process stopped leading while it started {spec.key}: what it "
                 "started is removed; the leader runs the service."
