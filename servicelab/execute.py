@@ -709,7 +709,8 @@ def _venv_wanted(venv: Path, code: Code, installs: bool) -> bool:
     a hardened container it gets a read-only environment, not one it could change."""
     if (venv / "bin" / "python").exists():
         return True
-    return installs and any((code.folder / name).is_file() for name in ("setup.sh", "requirements.txt"))
+    steps = ("setup.sh", "requirements.txt")
+    return installs and any((code.folder / name).is_file() for name in steps)
 
 
 def conda_env(environment: Path, prefix: Path) -> Interpreter:

@@ -54,6 +54,7 @@ from servicelab.runtimes.base import (
 from servicelab.runtimes.docker_code import CODE_MOUNT, code_archive, code_mount, resolved_code
 from servicelab.runtimes.docker_engine import DockerEngine, contract_errors
 from servicelab.runtimes.docker_hardening import code_service_options, image_service_options
+from servicelab.runtimes.docker_health import code_service_healthcheck
 from servicelab.runtimes.docker_images import ensure_image
 from servicelab.runtimes.docker_logs import container_logs
 from servicelab.runtimes.docker_networks import LABEL_INSTANCE, LABEL_PROJECT, ProjectNetworks
@@ -257,6 +258,15 @@ class DockerRuntime(Runtime):
             # process instead of swapping it to a crawl.
             kwargs["mem_limit"] = resources.memory
             kwargs["memswap_limit"] = resources.memory
+        if spec.code:
+            # The lab's start period and retries for the runtime image's own check.
+            image_attrs = await self.engine.call(client.api.inspect_image, image)
+            health = spec.health
+            check = code_service_healthcheck(
+                image_attrs.get("Config"), health.start_period, health.timeout, health.retries
+            )
+            if check is not None:
+                kwargs["healthcheck"] = check
         if resources.gpus:
             kwargs["device_requests"] = [
                 DeviceRequest(count=resources.gpus, capabilities=[["gpu"]])

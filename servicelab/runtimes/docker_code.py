@@ -5,7 +5,8 @@ container that path means nothing, so the Docker runtime copies the folder into 
 created container at `/workspace/code` before it starts, and hands the executor the path
 there. That folder is an anonymous volume of the container (the engine refuses to copy
 into a read-only root file system, `docker_hardening`), and the copied files belong to
-root: the service, which runs as another user, can read its code but not change it. Copied rather than bind-mounted, because a bind is resolved by the engine when the
+root: the service, which runs as another user, can read its code but not change it.
+Copied rather than bind-mounted, because a bind is resolved by the engine when the
 container is created: a symbolic link swapped in after the lab checked the path would
 mount another folder of the host. The copy reads the folder the lab opened once
 (`open_code_folder`), walks it without following links, and keeps links as links, which

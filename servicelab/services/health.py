@@ -27,7 +27,6 @@ import httpx
 from servicelab.runtimes.base import Address, Handle, Runtime
 from servicelab.spec import InvalidSpec, Phase, ServiceSpec, check_health_path
 
-
 #: How often a starting service is probed, so that "healthy" is seen quickly.
 STARTING_PROBE_INTERVAL = 0.1
 #: Seconds between two HTTP probes of a healthy service (TCP connects in between).
