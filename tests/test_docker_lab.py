@@ -820,6 +820,18 @@ def test_podman_deploy_logs_delete(engine: Any, tmp_path: Path) -> None:
         assert response.status_code == 200, response.text
         assert containers_of(podman, instance_id) == []
         assert api.http.get(f"/api/projects/{project}/services/pod").status_code == 404
+
+        # A code service runs hardened on Podman too (host code copied into a volume of a
+        # read-only container), and its page gets its memory from Podman's stats.
+        folder = str(ROOT / "examples" / "code-service")
+        deploy_code(api, project, "coder", folder, GREETING="hardened")
+        api.running(project, "coder", timeout=90)
+        assert api.via_proxy(project, "coder", 8091).json()["greeting"] == "hardened"
+        [container] = containers_of(podman, instance_id, f"{project}--coder")
+        assert container.attrs["HostConfig"]["ReadonlyRootfs"] is True
+        assert container.exec_run(["id", "-u"]).output.decode().strip() == "10001"
+        metrics = api.http.get(f"/api/projects/{project}/services/coder/metrics").json()
+        assert metrics["data"]["usage"]["memoryBytes"][-1] > 0
     finally:
         api.close()
         process.stop()
