@@ -826,7 +826,8 @@ def test_podman_deploy_logs_delete(engine: Any, tmp_path: Path) -> None:
         folder = str(ROOT / "examples" / "code-service")
         deploy_code(api, project, "coder", folder, GREETING="hardened")
         api.running(project, "coder", timeout=90)
-        assert api.via_proxy(project, "coder", 8091).json()["greeting"] == "hardened"
+        answer = api.via_proxy(project, "coder", 8091)
+        assert answer.json().get("greeting") == "hardened", (answer.status_code, answer.text)
         [container] = containers_of(podman, instance_id, f"{project}--coder")
         assert container.attrs["HostConfig"]["ReadonlyRootfs"] is True
         assert container.exec_run(["id", "-u"]).output.decode().strip() == "10001"
