@@ -12,14 +12,9 @@ from urllib.parse import urlsplit
 
 from servicelab.proxy.origins import OriginPolicy
 from servicelab.runtimes.base import Address, Runtime
-from servicelab.spec import Phase, ServiceSpec
+from servicelab.spec import Phase, ServiceSpec, service_path
 
 from .store import ServiceRow
-
-
-def service_path(project: str, service: str) -> str:
-    """LAB_SERVICE_PATH: the route prefix to which a service appends `<port>/`."""
-    return f"/api/projects/{project}/services/{service}/"
 
 
 def service_url_env(
