@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from .dockertools import remove_everything_of
 from .labtools import LabProcess
 from .test_models import (  # noqa: F401 - fixtures and tests, run again here on Docker
     FORMATS,
@@ -34,7 +35,6 @@ docker = pytest.importorskip("docker")
 pytestmark = pytest.mark.docker
 
 RUNTIME_IMAGE = "servicelab/runtime:test"
-LABEL_INSTANCE = "servicelab.instance"
 
 
 def gateway(engine: Any) -> str:
@@ -73,10 +73,4 @@ def lab(docker_engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield process
     finally:
         process.stop()
-        label = {"label": f"{LABEL_INSTANCE}={instance_id}"}
-        for container in docker_engine.containers.list(all=True, filters=label):
-            container.remove(force=True)
-        for volume in docker_engine.volumes.list(filters=label):
-            volume.remove(force=True)
-        for network in docker_engine.networks.list(filters=label):
-            network.remove()
+        remove_everything_of(docker_engine, instance_id)

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from .dockertools import remove_everything_of
 from .labtools import ADMIN_PASSWORD, ROOT, LabProcess, wait_until
 from .registry import ExportedImage, Registry, Served, export_image
 
@@ -152,16 +153,7 @@ def lab(engine: Any, images: Images, tmp_path_factory: pytest.TempPathFactory) -
     finally:
         http.close()
         process.stop()
-        label = {"label": f"{LABEL_INSTANCE}={instance_id}"}
-        for container in engine.containers.list(all=True, filters=label):
-            with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True)
-        for volume in engine.volumes.list(filters=label):
-            with contextlib.suppress(docker.errors.NotFound):
-                volume.remove(force=True)
-        for network in engine.networks.list(filters=label):
-            with contextlib.suppress(docker.errors.NotFound):
-                network.remove()
+        remove_everything_of(engine, instance_id)
 
 
 def mentions_pull(reason: str | None) -> bool:

@@ -26,7 +26,7 @@ from servicelab.runtimes.docker_stream import split_lines
 from servicelab.spec import Phase, Resources, ServiceSpec
 
 from . import runtime_contract as contract
-from .dockertools import build_image
+from .dockertools import build_image, remove_everything_of
 
 T = TypeVar("T")
 
@@ -194,13 +194,7 @@ def _remove_everything_of(instance_id: str, base_url: str | None = None) -> None
     import docker
 
     client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
-    label = {"label": f"{LABEL_INSTANCE}={instance_id}"}
-    for container in client.containers.list(all=True, filters=label):
-        container.remove(force=True)
-    for volume in client.volumes.list(filters=label):
-        volume.remove(force=True)
-    for network in client.networks.list(filters=label):
-        network.remove()
+    remove_everything_of(client, instance_id)
     client.close()
 
 
