@@ -3,8 +3,9 @@ JupyterHub's configurable-http-proxy (CHP), all on 127.0.0.1, with `wrk`.
 
     python bench/proxy/run.py [--duration 10] [--connections 1,32]
 
-Needs: `wrk` and `nginx` (Debian: apt-get install -y wrk nginx-light; without nginx a
-node http server is the upstream), node, and `npm install` in bench/proxy for CHP.
+Every path reaches one upstream: an nginx serving 1 KB, started as a service of the
+embedded lab by its local runtime. Needs `wrk`, `curl`, `nginx` with its Lua module, node
+and CHP: scripts/setup-bench.sh.
 Writes the figures to bench/results/proxy-<time>.json too. See bench/proxy/README.md.
 """
 
@@ -32,17 +33,6 @@ ROUTE = "/api/projects/bench/services/up/80"
 SMALL = "/1k.html"
 BIG = "/big.bin"
 GIB = 1 << 30
-
-NODE_UPSTREAM = """
-const http = require('http');
-const body = Buffer.alloc(1024, 'x');
-const server = http.createServer((req, res) => {
-  res.writeHead(200, {'Content-Type': 'text/html', 'Content-Length': body.length});
-  res.end(body);
-});
-server.keepAliveTimeout = 65000;
-server.listen(0, '127.0.0.1', () => console.log('LISTENING ' + server.address().port));
-"""
 
 
 @dataclass
@@ -111,48 +101,6 @@ def running(cmd: list[str], **kwargs: object) -> Iterator[subprocess.Popen[bytes
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-@contextlib.contextmanager
-def upstream(tmp: Path) -> Iterator[tuple[str, int]]:
-    tmp.chmod(0o755)  # nginx workers run as nobody when started by root
-    www = tmp / "www"
-    www.mkdir(mode=0o755)
-    (www / SMALL.lstrip("/")).write_bytes(b"x" * 1024)
-    with (www / BIG.lstrip("/")).open("wb") as f:
-        f.truncate(GIB)  # sparse: no GiB written to disk
-    nginx = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
-    if nginx:
-        port = free_port()
-        conf = tmp / "nginx.conf"
-        conf.write_text(
-            f"""
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 10000000;
-  keepalive_timeout 65;
-  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
-  fastcgi_temp_path {tmp}/fastcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
-  types {{ text/html html; application/octet-stream bin; }}
-  server {{ listen 127.0.0.1:{port}; root {www}; }}
-}}
-"""
-        )
-        with running([nginx, "-c", str(conf), "-e", str(tmp / "nginx-error.log")]):
-            wait_http(f"http://127.0.0.1:{port}{SMALL}")
-            yield "nginx", port
-    else:
-        script = tmp / "upstream.js"
-        script.write_text(NODE_UPSTREAM)
-        with running(["node", str(script)], stdout=subprocess.PIPE) as proc:
-            yield "node http", read_listening(proc)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -272,7 +220,7 @@ DIRECT, PASS, CHP, STAND_IN, EMBEDDED, NGINX, SERVICE = (
     "stand-in",
     "lab embedded",
     "lab nginx",
-    "lab's service",
+    "nginx lab's service",
 )
 
 
@@ -289,8 +237,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
-    for tool in ("wrk", "node", "curl"):
-        if not shutil.which(tool):
+    search = f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"
+    for tool in ("wrk", "node", "curl", "nginx"):
+        if not shutil.which(tool, path=search):
             raise SystemExit(f"{tool} is missing: scripts/setup-bench.sh")
     chp = HERE / "node_modules" / ".bin" / "configurable-http-proxy"
     if not chp.exists():
@@ -303,7 +252,17 @@ def main() -> None:
     downloads: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="servicelab-bench-") as tmpdir:
         tmp = Path(tmpdir)
-        with upstream(tmp) as (kind, up_port):
+        tmp.chmod(0o755)  # nginx workers run as nobody when started by root
+        embedded_port, nginx_port = free_port(), free_port()
+        with (
+            whole_lab(tmp, "embedded", embedded_port) as (embedded_pid, embedded_token),
+            whole_lab(tmp, "nginx", nginx_port) as (_, nginx_token),
+        ):
+            # The one upstream every path shares: the embedded lab's service, an nginx
+            # that the lab's local runtime started (sandboxed) the lab's normal way. The
+            # nginx lab's service is the same program, measured directly as a check.
+            up = service_address(tmp, "embedded")
+            up_port = int(up.rpartition(":")[2])
             chp_port, chp_api = free_port(), free_port()
             chp_cmd = [
                 str(chp),
@@ -316,20 +275,16 @@ def main() -> None:
                 "--api-port",
                 str(chp_api),
                 "--default-target",
-                f"http://127.0.0.1:{up_port}",
+                f"http://{up}",
                 "--log-level",
                 "warn",
             ]
             serve = [sys.executable, str(HERE / "serve.py"), str(up_port), TOKEN]
             pass_cmd, pass_port = proxy_pass(tmp, up_port)
-            embedded_port, nginx_port = free_port(), free_port()
-            www = tmp / "www"
             with (
                 running(chp_cmd, stdout=subprocess.DEVNULL) as chp_proc,
                 running(serve, stdout=subprocess.PIPE) as lab,
                 running(pass_cmd),
-                whole_lab(tmp, "embedded", embedded_port, www) as (embedded_pid, embedded_token),
-                whole_lab(tmp, "nginx", nginx_port, www) as (_, nginx_token),
             ):
                 lab_port = read_listening(lab)
                 auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -339,13 +294,12 @@ def main() -> None:
                 embedded_url = f"http://127.0.0.1:{embedded_port}{LAB_ROUTE}"
                 nginx_url = f"http://127.0.0.1:{nginx_port}{LAB_ROUTE}"
                 targets = [
-                    (DIRECT, f"http://127.0.0.1:{up_port}{SMALL}", "", None),
+                    (DIRECT, f"http://{up}{SMALL}", "", None),
                     (PASS, f"http://127.0.0.1:{pass_port}{SMALL}", "", None),
                     (CHP, f"http://127.0.0.1:{chp_port}{SMALL}", "", chp_proc.pid),
                     (STAND_IN, f"http://127.0.0.1:{lab_port}{ROUTE}{SMALL}", TOKEN, lab.pid),
                     (EMBEDDED, embedded_url + SMALL, embedded_token, embedded_pid),
                     (NGINX, nginx_url + SMALL, nginx_token, None),
-                    # The whole labs' service itself: what neither plane can beat.
                     (SERVICE, f"http://{service_address(tmp, 'nginx')}{SMALL}", "", None),
                 ]
                 for c in conns:
@@ -376,12 +330,12 @@ def main() -> None:
                 downloads["lab nginx GiB MiB/s"] = download(nginx_url + BIG, nginx_token)[0]
                 downloads["lab nginx peak RSS MiB before (master+workers)"] = before
                 downloads["lab nginx peak RSS MiB after (master+workers)"] = rss_sum_mib(pids)
-                downloads["direct GiB MiB/s"] = download(f"http://127.0.0.1:{up_port}{BIG}")[0]
+                downloads["direct GiB MiB/s"] = download(f"http://{up}{BIG}")[0]
 
     def find(name: str, c: int) -> WrkResult:
         return next(r for r in results if r.target == name and r.connections == c)
 
-    print(f"\nmedian runs (upstream: {kind}):")
+    print("\nmedian runs (upstream: nginx, the embedded lab's service):")
     print(
         f"{'target':<16} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
         f"{'cpu us/req':>10}"
@@ -430,7 +384,7 @@ def main() -> None:
     out = out_dir / f"proxy-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(
         json.dumps(
-            {"results": [asdict(r) for r in results], "summary": summary, "upstream": kind},
+            {"results": [asdict(r) for r in results], "summary": summary},
             indent=2,
         )
     )
