@@ -46,6 +46,9 @@ class WrkResult:
     #: CPU time the proxy process spent per request (user + system): unlike requests/s,
     #: hardly moved by other load on a shared machine.
     cpu_us_per_request: float | None = None
+    #: An older lab on the machine put back the packet filter's jump for every packet
+    #: during the run (see `fresh_port_rule`).
+    filter_jump_came_back: bool = False
 
 
 def free_port() -> int:
@@ -103,6 +106,22 @@ def running(cmd: list[str], **kwargs: object) -> Iterator[subprocess.Popen[bytes
             proc.wait()
 
 
+def fresh_port_rule() -> bool:
+    """Apply the lab's packet-filter rule again (what every lab does at its start), and
+    say whether the jump of older labs, for every packet, had come back: labs of older
+    versions on the same machine add it again when they start, and with it every packet
+    on 127.0.0.1 walks the sandbox's chain (see servicelab/runtimes/sandbox_net.py)."""
+    if os.geteuid() != 0 or not shutil.which("iptables"):
+        return False
+    sys.path.insert(0, str(ROOT))
+    from servicelab.runtimes.sandbox_net import CHAIN, ensure_port_rule
+
+    search = ["iptables", "-w", "10", "-C", "OUTPUT", "-j", CHAIN]
+    back = subprocess.run(search, capture_output=True, check=False).returncode == 0
+    ensure_port_rule()
+    return back
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -116,9 +135,11 @@ def wrk(
         cmd += ["-H", f"Authorization: Bearer {token}"]
     # A short warm-up fills connection pools and caches.
     subprocess.run([*cmd[:3], "-d2s", *cmd[4:], url], capture_output=True, check=True)
+    fresh_port_rule()
     cpu_before = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
     cpu = cpu_seconds(pid) - cpu_before if pid else None
+    disturbed = fresh_port_rule()
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
@@ -132,6 +153,7 @@ def wrk(
         _percentile(out, "99%"),
         errors,
         cpu * 1e6 / total if cpu is not None and total else None,
+        disturbed,
     )
 
 
@@ -250,6 +272,9 @@ def main() -> None:
 
     results: list[WrkResult] = []
     downloads: dict[str, float] = {}
+    loads = [os.getloadavg()]
+    every_run: list[list[WrkResult]] = []
+    print("load average at the start: {:.2f} {:.2f} {:.2f}".format(*loads[0]), flush=True)
     with tempfile.TemporaryDirectory(prefix="servicelab-bench-") as tmpdir:
         tmp = Path(tmpdir)
         tmp.chmod(0o755)  # nginx workers run as nobody when started by root
@@ -304,6 +329,7 @@ def main() -> None:
                 ]
                 for c in conns:
                     runs: dict[str, list[WrkResult]] = {t[0]: [] for t in targets}
+                    every_run.extend(runs.values())
                     for _ in range(args.rounds):
                         for name, url, token, pid in targets:
                             result = wrk(name, url, c, args.duration, token, pid)
@@ -312,7 +338,12 @@ def main() -> None:
                             print(
                                 f"  {name:<16} c={c:<3} {result.requests_per_s:>9.0f} req/s  "
                                 f"p50 {result.p50_ms:.3f} ms  p99 {result.p99_ms:.3f} ms"
-                                + (f"  cpu {cpu:.0f} us/req" if cpu else ""),
+                                + (f"  cpu {cpu:.0f} us/req" if cpu else "")
+                                + (
+                                    "  (filter jump came back)"
+                                    if result.filter_jump_came_back
+                                    else ""
+                                ),
                                 flush=True,
                             )
                     for name in runs:
@@ -331,6 +362,10 @@ def main() -> None:
                 downloads["lab nginx peak RSS MiB before (master+workers)"] = before
                 downloads["lab nginx peak RSS MiB after (master+workers)"] = rss_sum_mib(pids)
                 downloads["direct GiB MiB/s"] = download(f"http://{up}{BIG}")[0]
+
+    loads.append(os.getloadavg())
+    all_runs = [r for per_target in every_run for r in per_target]
+    jump_back = sum(r.filter_jump_came_back for r in all_runs)
 
     def find(name: str, c: int) -> WrkResult:
         return next(r for r in results if r.target == name and r.connections == c)
@@ -379,12 +414,23 @@ def main() -> None:
         )
     for what, ok in checks:
         print(f"target {what}: {'met' if ok else 'MISSED'}")
+    print(
+        "load average at the start {:.2f} {:.2f} {:.2f}, at the end {:.2f} {:.2f} {:.2f}".format(
+            *loads[0], *loads[1]
+        )
+    )
+    print(f"runs during which an older lab put the per-packet filter jump back: {jump_back}")
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"proxy-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(
         json.dumps(
-            {"results": [asdict(r) for r in results], "summary": summary},
+            {
+                "results": [asdict(r) for r in results],
+                "summary": summary,
+                "load_average": {"start": loads[0], "end": loads[1]},
+                "runs_with_filter_jump_back": jump_back,
+            },
             indent=2,
         )
     )

@@ -279,6 +279,9 @@ def nginx_conf(settings: PlaneSettings, layout: NginxLayout) -> str:
 load_module {MODULES}/ndk_http_module.so;
 load_module {MODULES}/ngx_http_lua_module.so;
 {user}worker_processes {s.workers or "auto"};
+# The route location, the maps of the prefix and `proxy_redirect` match regular
+# expressions on every request: compiled, not interpreted.
+pcre_jit on;
 pid {layout.pid};
 error_log {layout.error_log} warn;
 events {{ worker_connections 8192; }}
