@@ -5,6 +5,7 @@ that outlive a restart of the lab."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 from pathlib import Path
 
@@ -26,6 +27,16 @@ def routes(lab: LabProcess) -> str:
     return (lab.data_dir / "nginx" / "routes.conf").read_text()
 
 
+def workers(lab: LabProcess) -> dict[int, str]:
+    """nginx's worker processes and their titles."""
+    master = int((lab.data_dir / "nginx" / "nginx.pid").read_text().split()[0])
+    found = {}
+    for child in Path(f"/proc/{master}/task/{master}/children").read_text().split():
+        with contextlib.suppress(OSError):
+            found[int(child)] = Path(f"/proc/{child}/cmdline").read_text()
+    return found
+
+
 def test_routes_follow_the_route_table(lab: LabProcess) -> None:
     # The lab is shared: other tests' services may have routes too.
     before = routes(lab).count("upstream sl_")
@@ -35,8 +46,16 @@ def test_routes_follow_the_route_table(lab: LabProcess) -> None:
         # lab checks the route table five times a second.
         wait_until(lambda: routes(lab).count("upstream sl_") == before + 1, timeout=5, what="route")
         assert api.get("/api/projects/alpha/services/second/8091/").text == "ok"
+        serving = set(workers(lab))
         assert api.delete("/api/projects/alpha/services/second").status_code == 200
     wait_until(lambda: routes(lab).count("upstream sl_") == before, timeout=5, what="route removed")
+
+    # The change is applied by a graceful reload: new workers, the old ones finish.
+    def reloaded() -> bool:
+        now = workers(lab)
+        return not (serving & set(now)) and not any("shutting" in t for t in now.values())
+
+    wait_until(reloaded, timeout=30, what="nginx reloaded")
 
 
 def test_the_auth_endpoint_is_nginx_s_only(lab: LabProcess) -> None:
