@@ -702,6 +702,17 @@ def ensure_venv(folder: Path, want_pip: bool) -> Interpreter:
     return Interpreter(str(python), folder)
 
 
+def _venv_wanted(venv: Path, code: Code, installs: bool) -> bool:
+    """Whether to run with the virtual environment `venv`: when it exists (made by an
+    earlier `--requirements-only` run), or when this run installs something into it. Code
+    without requirements.txt or setup.sh runs with the running Python instead, so that in
+    a hardened container it gets a read-only environment, not one it could change."""
+    if (venv / "bin" / "python").exists():
+        return True
+    steps = ("setup.sh", "requirements.txt")
+    return installs and any((code.folder / name).is_file() for name in steps)
+
+
 def conda_env(environment: Path, prefix: Path) -> Interpreter:
     tool = next((found for t in CONDA_TOOLS if (found := shutil.which(t))), None)
     if tool is None:
@@ -788,8 +799,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     parser.add_argument(
         "--venv",
         default=os.environ.get("EXECUTE_VENV"),
-        help="install into and run with this virtual environment, created "
-        "when missing (default: $EXECUTE_VENV, else the running Python)",
+        help="install into and run with this virtual environment, created when "
+        "missing and there is something to install (default: $EXECUTE_VENV); without "
+        "one, or when the code has no requirements.txt or setup.sh, the running Python",
     )
     # ML Lab's script ignored unknown arguments; so do we, with a warning.
     return parser.parse_known_args(argv)
@@ -862,7 +874,7 @@ def _execute(args: argparse.Namespace, source: str) -> int:
             raise ExecuteError(
                 f"No conda environment at {conda_prefix}: run with --requirements-only first."
             )
-    elif venv:
+    elif venv and _venv_wanted(venv, code, installs=not args.code_only):
         want_pip = (code.folder / "setup.sh").is_file() and not args.code_only
         interpreter = ensure_venv(venv, want_pip)
     else:

@@ -254,6 +254,26 @@ class ServiceSpec:
     def is_secret(self, key: str) -> bool:
         return is_secret_key(key) or key in self.secret_keys
 
+    @property
+    def health_port(self) -> int | None:
+        """The port health is checked on."""
+        return self.health.port or self.connection_port or (self.ports[0] if self.ports else None)
+
+    def probe_path(self, port: int) -> str | None:
+        """The path a health probe asks for (None: a TCP connect): the health path,
+        behind the route prefix when the service receives the prefix. The lab's prober
+        and the runtime image's HEALTHCHECK both ask this path, with one rule for the
+        answer: a status below 400 is healthy."""
+        path = self.health.path
+        if path is None or self.strip_prefix:
+            return path
+        return f"{service_path(self.project, self.name)}{port}{path}"
+
+
+def service_path(project: str, service: str) -> str:
+    """LAB_SERVICE_PATH: the route prefix to which a service appends `<port>/`."""
+    return f"/api/projects/{project}/services/{service}/"
+
 
 def _check_number(value: float | None, what: str, low: float, high: float) -> None:
     if value is None:

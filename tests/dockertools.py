@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import subprocess
 import tarfile
@@ -10,6 +11,8 @@ from typing import Any
 import pytest
 
 from .labtools import ROOT
+
+LABEL_INSTANCE = "servicelab.instance"
 
 
 def set_up_engine() -> Any:
@@ -37,3 +40,20 @@ def build_image(client: Any, tag: str, files: dict[str, bytes]) -> None:
             tar.addfile(info, io.BytesIO(data))
     buffer.seek(0)
     client.images.build(fileobj=buffer, custom_context=True, tag=tag, rm=True)
+
+
+def remove_everything_of(client: Any, instance_id: str) -> None:
+    """Remove a lab's containers (with their anonymous volumes), then its volumes and
+    networks: what carries its `servicelab.instance` label."""
+    import docker
+
+    label = {"label": f"{LABEL_INSTANCE}={instance_id}"}
+    for container in client.containers.list(all=True, filters=label):
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True, v=True)
+    for volume in client.volumes.list(filters=label):
+        with contextlib.suppress(docker.errors.NotFound):
+            volume.remove(force=True)
+    for network in client.networks.list(filters=label):
+        with contextlib.suppress(docker.errors.NotFound):
+            network.remove()

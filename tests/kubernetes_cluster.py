@@ -2,7 +2,8 @@
 
 kmock's `KubernetesEmulator` stores objects and serves creates, reads, lists and deletes
 over HTTP; it runs no controllers. `Cluster` adds pods and their logs by hand (with the
-real status documents of tests/kubernetes/pod-states.json); `Kubelet` runs each
+real status documents of tests/kubernetes/pods, captured from clusters by other
+projects: their README says where each comes from); `Kubelet` runs each
 Deployment's pod as a local process of the echo service (tests/services/echo-service),
 with the environment from the pod's Secret and `/data` in a folder per claim, and keeps
 the pod's status, logs and lifetime in the emulator. The image is not run: the kubelet
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
+import copy
 import os
 import socket
 import sys
@@ -25,11 +26,36 @@ from pathlib import Path
 from typing import Any
 
 import kmock
+import yaml
 
 from servicelab.runtimes.base import Address, Handle
 from servicelab.runtimes.kubernetes import KubernetesRuntime
+from servicelab.runtimes.kubernetes_manifests import CONTAINER
 
-POD_STATES = json.loads((Path(__file__).parent / "kubernetes" / "pod-states.json").read_text())
+CAPTURED = Path(__file__).parent / "kubernetes" / "pods"
+
+
+class _Captured(yaml.SafeLoader):
+    """YAML without timestamps: `2018-12-02T09:19:36Z` stays the string the API sent."""
+
+
+_Captured.yaml_implicit_resolvers = {
+    first: [(tag, rule) for tag, rule in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def captured_status(path: Path) -> dict[str, Any]:
+    """A real pod's status, its service container's entry renamed as the runtime's."""
+    document = yaml.load(path.read_text(), Loader=_Captured)  # noqa: S506 (a safe loader)
+    status: dict[str, Any] = document["status"]
+    for entry in status.get("containerStatuses") or []:
+        if entry["name"] == document.get("container"):
+            entry["name"] = CONTAINER
+    return status
+
+
+POD_STATES = {path.stem: captured_status(path) for path in sorted(CAPTURED.glob("*.yaml"))}
 ECHO_SERVICE = Path(__file__).parent / "services" / "echo-service"
 RESOURCES = (
     "v1/pods",
@@ -49,8 +75,9 @@ def now_text() -> str:
 class Cluster:
     """kmock's emulator plus what a kubelet would do: pods for Deployments, their logs."""
 
-    def __init__(self, emulator: Any) -> None:
+    def __init__(self, emulator: Any, url: str) -> None:
         self.emulator = emulator
+        self.url = url  # the emulator's API, for tests that drive it from another thread
         self.lines: dict[str, list[tuple[datetime, str]]] = {}
         for resource in RESOURCES:
             self.emulator.resources[resource]
@@ -69,22 +96,26 @@ class Cluster:
             if resource.plural == plural and not obj.deleted
         }
 
-    async def add_pod(self, runtime: KubernetesRuntime, handle: Handle, state: str) -> str:
+    def pod_of(self, deployment: dict[str, Any], state: str) -> dict[str, Any]:
         """The pod the Deployment's ReplicaSet would create, with a real status document."""
-        deployment = await runtime.api.get("Deployment", handle["instance"], handle["namespace"])
-        assert deployment is not None
         template = deployment["spec"]["template"]
-        name = f"{handle['instance']}-7d9c8b6f5-{len(self.lines):05d}"
-        document = {
+        name = f"{deployment['metadata']['name']}-7d9c8b6f5-{len(self.lines):05d}"
+        namespace = deployment["metadata"]["namespace"]
+        self.lines[name] = []
+        return {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {**template["metadata"], "name": name, "namespace": handle["namespace"]},
+            "metadata": {**template["metadata"], "name": name, "namespace": namespace},
             "spec": template["spec"],
-            "status": POD_STATES[state],
+            "status": copy.deepcopy(POD_STATES[state]),
         }
-        await runtime.api.create(document)
-        self.lines[name] = []
-        return name
+
+    async def add_pod(self, runtime: KubernetesRuntime, handle: Handle, state: str) -> str:
+        deployment = await runtime.api.get("Deployment", handle["instance"], handle["namespace"])
+        assert deployment is not None
+        pod = self.pod_of(deployment, state)
+        await runtime.api.create(pod)
+        return str(pod["metadata"]["name"])
 
     def log(self, pod: str, text: str, when: datetime | None = None) -> None:
         self.lines[pod].append((when or datetime.now(UTC), text))
@@ -193,22 +224,12 @@ class Kubelet:
         self.processes[name] = process
         pod = f"{name}-7d9c8b6f5-x2x9q"
         started = now_text()
-        ready = {
-            "phase": "Running",
-            "startTime": started,
-            "containerStatuses": [
-                {
-                    "name": "service",
-                    "image": pod_spec["containers"][0]["image"],
-                    "imageID": "",
-                    "ready": True,
-                    "started": True,
-                    "restartCount": 0,
-                    "state": {"running": {"startedAt": started}},
-                    "lastState": {},
-                }
-            ],
-        }
+        # The captured document of a ready pod, with this pod's image and times.
+        ready = copy.deepcopy(POD_STATES["running_ready"])
+        ready["startTime"] = started
+        (container,) = ready["containerStatuses"]
+        container["image"] = pod_spec["containers"][0]["image"]
+        container["state"]["running"]["startedAt"] = started
         await self.runtime.api.create(
             {
                 "apiVersion": "v1",
@@ -241,7 +262,7 @@ class Kubelet:
 @contextlib.asynccontextmanager
 async def emulated() -> AsyncIterator[tuple[Cluster, str]]:
     async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
-        yield Cluster(emulator), str(server.url)
+        yield Cluster(emulator, str(server.url)), str(server.url)
 
 
 __all__ = ["POD_STATES", "RESOURCES", "Cluster", "Kubelet", "emulated", "timedelta"]

@@ -8,15 +8,14 @@ local runtime's shared uv cache after the first run) and checked in one browser.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect
 
+from .browsertools import chromium
 from .labtools import ROOT, LabProcess, stop_local_services, wait_until
 
-CHROMIUM = Path("/usr/bin/chromium")
 EXAMPLES = ROOT / "examples"
 #: name -> (example folder, keep the route prefix) as docs/apps.md's table says.
 RECIPES = {
@@ -66,14 +65,8 @@ def deployed(lab: LabProcess) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def browser(lab: LabProcess) -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is missing: run scripts/setup-browser.sh")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox", "--disable-gpu"]
-        )
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture

@@ -26,8 +26,9 @@ from typing import Any
 import httpx
 import pytest
 
-from .dockertools import build_image
+from .dockertools import build_image, remove_everything_of
 from .labtools import LabProcess, login, wait_until
+from .test_execute import make_wheel
 
 docker = pytest.importorskip("docker")
 
@@ -122,20 +123,6 @@ def engine(docker_engine: Any) -> Any:
     files = {"Dockerfile": TEST_DOCKERFILE.encode(), "server.py": SERVER.encode()}
     build_image(docker_engine, TEST_IMAGE, files)
     return docker_engine
-
-
-def remove_everything_of(client: Any, instance_id: str) -> None:
-    """Remove a lab's containers, then its volumes and networks."""
-    label = {"label": f"{LABEL_INSTANCE}={instance_id}"}
-    for container in client.containers.list(all=True, filters=label):
-        with contextlib.suppress(docker.errors.NotFound):
-            container.remove(force=True)
-    for volume in client.volumes.list(filters=label):
-        with contextlib.suppress(docker.errors.NotFound):
-            volume.remove(force=True)
-    for network in client.networks.list(filters=label):
-        with contextlib.suppress(docker.errors.NotFound):
-            network.remove()
 
 
 def containers_of(client: Any, instance_id: str, key: str | None = None) -> list[Any]:
@@ -584,12 +571,34 @@ def test_code_service_from_a_local_folder(lab: DockerLab, engine: Any) -> None:
 
     [container] = containers_of(engine, lab.instance_id, f"{project}--coder")
     assert container.image.tags and RUNTIME_IMAGE in container.image.tags
-    # Copied in, not bind-mounted: no folder of the host is in the container (issue 12).
+    # Copied in, not bind-mounted: no folder of the host is in the container (issue 12);
+    # the code and HOME are anonymous volumes of the container, /data its named one.
     mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
-    assert set(mounts) == {"/data"}
+    assert set(mounts) == {"/data", "/workspace/code", "/workspace/home"}
+    assert {m["Type"] for m in mounts.values()} == {"volume"}
     copied = container.exec_run(["cat", "/workspace/code/__main__.py"])
     assert copied.output.decode() == (folder / "__main__.py").read_text()
     assert exec_env(engine, container.id)["EXECUTE_CODE"] == "/workspace/code"
+    # Hardened: the service's user, not root; it cannot change its code or the system.
+    host = container.attrs["HostConfig"]
+    assert container.attrs["Config"]["User"] == "10001:10001"
+    assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"]
+    assert "no-new-privileges" in host["SecurityOpt"]
+    for place in ("/workspace/code/__main__.py", "/opt/venv/bin/python", "/etc/passwd"):
+        attempt = container.exec_run(["sh", "-c", f"echo x >> {place}"])
+        assert attempt.exit_code != 0, place
+    assert container.exec_run(["id", "-u"]).output.decode().strip() == "10001"
+
+    # Deleting the service removes its container's anonymous volumes; its data stays.
+    anonymous = {m["Name"] for d, m in mounts.items() if d != "/data"}
+    assert api.http.delete(f"/api/projects/{project}/services/coder").status_code == 200
+    wait_until(
+        lambda: not containers_of(engine, lab.instance_id, f"{project}--coder"),
+        timeout=60,
+        what="the container removed",
+    )
+    names = {v.name for v in engine.volumes.list()}
+    assert not anonymous & names and mounts["/data"]["Name"] in names
 
     # A folder that is not there is a 400 that says so, not a crash loop.
     missing = api.http.post(
@@ -599,6 +608,110 @@ def test_code_service_from_a_local_folder(lab: DockerLab, engine: Any) -> None:
     )
     assert missing.status_code == 400, missing.text
     assert "does not exist" in missing.json()["errors"]["message"]
+
+
+PROBE_COUNTER = str(ROOT / "tests" / "services" / "probe-counter")
+
+#: A code service that burns CPU for a second on /burn, for the usage charts.
+BUSY_SERVICE = """
+import os, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/burn":
+            end = time.monotonic() + 1
+            while time.monotonic() < end:
+                sum(range(1000))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
+
+def deploy_code(api: Api, project: str, name: str, code: str, **env: str) -> None:
+    response = api.http.post(
+        f"/api/projects/{project}/services",
+        params={"name": name},
+        json={"EXECUTE_CODE": code, **env},
+    )
+    assert response.status_code == 201, response.text
+
+
+def test_code_service_requirements_install_as_the_service_user(
+    lab: DockerLab, tmp_path: Path
+) -> None:
+    """requirements.txt and setup.sh still work in the hardened container: as its user,
+    into a virtual environment of its own in its HOME."""
+    code = tmp_path / "deps"
+    make_wheel(code)
+    (code / "requirements.txt").write_text("--no-index\n--find-links /workspace/code\ntinypkg\n")
+    (code / "setup.sh").write_text('echo "setup.sh ran as uid $(id -u)"\n')
+    (code / "__main__.py").write_text(
+        "import json, os, sys, tinypkg\n"
+        "from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer\n"
+        "class H(BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        body = json.dumps({'tinypkg': tinypkg.VERSION, 'prefix': sys.prefix,\n"
+        "                           'uid': os.getuid()}).encode()\n"
+        "        self.send_response(200)\n"
+        "        self.send_header('Content-Length', str(len(body)))\n"
+        "        self.end_headers()\n"
+        "        self.wfile.write(body)\n"
+        "ThreadingHTTPServer(('0.0.0.0', int(os.environ['PORT'])), H).serve_forever()\n"
+    )
+    api, project = lab.api, lab.api.project()
+    deploy_code(api, project, "deps", str(code))
+    api.running(project, "deps", timeout=120)
+    answer = api.via_proxy(project, "deps", 8091).json()
+    assert answer == {"tinypkg": "1.0", "prefix": "/workspace/home/venv", "uid": 10001}
+    logs = api.http.get(f"/api/projects/{project}/services/deps/logs").text
+    assert "setup.sh ran as uid 10001" in logs
+
+
+def test_code_service_answering_404_on_its_root_is_unhealthy(lab: DockerLab) -> None:
+    """The runtime image's HEALTHCHECK has the lab's rule: below 400 on the app's path."""
+    api, project = lab.api, lab.api.project()
+    response = api.put(
+        project,
+        "broken",
+        {"code": PROBE_COUNTER, "env": {"ROOT_STATUS": "404"}, "health": {"startPeriod": 1}},
+    )
+    assert response.status_code in (200, 201), response.text
+    broken = api.wait_for(
+        project, "broken", lambda s: s["status"] == "unhealthy", "broken unhealthy", 90
+    )
+    assert broken["isHealthy"] is False
+    assert "answered 404" in broken["reason"], broken["reason"]
+
+    # With the prefix kept, the check asks the prefixed path, as the lab's probe does.
+    deploy_code(api, project, "prefixed", PROBE_COUNTER, LAB_KEEP_PREFIX="true", UNDER_PREFIX="1")
+    api.running(project, "prefixed")
+    assert api.via_proxy(project, "prefixed", 8091).text == "root"
+
+
+def test_a_busy_service_shows_cpu_and_memory(lab: DockerLab, tmp_path: Path) -> None:
+    """The service page's charts: CPU and memory from the engine's stats."""
+    code = tmp_path / "busy"
+    code.mkdir()
+    (code / "__main__.py").write_text(BUSY_SERVICE)
+    api, project = lab.api, lab.api.project()
+    deploy_code(api, project, "busy", str(code))
+    api.running(project, "busy")
+
+    def busy_usage() -> dict[str, Any] | None:
+        assert api.via_proxy(project, "busy", 8091, "burn").text == "ok"
+        response = api.http.get(f"/api/projects/{project}/services/busy/metrics")
+        assert response.status_code == 200, response.text
+        usage = response.json()["data"]["usage"]
+        busy = [p for p in usage["cpuPercent"] if p is not None and p > 0]
+        return usage if busy and all(m > 0 for m in usage["memoryBytes"]) else None
+
+    usage = wait_until(busy_usage, timeout=60, interval=0.5, what="CPU and memory samples")
+    assert max(usage["memoryBytes"]) < 1024**3  # resident memory, not the limit
 
 
 def wait_for_lab_container(container: Any, timeout: float = 90) -> str:
@@ -707,6 +820,19 @@ def test_podman_deploy_logs_delete(engine: Any, tmp_path: Path) -> None:
         assert response.status_code == 200, response.text
         assert containers_of(podman, instance_id) == []
         assert api.http.get(f"/api/projects/{project}/services/pod").status_code == 404
+
+        # A code service runs hardened on Podman too (host code copied into a volume of a
+        # read-only container), and its page gets its memory from Podman's stats.
+        folder = str(ROOT / "examples" / "code-service")
+        deploy_code(api, project, "coder", folder, GREETING="hardened")
+        api.running(project, "coder", timeout=90)
+        answer = api.via_proxy(project, "coder", 8091)
+        assert answer.json().get("greeting") == "hardened", (answer.status_code, answer.text)
+        [container] = containers_of(podman, instance_id, f"{project}--coder")
+        assert container.attrs["HostConfig"]["ReadonlyRootfs"] is True
+        assert container.exec_run(["id", "-u"]).output.decode().strip() == "10001"
+        metrics = api.http.get(f"/api/projects/{project}/services/coder/metrics").json()
+        assert metrics["data"]["usage"]["memoryBytes"][-1] > 0
     finally:
         api.close()
         process.stop()

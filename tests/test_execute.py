@@ -406,6 +406,18 @@ def test_requirements_only_then_code_only(tmp_path: Path) -> None:
     assert log.read_text() == "setup.sh\n"  # nothing installed the second time
 
 
+def test_a_venv_is_made_only_when_there_is_something_to_install(tmp_path: Path) -> None:
+    """Code without requirements.txt or setup.sh runs with the running Python: in a
+    hardened container that environment is read-only, where a venv would be writable."""
+    code = write(tmp_path / "svc", {"__main__.py": "import sys\nprint('prefix', sys.prefix)\n"})
+    venv = tmp_path / "venv"
+    for mode in ("--requirements-only", "--code-only"):  # the local sandbox's two runs
+        result = execute(mode, str(code), "--venv", str(venv))
+        assert result.returncode == 0, result.stderr
+    assert not venv.exists()
+    assert f"prefix {sys.prefix}" in result.stdout
+
+
 def test_code_only_skips_installs(tmp_path: Path) -> None:
     marker = tmp_path / "setup-ran"
     code = write(

@@ -5,7 +5,8 @@ zero-downtime update, the same on every runtime: tests/test_models.py covers it.
 
 Containers fetch the model from the lab, so the lab listens on all interfaces and tells
 services to reach it at the Docker bridge's gateway (its LAB_ENDPOINT). Each model
-service installs its framework with uv into the container's environment.
+service installs its framework with uv into a folder of its /data: the container's
+environment is read-only (a hardened code service).
 """
 
 from __future__ import annotations

@@ -385,6 +385,16 @@ async def test_code_spec_runs_in_runtime_image(instance_id: str) -> None:
 
 
 @pytest.mark.docker
+async def test_usage_comes_from_the_engine(runtime: DockerRuntime) -> None:
+    handle = await start(runtime, _spec())
+    assert await http_get(runtime, handle) == "hello"
+    usage = await runtime.usage(handle)
+    assert usage is not None and usage.cpu_seconds > 0 and usage.memory_bytes > 0
+    await runtime.stop(handle, timeout=5)
+    assert await runtime.usage(handle) is None
+
+
+@pytest.mark.docker
 async def test_image_without_healthcheck_has_healthy_none(runtime: DockerRuntime) -> None:
     handle = await start(runtime, _spec(image=BARE_IMAGE, ports=[8080]))
     assert await http_get(runtime, handle) == "hello"
@@ -630,6 +640,8 @@ async def test_podman_deploy_address_logs_stop_and_own_healthcheck(
     status = await eventually(lambda: health(Phase.UNHEALTHY), "unhealthy on Podman")
     assert status.healthy is False
 
+    usage = await runtime.usage(handle)
+    assert usage is not None and usage.cpu_seconds > 0 and usage.memory_bytes > 0
     lines = [line async for line in runtime.logs(handle)]
     assert lines[:2] == ["startup line 0", "startup line 1"]
     assert [a.key for a in await podman_runtime().adopt()] == [handle["key"]]

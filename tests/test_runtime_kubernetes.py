@@ -8,7 +8,8 @@ No API server can run on these machines. The strongest checks available instead:
 - the runtime's calls go over HTTP to kmock's `KubernetesEmulator`, an in-memory API
   server that stores what is created and serves reads, lists and deletes. It runs no
   controllers: the test plays the kubelet, adding the pods a Deployment would get, with
-  the status documents of tests/kubernetes/pod-states.json, and serving their logs;
+  status documents captured from real clusters by other projects (tests/kubernetes/pods,
+  whose README names the repository, path and commit of each), and serving their logs;
 - tests/test_runtime_kubernetes_podman.py runs the generated pod for real with Podman.
 """
 
@@ -19,11 +20,13 @@ import base64
 import json
 import re
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import kubernetes_validate
 import pytest
 import yaml
@@ -39,7 +42,6 @@ from servicelab.runtimes.kubernetes_manifests import (
     instance_manifests,
     namespace,
 )
-from servicelab.runtimes.kubernetes_status import pod_status
 from servicelab.runtimes.select import make_runtime
 from servicelab.spec import HealthCheck, Phase, Resources, ServiceSpec, normalize
 
@@ -162,38 +164,6 @@ def test_long_names_stay_dns_labels_and_apart() -> None:
     assert all(DNS_1035.match(n) for n in names_a | names_b)
 
 
-# --- status from real pod documents --------------------------------------------------------
-
-
-def pod(state: str, memory: str | None = None) -> dict[str, Any]:
-    container: dict[str, Any] = {"name": "service", "readinessProbe": {"httpGet": {"port": 80}}}
-    if memory:
-        container["resources"] = {"limits": {"memory": memory}}
-    return {"spec": {"containers": [container]}, "status": POD_STATES[state]}
-
-
-def test_status_of_each_failure() -> None:
-    pulled = pod_status(pod("image_pull_backoff"))
-    assert pulled.phase is Phase.FAILED
-    assert "ImagePullBackOff" in str(pulled.reason) and "not found" in str(pulled.reason)
-
-    crashed = pod_status(pod("crash_loop_backoff"))
-    assert (crashed.phase, crashed.exit_code) == (Phase.FAILED, 3)
-    assert "exited with code 3" in str(crashed.reason) and "4 times" in str(crashed.reason)
-
-    oom = pod_status(pod("oom_killed", memory=str(64 * 2**20)))
-    assert oom.phase is Phase.FAILED and oom.oom_killed
-    assert oom.reason == "killed: out of memory (limit 64 MiB) (restarted 2 times by Kubernetes)"
-
-    pending = pod_status(pod("pending_no_gpu"))
-    assert pending.phase is Phase.STARTING
-    assert "Insufficient nvidia.com/gpu" in str(pending.reason)
-
-    assert pod_status(pod("starting")).phase is Phase.STARTING
-    ready = pod_status(pod("running_ready"))
-    assert (ready.phase, ready.healthy) == (Phase.RUNNING, True)
-
-
 # --- the runtime against the emulator ------------------------------------------------------
 
 
@@ -223,8 +193,9 @@ async def test_create_status_adopt_update_delete_purge(cluster: tuple[Cluster, s
     assert (await runtime.status(handle)).phase is Phase.STARTING  # no pods yet
     assert await runtime.address(handle, 8080) is None
 
-    await fake.add_pod(runtime, handle, "starting")
-    assert (await runtime.status(handle)).phase is Phase.STARTING
+    await fake.add_pod(runtime, handle, "not_ready_beside_sidecar")
+    assert (await runtime.status(handle)).phase is Phase.UNHEALTHY
+    assert await runtime.address(handle, 8080) is not None  # Kubernetes decides, per pod
     first = await fake.add_pod(runtime, handle, "running_ready")
     status = await runtime.status(handle)
     assert (status.phase, status.healthy) == (Phase.RUNNING, True)
@@ -275,24 +246,130 @@ async def test_create_status_adopt_update_delete_purge(cluster: tuple[Cluster, s
     await runtime.close()
 
 
-async def test_failures_reported_from_pod_documents(cluster: tuple[Cluster, str]) -> None:
+# --- what users see of real pods, through the emulator ----------------------------------
+
+#: For each captured document (tests/kubernetes/pods), what `status()` must say: the
+#: phase, the reason word for word (it names the cause), the exit code and OOM flag.
+SEEN: dict[str, tuple[Phase, str | None, int | None, bool]] = {
+    "running_ready": (Phase.RUNNING, None, None, False),
+    "not_ready_beside_sidecar": (Phase.UNHEALTHY, "readiness probe failing", None, False),
+    "image_pull_backoff": (
+        Phase.FAILED,
+        "image gcr.io/heptio-images/ks-guestbook-demo:0.3 cannot be pulled (ImagePullBackOff)",
+        None,
+        False,
+    ),
+    "image_pull_backoff_gke": (
+        Phase.FAILED,
+        "image notanimage/thatexistsanywhere:badtag cannot be pulled (ImagePullBackOff)",
+        None,
+        False,
+    ),
+    "crash_loop_backoff": (
+        Phase.FAILED,
+        "exited with code 1 (restarted 3 times by Kubernetes)",
+        1,
+        False,
+    ),
+    "crash_loop_backoff_exit_0": (
+        Phase.FAILED,
+        "exited with code 0 (restarted 2 times by Kubernetes)",
+        0,
+        False,
+    ),
+    # Killed for memory with exit code 1 (not 137): the reason tells, and the limit is
+    # the one the runtime set.
+    "oom_killed": (Phase.FAILED, "killed: out of memory (limit 256 MiB)", 1, True),
+    "unschedulable": (
+        Phase.STARTING,
+        "not scheduled: 0/1 nodes are available: 1 node(s) didn't match Pod's node "
+        "affinity/selector. preemption: 0/1 nodes are available: 1 Preemption is not "
+        "helpful for scheduling.",
+        None,
+        False,
+    ),
+    "unschedulable_resources": (
+        Phase.STARTING,
+        "not scheduled: 0/1 nodes are available: 1 Insufficient cpu, 1 Insufficient memory.",
+        None,
+        False,
+    ),
+    "start_error": (
+        Phase.FAILED,
+        "could not start (StartError): failed to create containerd task: failed to create "
+        "shim task: OCI runtime create failed: runc create failed: unable to start container "
+        'process: error during container init: error mounting "/var/lib/kubelet/pods/'
+        'e62563fa-7f61-4103-8211-1d63f247064b/etc-hosts" to rootfs at "/etc/hosts": create '
+        "mount destination for /etc/hosts mount: make parent dir of file bind-mount: mkdirat "
+        "/run/containerd/io.containerd.runtime.v2.task/k8s.io/c252c1fcf058bf99efe9a0970ae04ad"
+        "ec6fa615f198606e4c9a65f93eb39857f/rootfs/etc: read-only file system: unknown",
+        128,
+        False,
+    ),
+}
+
+
+def test_every_captured_document_has_its_expectation() -> None:
+    assert set(SEEN) == set(POD_STATES)
+
+
+def probed_spec() -> ServiceSpec:
+    """A service with a health check (so its pods have probes) and a memory limit."""
+    return normalize(
+        ServiceSpec(
+            project="proj1",
+            name="real",
+            image="web:1",
+            ports=[8080],
+            resources=Resources(memory=256 * 2**20),
+            health=HealthCheck(path="/health"),
+        )
+    )
+
+
+@pytest.mark.parametrize("state", sorted(SEEN))
+async def test_status_of_a_real_pod(state: str, cluster: tuple[Cluster, str]) -> None:
+    """The runtime creates the instance over HTTP, the pod the ReplicaSet would make
+    carries a captured status, and `status()` reads it back from the emulator."""
     fake, server = cluster
     runtime = make(server)
-    spec = await runtime.prepare(web_spec(replicas=1))
-    for state, phase, words in (
-        ("image_pull_backoff", Phase.FAILED, "cannot be pulled"),
-        ("crash_loop_backoff", Phase.FAILED, "exited with code 3"),
-        ("oom_killed", Phase.FAILED, "out of memory"),
-        ("pending_no_gpu", Phase.STARTING, "not scheduled: 0/3 nodes are available"),
-    ):
-        handle = await runtime.start(spec, {})
-        await fake.add_pod(runtime, handle, state)
-        status = await runtime.status(handle)
-        assert status.phase is phase and words in str(status.reason), (state, status)
-        await runtime.stop(handle)
-    vanished = await runtime.start(spec, {})
+    handle = await runtime.start(await runtime.prepare(probed_spec()), {})
+    await fake.add_pod(runtime, handle, state)
+    status = await runtime.status(handle)
+    phase, reason, exit_code, oom = SEEN[state]
+    assert (status.phase, status.reason, status.exit_code, status.oom_killed) == (
+        phase,
+        reason,
+        exit_code,
+        oom,
+    )
+    assert status.healthy is {Phase.RUNNING: True, Phase.STARTING: None}.get(phase, False)
+    if state == "running_ready":
+        assert status.started_at == datetime(2024, 10, 15, 16, 0, 42, tzinfo=UTC)
+    if state == "start_error":
+        assert status.started_at is None  # "1970-01-01T00:00:00Z": it never started
+    assert status.extra["pods"] == [f"{handle['instance']}-7d9c8b6f5-00000"]
+    await runtime.stop(handle)
+    await runtime.close()
+
+
+async def test_one_ready_replica_serves_while_another_fails(
+    cluster: tuple[Cluster, str],
+) -> None:
+    fake, server = cluster
+    runtime = make(server)
+    handle = await runtime.start(await runtime.prepare(probed_spec()), {})
+    await fake.add_pod(runtime, handle, "oom_killed")
+    assert (await runtime.status(handle)).phase is Phase.FAILED
+    await fake.add_pod(runtime, handle, "running_ready")
+    status = await runtime.status(handle)
+    assert (status.phase, status.healthy) == (Phase.RUNNING, True)
+    assert status.extra["ready"] == 1
+    vanished = await runtime.start(await runtime.prepare(probed_spec()), {})
     await runtime.api.delete("Deployment", vanished["instance"], "servicelab")
-    assert (await runtime.status(vanished)).phase is Phase.FAILED
+    assert (await runtime.status(vanished)).reason == (
+        f"Deployment {vanished['instance']} vanished"
+    )
     await runtime.close()
 
 
@@ -481,3 +558,48 @@ def test_lab_deploys_replicas_and_refuses_host_paths(
     )
     assert r.status_code == 400, r.text
     assert "VCS URL" in r.json()["errors"]["message"]
+
+
+def service_seen(lab: Any, path: str, done: Any) -> dict[str, Any]:
+    """GET the service until `done(service)`, with a deadline."""
+    deadline = time.monotonic() + 30
+    while True:
+        r = lab.client.get(path, headers=lab.headers())
+        assert r.status_code == 200, r.text
+        seen: dict[str, Any] = r.json()["data"]
+        if done(seen):
+            return seen
+        assert time.monotonic() < deadline, f"the service stayed {seen['status']}: {seen['reason']}"
+        time.sleep(0.05)
+
+
+def test_users_see_why_the_pods_are_not_up(lab_on_emulator: tuple[Any, Cluster]) -> None:
+    """What the lab's API says of real pods: the scheduler's message while no node takes
+    the pod, then the OOM kill with the memory limit."""
+    lab, fake = lab_on_emulator
+    lab.create_project("team2")
+    path = "/api/projects/team2/services/big"
+    r = lab.client.put(
+        path,
+        headers=lab.headers(),
+        json={"image": "web:1", "ports": [8080], "resources": {"memory": "256m"}, "restart": "no"},
+    )
+    assert r.status_code == 201, r.text
+    (name,) = fake.names("deployments")
+    deployment = fake.find("deployments", name).raw
+    pods = f"{fake.url}/api/v1/namespaces/{deployment['metadata']['namespace']}/pods"
+
+    pending = fake.pod_of(deployment, "unschedulable_resources")
+    httpx.post(pods, json=pending).raise_for_status()
+    seen = service_seen(lab, path, lambda s: s["reason"] and "scheduled" in s["reason"])
+    assert (seen["status"], seen["reason"]) == (
+        "starting",
+        "not scheduled: 0/1 nodes are available: 1 Insufficient cpu, 1 Insufficient memory.",
+    )
+
+    # The scheduler placed it after all; the container is then killed for memory.
+    httpx.delete(f"{pods}/{pending['metadata']['name']}").raise_for_status()
+    httpx.post(pods, json=fake.pod_of(deployment, "oom_killed")).raise_for_status()
+    seen = service_seen(lab, path, lambda s: s["status"] == "failed")
+    assert seen["reason"] == "killed: out of memory (limit 256 MiB)"
+    assert seen["isHealthy"] is False

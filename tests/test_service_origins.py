@@ -10,12 +10,10 @@ credentials allowed), a member `mallory` of `evil` and an `outsider` of everythi
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +21,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 from websockets.sync.client import connect
 
+from .browsertools import chromium
 from .labtools import (
     ADMIN_PASSWORD,
     PLANES,
@@ -35,7 +34,6 @@ from .labtools import (
 )
 
 HOSTILE = str(ROOT / "tests" / "services" / "hostile-page")
-CHROMIUM = Path("/usr/bin/chromium")
 USER_PASSWORD = "password-of-a-user"
 HOSTILE_PATH = "/api/projects/evil/services/hostile/8091/"
 VICTIM_PATH = "/api/projects/secret/services/victim/8091/"
@@ -90,27 +88,9 @@ def get_on_host(lab: LabProcess, host: str, path: str, **kwargs: Any) -> httpx.R
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        if os.environ.get("SERVICELAB_TEST_BROWSER") or os.environ.get("CI"):
-            pytest.fail("Debian's chromium is missing: run scripts/setup-browser.sh")
-        pytest.skip("no /usr/bin/chromium: run scripts/setup-browser.sh")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--no-first-run",
-                # `lab.test` is the lab under a name that is not loopback: the fallback.
-                "--host-resolver-rules=MAP lab.test 127.0.0.1",
-            ],
-        )
-        yield chromium
-        chromium.close()
+    # `lab.test` is the lab under a name that is not loopback: the fallback.
+    with chromium("--host-resolver-rules=MAP lab.test 127.0.0.1") as browser:
+        yield browser
 
 
 def new_context(browser: Browser) -> BrowserContext:

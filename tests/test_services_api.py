@@ -94,6 +94,11 @@ def test_deploy_reach_and_lab_variables(api: httpx.Client, lab_process: LabProce
     assert env["LAB_ENDPOINT"] == lab_process.url
     assert env["LAB_PROJECT"] == "demo"
     assert env["LAB_SERVICE_PATH"] == "/api/projects/demo/services/echo/"
+    assert env["LAB_SERVICE_URL"] == "/api/projects/demo/services/echo/8091/"
+    # Its own origin on the lab's port; together with the path, where the UI opens it.
+    lab_port = lab_process.url.rsplit(":", 1)[1]
+    assert env["LAB_SERVICE_ORIGIN"] == f"http://echo--demo.localhost:{lab_port}"
+    assert running["url"] == env["LAB_SERVICE_ORIGIN"] + env["LAB_SERVICE_URL"]
     assert env["GREETING"] == "hello"
     assert env["PORT"] != "8091"  # a free port, mapped to the route's 8091
     # The service's token opens its project, and only that one.

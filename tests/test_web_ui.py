@@ -27,10 +27,10 @@ from playwright.sync_api import Browser, Page, expect
 from servicelab.app import create_app
 from servicelab.web.session import safe_next
 
+from .browsertools import chromium
 from .conftest import make_settings
 from .labtools import ADMIN_PASSWORD, ROOT, LabProcess, wait_until
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = ROOT / "screenshots"
 ECHO_SERVICE = ROOT / "tests" / "services" / "echo-service"
 #: Generous: a code service installs nothing here, but the machine has two busy cores.
@@ -99,27 +99,8 @@ def browser() -> Iterator[Browser]:
     lab's teardown runs: Playwright's sync API keeps an asyncio loop running while it is
     open, and the lab's teardown uses `asyncio.run`.
     """
-    if not CHROMIUM.exists():
-        if os.environ.get("SERVICELAB_TEST_BROWSER") or os.environ.get("CI"):
-            pytest.fail("Debian's chromium is missing: run scripts/setup-browser.sh")
-        pytest.skip("no /usr/bin/chromium: run scripts/setup-browser.sh")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture

@@ -175,7 +175,13 @@ def service_out(row: ServiceRow, project: str, request: Request) -> dict[str, An
         "LAB_API_TOKEN": MASK,
         "LAB_PROJECT": project,
         "LAB_SERVICE_PATH": base,
-        **service_url_env(project, row.name, spec),
+        **service_url_env(
+            project,
+            row.name,
+            spec,
+            endpoint=settings.endpoint,
+            service_domain=settings.service_domain,
+        ),
     }
     if spec.code:
         configuration["EXECUTE_CODE"] = source_out(spec.code)

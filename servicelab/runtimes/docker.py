@@ -12,11 +12,13 @@ What a service gets, following ML Lab's rules for service images:
 - `/data`, a named volume per service that outlives containers (restarts, updates,
   redeploys) until `delete_data`;
 - one network per project, so that the services of a project can call each other;
-- for code services from a local folder, that folder read-only at `/workspace/code` in
-  the runtime image (`docker_code`); the path is one of the engine's host, so a lab that
-  runs in a container must have the folder at the same path as the host;
+- for code services from a local folder, a copy of that folder at `/workspace/code` in
+  the runtime image (`docker_code`), owned by root;
+- for code services, a hardened container (`docker_hardening`): an unprivileged user, a
+  read-only root file system, no capabilities; no-new-privileges for every service;
 - its image's `HEALTHCHECK`, run by the engine, or by this runtime where the engine does
-  not (Podman without systemd).
+  not (Podman without systemd); the runtime image's asks the path the lab's probe would
+  (`_HEALTH_PATH`).
 
 Containers carry labels (`servicelab.instance`, `.project`, `.service`, `.key`), so that a
 restarted lab finds its own running containers (`adopt`) and nobody else's. The engine
@@ -49,8 +51,10 @@ from servicelab.runtimes.base import (
     RuntimeStatus,
     SpecError,
 )
-from servicelab.runtimes.docker_code import CODE_PARENT, code_archive, code_mount, resolved_code
+from servicelab.runtimes.docker_code import CODE_MOUNT, code_archive, code_mount, resolved_code
 from servicelab.runtimes.docker_engine import DockerEngine, contract_errors
+from servicelab.runtimes.docker_hardening import code_service_options, image_service_options
+from servicelab.runtimes.docker_health import code_service_healthcheck
 from servicelab.runtimes.docker_images import ensure_image
 from servicelab.runtimes.docker_logs import container_logs
 from servicelab.runtimes.docker_networks import LABEL_INSTANCE, LABEL_PROJECT, ProjectNetworks
@@ -64,6 +68,8 @@ from servicelab.runtimes.docker_rules import (
     start_error,
 )
 from servicelab.runtimes.docker_status import ContainerStatus
+from servicelab.runtimes.docker_usage import container_usage
+from servicelab.runtimes.usage import Usage
 from servicelab.spec import PULL_POLICIES, ServiceSpec
 
 LABEL_SERVICE = "servicelab.service"
@@ -71,6 +77,8 @@ LABEL_KEY = "servicelab.key"
 
 #: Where the service's volume is mounted, as ML Lab's best practices say.
 DATA_MOUNT = "/data"
+#: The path the runtime image's HEALTHCHECK asks (images/runtime/resources/scripts).
+HEALTH_PATH_ENV = "_HEALTH_PATH"
 
 #: A DNS label (the container name on the project network) has at most 63 characters.
 MAX_CONTAINER_NAME = 63
@@ -226,6 +234,10 @@ class DockerRuntime(Runtime):
         if spec.code:
             environment["EXECUTE_CODE"] = mount.execute_code if mount else spec.code
             environment.setdefault("PORT", str(spec.connection_port))
+        health_port = spec.health_port
+        if health_port is not None:
+            # The runtime image's HEALTHCHECK asks what the lab's probe would ("": TCP).
+            environment.setdefault(HEALTH_PATH_ENV, spec.probe_path(health_port) or "")
         volume = await self._ensure_volume(spec)
         volumes = {volume: {"bind": DATA_MOUNT, "mode": "rw"}}
         kwargs: dict[str, Any] = {
@@ -234,6 +246,7 @@ class DockerRuntime(Runtime):
             "labels": self._labels(spec),
             "volumes": volumes,
             "detach": True,
+            **(code_service_options() if spec.code else image_service_options()),
         }
         if not self.lab_in_container:
             kwargs["ports"] = {f"{p}/tcp": (self.publish_host, None) for p in spec.ports}
@@ -245,6 +258,15 @@ class DockerRuntime(Runtime):
             # process instead of swapping it to a crawl.
             kwargs["mem_limit"] = resources.memory
             kwargs["memswap_limit"] = resources.memory
+        if spec.code:
+            # The lab's start period and retries for the runtime image's own check.
+            image_attrs = await self.engine.call(client.api.inspect_image, image)
+            health = spec.health
+            check = code_service_healthcheck(
+                image_attrs.get("Config"), health.start_period, health.timeout, health.retries
+            )
+            if check is not None:
+                kwargs["healthcheck"] = check
         if resources.gpus:
             kwargs["device_requests"] = [
                 DeviceRequest(count=resources.gpus, capabilities=[["gpu"]])
@@ -273,14 +295,14 @@ class DockerRuntime(Runtime):
                 if mount:  # issue 12: host code is copied in, never bind-mounted
                     await self.engine.call(
                         container.put_archive,
-                        CODE_PARENT,
+                        CODE_MOUNT,
                         await asyncio.to_thread(code_archive, mount),
                     )
                 await self.engine.call(container.start)
                 await self.engine.call(container.reload)
             except docker.errors.APIError as exc:
                 with contextlib.suppress(docker.errors.APIError):
-                    await self.engine.call(container.remove, force=True)
+                    await self.engine.call(container.remove, v=True, force=True)
                 raise start_error(exc, spec) from exc
         return self._handle(container.attrs)
 
@@ -328,6 +350,10 @@ class DockerRuntime(Runtime):
     async def address(self, handle: Handle, port: int) -> Address | None:
         return await self.containers.address(handle, port)
 
+    @contract_errors
+    async def usage(self, handle: Handle) -> Usage | None:
+        return await container_usage(self.engine, handle["container_id"])
+
     def logs(
         self,
         handle: Handle,
@@ -355,7 +381,9 @@ class DockerRuntime(Runtime):
             try:
                 if container.status in ("running", "restarting", "paused"):
                     await self.engine.call(container.stop, timeout=max(0, int(round(timeout))))
-                await self.engine.call(container.remove, v=False, force=True)
+                # v: its anonymous volumes (code, HOME) go with it; /data, a named
+                # volume, stays until delete_data.
+                await self.engine.call(container.remove, v=True, force=True)
             except docker.errors.NotFound:
                 pass
             except docker.errors.APIError as exc:

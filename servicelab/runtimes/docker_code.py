@@ -3,7 +3,10 @@
 `EXECUTE_CODE` may name a folder (or a `.py` file) on the lab's machine. Inside a
 container that path means nothing, so the Docker runtime copies the folder into the
 created container at `/workspace/code` before it starts, and hands the executor the path
-there. Copied rather than bind-mounted, because a bind is resolved by the engine when the
+there. That folder is an anonymous volume of the container (the engine refuses to copy
+into a read-only root file system, `docker_hardening`), and the copied files belong to
+root: the service, which runs as another user, can read its code but not change it.
+Copied rather than bind-mounted, because a bind is resolved by the engine when the
 container is created: a symbolic link swapped in after the lab checked the path would
 mount another folder of the host. The copy reads the folder the lab opened once
 (`open_code_folder`), walks it without following links, and keeps links as links, which
@@ -23,9 +26,9 @@ from typing import IO
 
 from servicelab.code_source import is_remote, local_code_path, open_code_folder
 
-#: Where the folder goes; the runtime image's working directory is /workspace.
+#: Where the folder goes (a volume of the container); the runtime image's working
+#: directory is /workspace.
 CODE_MOUNT = "/workspace/code"
-CODE_PARENT, CODE_NAME = CODE_MOUNT.rsplit("/", 1)
 #: Archives up to this size stay in memory while they are sent to the engine.
 SPOOL_BYTES = 16 * 1024 * 1024
 
@@ -62,16 +65,17 @@ def code_mount(code: str) -> CodeMount | None:
 
 
 def code_archive(mount: CodeMount) -> IO[bytes]:
-    """A tar of the code folder, its members under `code/`, for `put_archive(CODE_PARENT)`."""
+    """A tar of the code folder's contents (members relative to it, owned by root), for
+    `put_archive(CODE_MOUNT)`."""
     opened = open_code_folder(Path(mount.source))
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - returned
     try:
         with tarfile.open(fileobj=spool, mode="w") as tar:
-            tar.addfile(_info(CODE_NAME, tarfile.DIRTYPE, 0o755))
             for folder, dirs, files, dir_fd in os.fwalk(".", dir_fd=opened.fd):
-                prefix = os.path.normpath(os.path.join(CODE_NAME, folder))
+                prefix = os.path.normpath(folder)
                 for name in sorted(dirs + files):
-                    _add(tar, f"{prefix}/{name}", name, dir_fd)
+                    member = name if prefix == "." else f"{prefix}/{name}"
+                    _add(tar, member, name, dir_fd)
     finally:
         os.close(opened.fd)
     spool.seek(0)

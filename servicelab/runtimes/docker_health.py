@@ -130,3 +130,21 @@ class HealthRunner:
             except Exception:
                 # The container is gone or stopped: nothing left to check.
                 return
+
+
+def code_service_healthcheck(
+    image_config: dict[str, Any] | None, start_period: float, timeout: float, retries: int
+) -> dict[str, Any] | None:
+    """The runtime image's HEALTHCHECK with the spec's start period, timeout and retries
+    (`containers.create`'s `healthcheck`), or None when the image has none. The command
+    and the interval stay the image's: each check is an HTTP request the app may log."""
+    image_check = (image_config or {}).get("Healthcheck") or {}
+    if health_config(image_config) is None:
+        return None
+    return {
+        "test": list(image_check["Test"]),
+        "interval": int(image_check.get("Interval") or DEFAULT_INTERVAL * 1e9),
+        "timeout": int(timeout * 1e9),
+        "retries": retries,
+        "start_period": int(start_period * 1e9),
+    }

@@ -156,8 +156,11 @@ def plain_launch(
     env[DATA_DIR_ENV] = str(data_dir)
     venv = service_dir / "venv"
     # By path and without site-packages (-S): the executor is standard-library only by
-    # contract, and this saves a good part of its start-up time.
-    argv = [sys.executable, "-S", str(EXECUTOR_PATH), "--venv", str(venv), code]
+    # contract, and this saves a good part of its start-up time. The base interpreter and
+    # not the lab's venv: code without dependencies runs with it (no venv is made), and
+    # must not see the lab's packages.
+    python = os.path.realpath(sys.executable)
+    argv = [python, "-S", str(EXECUTOR_PATH), "--venv", str(venv), code]
     return Launch([argv], env, str(data_dir))
 
 

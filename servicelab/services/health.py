@@ -27,8 +27,6 @@ import httpx
 from servicelab.runtimes.base import Address, Handle, Runtime
 from servicelab.spec import InvalidSpec, Phase, ServiceSpec, check_health_path
 
-from .routes import service_path
-
 #: How often a starting service is probed, so that "healthy" is seen quickly.
 STARTING_PROBE_INTERVAL = 0.1
 #: Seconds between two HTTP probes of a healthy service (TCP connects in between).
@@ -58,15 +56,6 @@ def probe_url(address: Address, path: str) -> httpx.URL | None:
     return url
 
 
-def probe_path(spec: ServiceSpec, port: int) -> str | None:
-    """The path the probe asks for: the health path, behind the route prefix when the
-    service receives the prefix."""
-    path = spec.health.path
-    if path is None or spec.strip_prefix:
-        return path
-    return f"{service_path(spec.project, spec.name)}{port}{path}"
-
-
 class Prober:
     def __init__(self, runtime: Runtime, *, quiet_interval: float = QUIET_HTTP_INTERVAL) -> None:
         self.runtime = runtime
@@ -89,13 +78,13 @@ class Prober:
 
     async def probe(self, handle: Handle, spec: ServiceSpec) -> tuple[bool, str | None]:
         """(healthy, why not)."""
-        port = spec.health.port or spec.connection_port or (spec.ports[0] if spec.ports else None)
+        port = spec.health_port
         if port is None:
             return True, None
         address = await self.runtime.address(handle, port)
         if address is None:
             return False, f"port {port} is not reachable"
-        path = probe_path(spec, port)
+        path = spec.probe_path(port)
         if path is None:
             return await tcp_check(address, port, spec.health.timeout)
         key = f"{spec.key} {json.dumps(handle, sort_keys=True, default=str)}"

@@ -222,6 +222,12 @@ class Reconciler:
         if status.phase is Phase.STARTING or in_grace:
             if row.phase is not Phase.STARTING:
                 await self.store.save(row, phase=Phase.STARTING, healthy=None)
+            if status.phase is Phase.STARTING and status.reason:
+                # The runtime says why the service is not up yet (Kubernetes: the
+                # scheduler's message for a pod no node takes): that is the news.
+                if status.reason != row.reason:
+                    await self.store.save(row, reason=status.reason)
+                return
             if now >= watch.next_note:
                 # Installing dependencies can take minutes: say what the service is doing.
                 watch.next_note = now + NOTE_INTERVAL
@@ -254,7 +260,15 @@ class Reconciler:
             "LAB_PROJECT": row.project,
             "LAB_SERVICE_PATH": service_path(row.project, row.name),
         }
-        env.update(service_url_env(row.project, row.name, spec))
+        env.update(
+            service_url_env(
+                row.project,
+                row.name,
+                spec,
+                endpoint=self.settings.endpoint,
+                service_domain=self.settings.service_domain,
+            )
+        )
         env.update(spec.env)
         return env, token_id
 

@@ -8,26 +8,39 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
+from servicelab.proxy.origins import OriginPolicy
 from servicelab.runtimes.base import Address, Runtime
-from servicelab.spec import Phase, ServiceSpec
+from servicelab.spec import Phase, ServiceSpec, service_path
 
 from .store import ServiceRow
 
 
-def service_path(project: str, service: str) -> str:
-    """LAB_SERVICE_PATH: the route prefix to which a service appends `<port>/`."""
-    return f"/api/projects/{project}/services/{service}/"
-
-
-def service_url_env(project: str, service: str, spec: ServiceSpec) -> dict[str, str]:
+def service_url_env(
+    project: str, service: str, spec: ServiceSpec, *, endpoint: str, service_domain: str
+) -> dict[str, str]:
     """LAB_SERVICE_URL: the whole prefix of the service's main port, port and slash
     included (what `--base-url` style settings of web apps want); absent while the
-    service has no known port."""
+    service has no known port.
+
+    LAB_SERVICE_ORIGIN: where browsers open the service, `scheme://<service>--<project>.
+    <domain>[:port]` for the lab at `endpoint` (LAB_ENDPOINT), so that
+    `$LAB_SERVICE_ORIGIN$LAB_SERVICE_URL` is the page's absolute URL (for apps that check
+    the Origin of WebSockets, or print their own address); absent when the lab forms no
+    service origins (a non-loopback lab without SERVICELAB_SERVICE_DOMAIN).
+    """
+    env: dict[str, str] = {}
     port = spec.connection_port or (spec.ports[0] if spec.ports else None)
-    if port is None:
-        return {}
-    return {"LAB_SERVICE_URL": f"{service_path(project, service)}{port}/"}
+    if port is not None:
+        env["LAB_SERVICE_URL"] = f"{service_path(project, service)}{port}/"
+    lab = urlsplit(endpoint)
+    origin = OriginPolicy(service_domain).service_origin(
+        lab.scheme or "http", lab.netloc, project, service
+    )
+    if origin is not None:
+        env["LAB_SERVICE_ORIGIN"] = origin
+    return env
 
 
 @dataclass

@@ -93,17 +93,39 @@ def run_hostile(lab: LabProcess, token: str, code: str, targets: dict[str, Any])
         return dict(r.json())
 
 
-def assert_all_refused(
-    report: dict, expected: set[str], allowed: frozenset[str] = frozenset()
-) -> None:
-    """Every attempt of `expected` was refused, except those in `allowed` (which the
-    caller checks stayed confined), and the controls worked."""
+def assert_all_refused(report: dict, expected: set[str]) -> None:
+    """Every attempt of `expected` was refused, and the controls worked."""
     attacks = report["attacks"]
     assert set(attacks) == expected, sorted(attacks)
-    succeeded = {n: a for n, a in attacks.items() if not a["refused"] and n not in allowed}
+    succeeded = {n: a for n, a in attacks.items() if not a["refused"]}
     assert succeeded == {}, json.dumps(succeeded, indent=1)
     assert report["controls"]["own_data_written"] is True
     assert report["controls"]["own_code_read"] is True
+
+
+def lab_targets(lab: LabProcess, victim: Victim) -> dict[str, Any]:
+    """What of the lab's own data the hostile code goes for, on every runtime."""
+    data_dir = lab.data_dir
+    return {
+        "database": str(data_dir / "servicelab.db"),
+        "secret_key": str(data_dir / "secret_key"),
+        "lab_data_dir": str(data_dir),
+        "other_project_file": project_file(data_dir, victim),
+    }
+
+
+def hostile_gets_nothing(lab: LabProcess, targets: dict[str, Any]) -> dict:
+    """As an ordinary member: deploy the hostile code against `targets`; every attack
+    class is refused, and both it and the victim still serve. Its report."""
+    token = member_token(lab)
+    report = run_hostile(lab, token, str(HOSTILE), targets)
+    assert_all_refused(report, ATTACK_CLASSES)
+    assert not (HOSTILE / "hostile-was-here").exists()
+    with lab.client(token) as api:
+        assert proxied(api, "attack", "hostile").text == "ok"
+    with lab.client() as api:
+        assert proxied(api, "victim", "vault", "data").text == SECRET_DATA
+    return report
 
 
 ATTACK_CLASSES = {

@@ -52,4 +52,6 @@ class Server(ThreadingHTTPServer):
         return True
 
 
-Server(("127.0.0.1", PORT), Handler).serve_forever()
+# All addresses in a container (the proxy comes from outside it), else loopback.
+IN_CONTAINER = os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv")
+Server(("0.0.0.0" if IN_CONTAINER else "127.0.0.1", PORT), Handler).serve_forever()

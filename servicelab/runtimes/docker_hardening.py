@@ -1,0 +1,55 @@
+"""How the Docker runtime confines a service's container (issue 12, docs/security.md).
+
+Code services (`spec.code`) run a member's code in the runtime image, so they get all of
+it: the image's unprivileged user (numeric, so that no name lookup is involved), a
+read-only root file system, no capabilities, and no-new-privileges (setuid binaries give
+nothing). What stays writable is the service's own:
+
+- `/data`, its named volume (the image makes `/data` the service user's, and the engine
+  gives a fresh volume that owner);
+- `/tmp`, a tmpfs;
+- two anonymous volumes, removed with the container: `/workspace/code`, where the lab
+  copies host code as root (read-only to the service; the engine copies into a volume
+  only, never into a read-only root file system), and `/workspace/home`, the user's HOME
+  (uv's cache, and the virtual environment when the code has something to install).
+
+Image services keep their image's USER and file system (many images need to write where
+they were built to), and get no-new-privileges.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from docker.types import Mount
+
+from servicelab.runtimes.docker_code import CODE_MOUNT
+
+#: uid:gid of the runtime image's `service` user (images/runtime/Dockerfile).
+SERVICE_USER = "10001:10001"
+#: Its HOME in the runtime image.
+SERVICE_HOME = "/workspace/home"
+NO_NEW_PRIVILEGES = "no-new-privileges"
+#: exec: tools that run what they unpack to /tmp (build steps, some apps) keep working;
+#: noexec would not stop a service that may run its own code anyway.
+TMP_OPTIONS = "rw,exec,nosuid,nodev"
+
+
+def code_service_options() -> dict[str, Any]:
+    """`containers.create` options of a code service."""
+    return {
+        "user": SERVICE_USER,
+        "read_only": True,
+        "tmpfs": {"/tmp": TMP_OPTIONS},
+        "cap_drop": ["ALL"],
+        "security_opt": [NO_NEW_PRIVILEGES],
+        "mounts": [
+            Mount(CODE_MOUNT, None, type="volume"),
+            Mount(SERVICE_HOME, None, type="volume"),
+        ],
+    }
+
+
+def image_service_options() -> dict[str, Any]:
+    """`containers.create` options of an image service."""
+    return {"security_opt": [NO_NEW_PRIVILEGES]}
