@@ -611,6 +611,8 @@ def test_code_service_from_a_local_folder(lab: DockerLab, engine: Any) -> None:
 
 
 PROBE_COUNTER = str(ROOT / "tests" / "services" / "probe-counter")
+#: The User-Agent of health probes, the lab's and the runtime image's.
+PROBE_AGENT = "servicelab-health-probe"
 
 #: A code service that burns CPU for a second on /burn, for the usage charts.
 BUSY_SERVICE = """
@@ -691,6 +693,25 @@ def test_code_service_answering_404_on_its_root_is_unhealthy(lab: DockerLab) -> 
     deploy_code(api, project, "prefixed", PROBE_COUNTER, LAB_KEEP_PREFIX="true", UNDER_PREFIX="1")
     api.running(project, "prefixed")
     assert api.via_proxy(project, "prefixed", 8091).text == "root"
+
+    # Probes do not bury the app's log: after a passing HTTP check, checks are TCP
+    # connects (which the app does not log) for the next 30 s.
+    def counted() -> dict[str, Any]:
+        return dict(api.via_proxy(project, "prefixed", 8091, "stats").json())
+
+    def tcp_checks(stats: dict[str, Any]) -> int:
+        return int(stats["connections"]) - sum(stats["requests"].values())
+
+    stats = wait_until(
+        lambda: found if tcp_checks(found := counted()) >= 3 else None,
+        timeout=90,
+        interval=1.0,
+        what="3 TCP health checks",
+    )
+    http_probes = stats["requests"].get(PROBE_AGENT, 0)
+    assert 1 <= http_probes <= 2, stats
+    logs = api.http.get(f"/api/projects/{project}/services/prefixed/logs").text
+    assert logs.count(PROBE_AGENT) == http_probes
 
 
 def test_a_busy_service_shows_cpu_and_memory(lab: DockerLab, tmp_path: Path) -> None:

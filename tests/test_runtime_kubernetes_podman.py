@@ -30,6 +30,9 @@ from servicelab.spec import HealthCheck, ServiceSpec, normalize
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "servicelab/example-fastapi:test"
+RUNTIME_IMAGE = "servicelab/runtime:test"
+HOSTILE = ROOT / "tests" / "services" / "hostile-code"
+CODE_PATH = "/workspace/fetched"
 DEADLINE = 60.0
 
 pytestmark = pytest.mark.podman
@@ -64,14 +67,23 @@ class Played:
     """The runtime's manifests for one instance, played by Podman."""
 
     def __init__(
-        self, tmp_path: Path, spec: ServiceSpec, env: dict[str, str], *, new_claim: bool
+        self,
+        tmp_path: Path,
+        spec: ServiceSpec,
+        env: dict[str, str],
+        *,
+        new_claim: bool,
+        image: str = IMAGE,
     ) -> None:
         """new_claim: False when the claim exists already (the runtime's create of it
         then finds it; Podman would refuse to create its volume again)."""
         self.revision = secrets.token_hex(3)
         self.port = free_port()
         manifests = instance_manifests(
-            ClusterOptions(instance_id="podman-kube-test"), spec, self.revision, env
+            ClusterOptions(instance_id="podman-kube-test", runtime_image=image),
+            spec,
+            self.revision,
+            env,
         )
         for manifest in manifests:
             kubernetes_validate.validate(manifest, "1.37", strict=True)
@@ -89,6 +101,18 @@ class Played:
         data = tmp_path / f"{self.revision}-secret.json"
         data.write_text(json.dumps(by_kind["Secret"]["data"]))
         podman("secret", "create", self.secret, str(data))
+
+    def mount_code(self, folder: Path) -> None:
+        """Stand in for the code fetch (a VCS URL or data key the pod would fetch over
+        the network, which this machine's pods may not reach): the folder, read-only, at
+        the path EXECUTE_CODE names. The pod's own security settings stay as generated."""
+        documents = list(yaml.safe_load_all(self.yaml.read_text()))
+        pod = documents[-1]["spec"]["template"]["spec"]
+        pod["volumes"].append({"name": "code", "hostPath": {"path": str(folder)}})
+        pod["containers"][0]["volumeMounts"].append(
+            {"name": "code", "mountPath": CODE_PATH, "readOnly": True}
+        )
+        self.yaml.write_text(yaml.safe_dump_all(documents))
 
     def play(self) -> str:
         podman("kube", "play", str(self.yaml))
@@ -162,3 +186,29 @@ def test_pod_serves_sees_secret_keeps_data_and_probes(
     url = second.play()
     assert answer(url + "/visits").json()["visits"] == 2
     assert not second.healthy()  # a probe of a path that answers 404 fails
+
+
+def test_code_service_pod_runs_hardened(
+    podman_ready: None, tmp_path: Path, played: list[Played]
+) -> None:
+    """A member's code in the runtime image, as the runtime generates its pod: not root,
+    nothing writable but its /data, /tmp and HOME, and still serving."""
+    spec = normalize(
+        ServiceSpec(
+            project="kubeplay",
+            name=f"code-{secrets.token_hex(3)}",
+            code="git+https://example.invalid/code.git",  # fetched: see mount_code
+            ports=[8091],
+            connection_port=8091,
+            pull_policy="never",
+        )
+    )
+    env = {"EXECUTE_CODE": CODE_PATH, "LAB_PROJECT": "kubeplay"}
+    pod = Played(tmp_path, spec, env, new_claim=True, image=RUNTIME_IMAGE)
+    played.append(pod)
+    pod.mount_code(HOSTILE)
+    url = pod.play()
+    report = answer(url + "/attack").json()
+    assert report["controls"] == {"own_data_written": True, "own_code_read": True, "uid": 10001}
+    for attack in ("write_outside_data", "become_root"):
+        assert report["attacks"][attack]["refused"] is True, report["attacks"][attack]

@@ -24,11 +24,10 @@ from typing import Any
 from docker.types import Mount
 
 from servicelab.runtimes.docker_code import CODE_MOUNT
+from servicelab.runtimes.runtime_image import SERVICE_HOME, SERVICE_UID
 
-#: uid:gid of the runtime image's `service` user (images/runtime/Dockerfile).
-SERVICE_USER = "10001:10001"
-#: Its HOME in the runtime image.
-SERVICE_HOME = "/workspace/home"
+#: uid:gid of the runtime image's `service` user.
+SERVICE_USER = f"{SERVICE_UID}:{SERVICE_UID}"
 NO_NEW_PRIVILEGES = "no-new-privileges"
 #: exec: tools that run what they unpack to /tmp (build steps, some apps) keep working;
 #: noexec would not stop a service that may run its own code anyway.

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from servicelab.runtimes.base import DATA_DIR_ENV
+from servicelab.runtimes.runtime_image import SERVICE_HOME, SERVICE_UID
 from servicelab.spec import ServiceSpec
 
 Manifest = dict[str, Any]
@@ -192,16 +193,17 @@ def probes(spec: ServiceSpec) -> dict[str, Any]:
 
     The startup probe covers the start period (liveness waits for it); readiness keeps a
     pod out of its Services until it answers; liveness restarts a pod that stops
-    answering. Kubernetes counts 200-399 as healthy (the lab's own prober: below 500).
+    answering. Kubernetes counts 200-399 as healthy, the lab's own rule; the path is the
+    one the lab's prober asks (behind the route prefix when the service keeps it).
     """
     health = spec.health
-    # The prober's rule (services/health.py): the health port, else the connection port.
-    port = health.port or spec.connection_port or (spec.ports[0] if spec.ports else None)
-    if health.path is None or port is None:
+    port = spec.health_port
+    path = spec.probe_path(port) if port is not None else None
+    if path is None or port is None:
         return {}
     period = _seconds(health.interval)
     check = {
-        "httpGet": {"path": health.path, "port": port},
+        "httpGet": {"path": path, "port": port},
         "periodSeconds": period,
         "timeoutSeconds": _seconds(health.timeout),
     }
@@ -253,6 +255,8 @@ def deployment(options: ClusterOptions, spec: ServiceSpec, revision: str) -> Man
         "containers": [container],
         "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim_name(spec)}}],
     }
+    if spec.code:
+        harden_code_pod(pod, container)
     if options.node_selector:
         pod["nodeSelector"] = dict(options.node_selector)
     if options.tolerations:
@@ -275,6 +279,28 @@ def deployment(options: ClusterOptions, spec: ServiceSpec, revision: str) -> Man
             },
         },
     }
+
+
+def harden_code_pod(pod: dict[str, Any], container: dict[str, Any]) -> None:
+    """A member's code runs as on Docker (docs/security.md): the runtime image's
+    unprivileged user, a read-only root file system, no capabilities; writable are only
+    `/data` (the claim, made the user's group by fsGroup), `/tmp` and the user's HOME
+    (virtual environment and caches), both emptyDirs of the pod."""
+    pod["securityContext"] = {
+        "runAsUser": SERVICE_UID,
+        "runAsGroup": SERVICE_UID,
+        "runAsNonRoot": True,
+        "fsGroup": SERVICE_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    container["securityContext"] = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    for name, path in (("tmp", "/tmp"), ("home", SERVICE_HOME)):
+        pod["volumes"].append({"name": name, "emptyDir": {}})
+        container["volumeMounts"].append({"name": name, "mountPath": path})
 
 
 def port_services(options: ClusterOptions, spec: ServiceSpec, revision: str) -> list[Manifest]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """ML Lab's `execute_code.py`, kept at its old path: servicelab's executor under its old name.
 
-    python /resources/scripts/execute_code.py [--requirements-only | --code-only] [SOURCE]
+python /resources/scripts/execute_code.py [--requirements-only | --code-only] [SOURCE]
 """
 
 import os
