@@ -16,7 +16,7 @@ from servicelab.app import create_app
 from servicelab.config import Settings
 
 from .dockertools import set_up_engine
-from .labtools import ADMIN_PASSWORD, LabProcess, stop_local_services
+from .labtools import ADMIN_PASSWORD, PLANES, LabProcess, deploy, plane_lab, stop_local_services
 
 
 @pytest.fixture(scope="session")
@@ -150,6 +150,35 @@ def lab_process(tmp_path: Path) -> Iterator[LabProcess]:
     yield lab
     lab.stop()
     stop_local_services(data_dir)
+
+
+def _proxy_lab(tmp_path_factory: pytest.TempPathFactory, plane: str) -> Iterator[LabProcess]:
+    with plane_lab(tmp_path_factory, plane, "proxy-lab") as lab:
+        with lab.client() as api:
+            for project in ("alpha", "beta"):
+                assert api.post("/api/projects", json={"name": project}).status_code == 201
+            deploy(api, "alpha", "echo")
+        yield lab
+
+
+@pytest.fixture(scope="session")
+def embedded_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProcess]:
+    yield from _proxy_lab(tmp_path_factory, "embedded")
+
+
+@pytest.fixture(scope="session")
+def nginx_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProcess]:
+    yield from _proxy_lab(tmp_path_factory, "nginx")
+
+
+@pytest.fixture(scope="module", params=PLANES)
+def proxy_lab(request: pytest.FixtureRequest) -> LabProcess:
+    """A real lab on each proxy plane (`embedded_lab`, `nginx_lab`): projects `alpha`, with
+    the echo service `echo` running, and `beta`. One per plane for the whole session,
+    shared by the proxy's test modules (test_proxy_lab, test_proxy_nginx, the security
+    tests of the proxy): each adds users, projects and services of its own names."""
+    lab: LabProcess = request.getfixturevalue(f"{request.param}_lab")
+    return lab
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +19,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_PASSWORD = "admin-password-for-tests"
+#: The test service that echoes what it was sent (tests/services/echo-service).
+ECHO = str(ROOT / "tests" / "services" / "echo-service")
 T = TypeVar("T")
 
 
@@ -169,3 +172,34 @@ def stop_nginx(data_dir: Path) -> None:
         return False
 
     wait_until(gone, timeout=30, what="nginx stopped")
+
+
+@contextlib.contextmanager
+def plane_lab(tmp_path_factory: Any, plane: str, name: str, **env: str) -> Iterator[LabProcess]:
+    """A lab on the local runtime behind the given proxy plane; stopped afterwards with
+    everything it leaves running (its nginx, its services)."""
+    data_dir = tmp_path_factory.mktemp(f"{name}-{plane}") / "data"
+    data_dir.mkdir()
+    lab = LabProcess(data_dir, env=lab_env(plane, **env)).start()
+    try:
+        yield lab
+    finally:
+        lab.stop()
+        stop_nginx(data_dir)
+        stop_local_services(data_dir)
+
+
+def deploy(api: httpx.Client, project: str, name: str, code: str = ECHO) -> None:
+    """Deploy a code service (the echo service by default) and wait until it runs."""
+    r = api.post(
+        f"/api/projects/{project}/services", params={"name": name}, json={"EXECUTE_CODE": code}
+    )
+    assert r.status_code == 201, r.text
+    wait_until(
+        lambda: (
+            api.get(f"/api/projects/{project}/services/{name}").json()["data"]["status"]
+            == "running"
+        ),
+        timeout=90,
+        what=f"{project}/{name} running",
+    )

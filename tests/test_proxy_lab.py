@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -13,17 +12,8 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from .labtools import (
-    PLANES,
-    ROOT,
-    LabProcess,
-    lab_env,
-    stop_local_services,
-    stop_nginx,
-    wait_until,
-)
+from .labtools import ROOT, LabProcess, wait_until
 
-ECHO = str(ROOT / "tests" / "services" / "echo-service")
 JUPYTER = str(ROOT / "tests" / "services" / "jupyter")
 PREFIX = "/api/projects/alpha/services/echo/8091"
 #: The lab under a name that is not loopback (no service origin can be formed): there the
@@ -31,33 +21,11 @@ PREFIX = "/api/projects/alpha/services/echo/8091"
 FALLBACK = {"Host": "lab.example"}
 
 
-@pytest.fixture(scope="module", params=PLANES)
-def lab(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LabProcess]:
-    """One lab per proxy plane, shared by the module's tests: every promise of the proxy
-    is checked on the embedded plane and on nginx."""
-    data_dir = tmp_path_factory.mktemp(f"proxy-lab-{request.param}") / "data"
-    data_dir.mkdir()
-    lab = LabProcess(data_dir, env=lab_env(request.param)).start()
-    with lab.client() as api:
-        for project in ("alpha", "beta"):
-            assert api.post("/api/projects", json={"name": project}).status_code == 201
-        r = api.post(
-            "/api/projects/alpha/services", params={"name": "echo"}, json={"EXECUTE_CODE": ECHO}
-        )
-        assert r.status_code == 201, r.text
-        wait_until(
-            lambda: (
-                api.get("/api/projects/alpha/services/echo").json()["data"]["status"] == "running"
-            ),
-            timeout=60,
-            what="echo running",
-        )
-    yield lab
-    lab.stop()
-    stop_nginx(data_dir)
-    stop_local_services(data_dir)
+@pytest.fixture(scope="module")
+def lab(proxy_lab: LabProcess) -> LabProcess:
+    """The proxy lab of each plane (see conftest.py): every promise of the proxy is
+    checked on the embedded plane and on nginx."""
+    return proxy_lab
 
 
 def project_token(lab: LabProcess, project: str) -> str:
@@ -269,13 +237,21 @@ def test_jupyter_server_with_prefix_kept(lab: LabProcess) -> None:
     with channels(f"http://{host}") as ws:
         ws.send(json.dumps(request))
         output = ""
+        # The reply (shell channel) may come before the output (iopub): the output is
+        # complete when iopub says the kernel is idle again.
+        replied = idle = False
         for _ in range(200):
             message = json.loads(ws.recv(timeout=60))
             if message.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             if message["msg_type"] == "stream":
                 output += message["content"]["text"]
-            if message["msg_type"] == "execute_reply":
+            replied = replied or message["msg_type"] == "execute_reply"
+            idle = idle or (
+                message["msg_type"] == "status"
+                and message["content"].get("execution_state") == "idle"
+            )
+            if replied and idle:
                 break
     assert output.strip() == "42"
 

@@ -22,14 +22,19 @@ ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "bench-admin-password"
 ROUTE = "/api/projects/bench/services/upstream/8091"
 
-#: The service: nginx on the port the lab gives it, serving the benchmark's folder.
+#: The service: nginx on the port the lab gives it, serving the files of its own code
+#: folder (the one folder of the benchmark a sandboxed service can read); its
+#: configuration and temporary files go to the service's own /tmp.
 SERVICE_MAIN = """
-import os, shutil, sys
-port, www, tmp = os.environ["PORT"], os.environ["BENCH_WWW"], os.environ["BENCH_TMP"]
+import os, shutil, tempfile
+port, tmp = os.environ["PORT"], tempfile.gettempdir()
+www = os.path.dirname(os.path.abspath(__file__))
 conf = os.path.join(tmp, "service-nginx.conf")
+with open(os.path.join(os.environ["LAB_DATA_DIR"], "address"), "w") as f:
+    f.write(f"127.0.0.1:{port}")
 with open(conf, "w") as f:
     f.write(f'''
-worker_processes 1; daemon off; pid {tmp}/service-nginx.pid; error_log {tmp}/service.log warn;
+worker_processes 1; daemon off; pid {tmp}/service-nginx.pid; error_log stderr warn;
 events {{ worker_connections 4096; }}
 http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 10000000;
   client_body_temp_path {tmp}/sbody; proxy_temp_path {tmp}/sproxy;
@@ -38,7 +43,7 @@ http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 10000000;
   server {{ listen 127.0.0.1:{port}; root {www}; }} }}
 ''')
 nginx = shutil.which("nginx", path=os.environ.get("PATH", "") + ":/usr/sbin")
-os.execv(nginx, [nginx, "-c", conf, "-e", os.path.join(tmp, "service.log")])
+os.execv(nginx, [nginx, "-c", conf, "-e", "stderr"])
 """
 
 
@@ -68,14 +73,10 @@ def _login(url: str) -> str:
 
 
 @contextlib.contextmanager
-def whole_lab(tmp: Path, plane: str, port: int, www: Path) -> Iterator[tuple[int, str]]:
+def whole_lab(tmp: Path, plane: str, port: int) -> Iterator[tuple[int, str]]:
     """A running lab on `port`; yields (the pid of its process, a project token)."""
     data = tmp / f"lab-{plane}"
-    code = tmp / "service"
-    code.mkdir(exist_ok=True)
-    (code / "__main__.py").write_text(SERVICE_MAIN)
-    svc_tmp = tmp / f"service-{plane}"
-    svc_tmp.mkdir(mode=0o777, exist_ok=True)
+    code = service_code(tmp)
     env = {
         **os.environ,
         "SERVICELAB_DATA_DIR": str(data),
@@ -88,7 +89,14 @@ def whole_lab(tmp: Path, plane: str, port: int, www: Path) -> Iterator[tuple[int
     }
     log = open(tmp / f"lab-{plane}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "servicelab", "serve"], env=env, stdout=log, stderr=log, cwd=ROOT
+        [sys.executable, "-m", "servicelab", "serve"],
+        env=env,
+        stdout=log,
+        stderr=log,
+        cwd=ROOT,
+        # Out of the terminal's process group: a Ctrl-C reaches the benchmark only, which
+        # then deletes the service (a lab leaves its services running when it stops).
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -107,7 +115,7 @@ def whole_lab(tmp: Path, plane: str, port: int, www: Path) -> Iterator[tuple[int
         _request(
             f"{url}/api/projects/bench/services?name=upstream",
             "POST",
-            {"EXECUTE_CODE": str(code), "BENCH_WWW": str(www), "BENCH_TMP": str(svc_tmp)},
+            {"EXECUTE_CODE": str(code)},
             admin,
         )
         token = str(_request(f"{url}/api/projects/bench/token", token=admin))
@@ -149,11 +157,20 @@ def nginx_pids(tmp: Path, plane: str) -> list[int]:
     return [master, *(int(c) for c in children)]
 
 
-def service_address(tmp: Path, plane: str) -> str:
-    """host:port of the benchmark's service, from the nginx plane's routes."""
-    import re
+def service_code(tmp: Path) -> Path:
+    """The service's code folder: its `__main__.py` and the files it serves (1 KB and a
+    sparse GiB)."""
+    code = tmp / "service"
+    if not code.exists():
+        code.mkdir(mode=0o755)
+        (code / "__main__.py").write_text(SERVICE_MAIN)
+        (code / "1k.html").write_bytes(b"x" * 1024)
+        with (code / "big.bin").open("wb") as f:
+            f.truncate(1 << 30)  # sparse: no GiB written to disk
+    return code
 
-    routes = (tmp / f"lab-{plane}" / "nginx" / "routes.conf").read_text()
-    found = re.search(r"server (127\.0\.0\.1:\d+);", routes)
-    assert found, routes
-    return found.group(1)
+
+def service_address(tmp: Path, plane: str) -> str:
+    """host:port of a lab's benchmark service (it writes it into its /data)."""
+    found = tmp / f"lab-{plane}" / "services" / "bench--upstream" / "data" / "address"
+    return found.read_text().strip()

@@ -3,8 +3,9 @@ JupyterHub's configurable-http-proxy (CHP), all on 127.0.0.1, with `wrk`.
 
     python bench/proxy/run.py [--duration 10] [--connections 1,32]
 
-Needs: `wrk` and `nginx` (Debian: apt-get install -y wrk nginx-light; without nginx a
-node http server is the upstream), node, and `npm install` in bench/proxy for CHP.
+Every path reaches one upstream: an nginx serving 1 KB, started as a service of the
+embedded lab by its local runtime. Needs `wrk`, `curl`, `nginx` with its Lua module, node
+and CHP: scripts/setup-bench.sh.
 Writes the figures to bench/results/proxy-<time>.json too. See bench/proxy/README.md.
 """
 
@@ -33,17 +34,6 @@ SMALL = "/1k.html"
 BIG = "/big.bin"
 GIB = 1 << 30
 
-NODE_UPSTREAM = """
-const http = require('http');
-const body = Buffer.alloc(1024, 'x');
-const server = http.createServer((req, res) => {
-  res.writeHead(200, {'Content-Type': 'text/html', 'Content-Length': body.length});
-  res.end(body);
-});
-server.keepAliveTimeout = 65000;
-server.listen(0, '127.0.0.1', () => console.log('LISTENING ' + server.address().port));
-"""
-
 
 @dataclass
 class WrkResult:
@@ -56,6 +46,9 @@ class WrkResult:
     #: CPU time the proxy process spent per request (user + system): unlike requests/s,
     #: hardly moved by other load on a shared machine.
     cpu_us_per_request: float | None = None
+    #: An older lab on the machine put back the packet filter's jump for every packet
+    #: during the run (see `fresh_port_rule`).
+    filter_jump_came_back: bool = False
 
 
 def free_port() -> int:
@@ -113,46 +106,20 @@ def running(cmd: list[str], **kwargs: object) -> Iterator[subprocess.Popen[bytes
             proc.wait()
 
 
-@contextlib.contextmanager
-def upstream(tmp: Path) -> Iterator[tuple[str, int]]:
-    tmp.chmod(0o755)  # nginx workers run as nobody when started by root
-    www = tmp / "www"
-    www.mkdir(mode=0o755)
-    (www / SMALL.lstrip("/")).write_bytes(b"x" * 1024)
-    with (www / BIG.lstrip("/")).open("wb") as f:
-        f.truncate(GIB)  # sparse: no GiB written to disk
-    nginx = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
-    if nginx:
-        port = free_port()
-        conf = tmp / "nginx.conf"
-        conf.write_text(
-            f"""
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 10000000;
-  keepalive_timeout 65;
-  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
-  fastcgi_temp_path {tmp}/fastcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
-  types {{ text/html html; application/octet-stream bin; }}
-  server {{ listen 127.0.0.1:{port}; root {www}; }}
-}}
-"""
-        )
-        with running([nginx, "-c", str(conf), "-e", str(tmp / "nginx-error.log")]):
-            wait_http(f"http://127.0.0.1:{port}{SMALL}")
-            yield "nginx", port
-    else:
-        script = tmp / "upstream.js"
-        script.write_text(NODE_UPSTREAM)
-        with running(["node", str(script)], stdout=subprocess.PIPE) as proc:
-            yield "node http", read_listening(proc)
+def fresh_port_rule() -> bool:
+    """Apply the lab's packet-filter rule again (what every lab does at its start), and
+    say whether the jump of older labs, for every packet, had come back: labs of older
+    versions on the same machine add it again when they start, and with it every packet
+    on 127.0.0.1 walks the sandbox's chain (see servicelab/runtimes/sandbox_net.py)."""
+    if os.geteuid() != 0 or not shutil.which("iptables"):
+        return False
+    sys.path.insert(0, str(ROOT))
+    from servicelab.runtimes.sandbox_net import CHAIN, ensure_port_rule
+
+    search = ["iptables", "-w", "10", "-C", "OUTPUT", "-j", CHAIN]
+    back = subprocess.run(search, capture_output=True, check=False).returncode == 0
+    ensure_port_rule()
+    return back
 
 
 def cpu_seconds(pid: int) -> float:
@@ -168,9 +135,11 @@ def wrk(
         cmd += ["-H", f"Authorization: Bearer {token}"]
     # A short warm-up fills connection pools and caches.
     subprocess.run([*cmd[:3], "-d2s", *cmd[4:], url], capture_output=True, check=True)
+    fresh_port_rule()
     cpu_before = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
     cpu = cpu_seconds(pid) - cpu_before if pid else None
+    disturbed = fresh_port_rule()
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
@@ -184,6 +153,7 @@ def wrk(
         _percentile(out, "99%"),
         errors,
         cpu * 1e6 / total if cpu is not None and total else None,
+        disturbed,
     )
 
 
@@ -272,7 +242,7 @@ DIRECT, PASS, CHP, STAND_IN, EMBEDDED, NGINX, SERVICE = (
     "stand-in",
     "lab embedded",
     "lab nginx",
-    "lab's service",
+    "nginx lab's service",
 )
 
 
@@ -289,8 +259,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
-    for tool in ("wrk", "node", "curl"):
-        if not shutil.which(tool):
+    search = f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"
+    for tool in ("wrk", "node", "curl", "nginx"):
+        if not shutil.which(tool, path=search):
             raise SystemExit(f"{tool} is missing: scripts/setup-bench.sh")
     chp = HERE / "node_modules" / ".bin" / "configurable-http-proxy"
     if not chp.exists():
@@ -301,9 +272,22 @@ def main() -> None:
 
     results: list[WrkResult] = []
     downloads: dict[str, float] = {}
+    loads = [os.getloadavg()]
+    every_run: list[list[WrkResult]] = []
+    print("load average at the start: {:.2f} {:.2f} {:.2f}".format(*loads[0]), flush=True)
     with tempfile.TemporaryDirectory(prefix="servicelab-bench-") as tmpdir:
         tmp = Path(tmpdir)
-        with upstream(tmp) as (kind, up_port):
+        tmp.chmod(0o755)  # nginx workers run as nobody when started by root
+        embedded_port, nginx_port = free_port(), free_port()
+        with (
+            whole_lab(tmp, "embedded", embedded_port) as (embedded_pid, embedded_token),
+            whole_lab(tmp, "nginx", nginx_port) as (_, nginx_token),
+        ):
+            # The one upstream every path shares: the embedded lab's service, an nginx
+            # that the lab's local runtime started (sandboxed) the lab's normal way. The
+            # nginx lab's service is the same program, measured directly as a check.
+            up = service_address(tmp, "embedded")
+            up_port = int(up.rpartition(":")[2])
             chp_port, chp_api = free_port(), free_port()
             chp_cmd = [
                 str(chp),
@@ -316,20 +300,16 @@ def main() -> None:
                 "--api-port",
                 str(chp_api),
                 "--default-target",
-                f"http://127.0.0.1:{up_port}",
+                f"http://{up}",
                 "--log-level",
                 "warn",
             ]
             serve = [sys.executable, str(HERE / "serve.py"), str(up_port), TOKEN]
             pass_cmd, pass_port = proxy_pass(tmp, up_port)
-            embedded_port, nginx_port = free_port(), free_port()
-            www = tmp / "www"
             with (
                 running(chp_cmd, stdout=subprocess.DEVNULL) as chp_proc,
                 running(serve, stdout=subprocess.PIPE) as lab,
                 running(pass_cmd),
-                whole_lab(tmp, "embedded", embedded_port, www) as (embedded_pid, embedded_token),
-                whole_lab(tmp, "nginx", nginx_port, www) as (_, nginx_token),
             ):
                 lab_port = read_listening(lab)
                 auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -339,17 +319,17 @@ def main() -> None:
                 embedded_url = f"http://127.0.0.1:{embedded_port}{LAB_ROUTE}"
                 nginx_url = f"http://127.0.0.1:{nginx_port}{LAB_ROUTE}"
                 targets = [
-                    (DIRECT, f"http://127.0.0.1:{up_port}{SMALL}", "", None),
+                    (DIRECT, f"http://{up}{SMALL}", "", None),
                     (PASS, f"http://127.0.0.1:{pass_port}{SMALL}", "", None),
                     (CHP, f"http://127.0.0.1:{chp_port}{SMALL}", "", chp_proc.pid),
                     (STAND_IN, f"http://127.0.0.1:{lab_port}{ROUTE}{SMALL}", TOKEN, lab.pid),
                     (EMBEDDED, embedded_url + SMALL, embedded_token, embedded_pid),
                     (NGINX, nginx_url + SMALL, nginx_token, None),
-                    # The whole labs' service itself: what neither plane can beat.
                     (SERVICE, f"http://{service_address(tmp, 'nginx')}{SMALL}", "", None),
                 ]
                 for c in conns:
                     runs: dict[str, list[WrkResult]] = {t[0]: [] for t in targets}
+                    every_run.extend(runs.values())
                     for _ in range(args.rounds):
                         for name, url, token, pid in targets:
                             result = wrk(name, url, c, args.duration, token, pid)
@@ -358,7 +338,12 @@ def main() -> None:
                             print(
                                 f"  {name:<16} c={c:<3} {result.requests_per_s:>9.0f} req/s  "
                                 f"p50 {result.p50_ms:.3f} ms  p99 {result.p99_ms:.3f} ms"
-                                + (f"  cpu {cpu:.0f} us/req" if cpu else ""),
+                                + (f"  cpu {cpu:.0f} us/req" if cpu else "")
+                                + (
+                                    "  (filter jump came back)"
+                                    if result.filter_jump_came_back
+                                    else ""
+                                ),
                                 flush=True,
                             )
                     for name in runs:
@@ -376,12 +361,16 @@ def main() -> None:
                 downloads["lab nginx GiB MiB/s"] = download(nginx_url + BIG, nginx_token)[0]
                 downloads["lab nginx peak RSS MiB before (master+workers)"] = before
                 downloads["lab nginx peak RSS MiB after (master+workers)"] = rss_sum_mib(pids)
-                downloads["direct GiB MiB/s"] = download(f"http://127.0.0.1:{up_port}{BIG}")[0]
+                downloads["direct GiB MiB/s"] = download(f"http://{up}{BIG}")[0]
+
+    loads.append(os.getloadavg())
+    all_runs = [r for per_target in every_run for r in per_target]
+    jump_back = sum(r.filter_jump_came_back for r in all_runs)
 
     def find(name: str, c: int) -> WrkResult:
         return next(r for r in results if r.target == name and r.connections == c)
 
-    print(f"\nmedian runs (upstream: {kind}):")
+    print("\nmedian runs (upstream: nginx, the embedded lab's service):")
     print(
         f"{'target':<16} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
         f"{'cpu us/req':>10}"
@@ -425,12 +414,23 @@ def main() -> None:
         )
     for what, ok in checks:
         print(f"target {what}: {'met' if ok else 'MISSED'}")
+    print(
+        "load average at the start {:.2f} {:.2f} {:.2f}, at the end {:.2f} {:.2f} {:.2f}".format(
+            *loads[0], *loads[1]
+        )
+    )
+    print(f"runs during which an older lab put the per-packet filter jump back: {jump_back}")
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"proxy-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(
         json.dumps(
-            {"results": [asdict(r) for r in results], "summary": summary, "upstream": kind},
+            {
+                "results": [asdict(r) for r in results],
+                "summary": summary,
+                "load_average": {"start": loads[0], "end": loads[1]},
+                "runs_with_filter_jump_back": jump_back,
+            },
             indent=2,
         )
     )

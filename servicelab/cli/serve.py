@@ -27,6 +27,9 @@ _SECRET_PARAM = re.compile(
     r"=[^&;\s\"']+"
 )
 _TOKEN = re.compile(r"\b(sls|slu|slp)_[A-Za-z0-9_\-]{6,}")
+#: What each name of `_SECRET_PARAM` ends in, with its "=": a line without any of these
+#: has nothing for that pattern to redact.
+_PARAM_ENDINGS = ("token=", "code=", "servicelab_service=")
 
 
 class RedactSecrets(logging.Filter):
@@ -35,10 +38,31 @@ class RedactSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        clean = _TOKEN.sub(r"\1_[redacted]", _SECRET_PARAM.sub(r"\1=[redacted]", message))
+        clean = message
+        # Each pattern runs only where it could match (substring tests are C-fast; the
+        # case-insensitive alternation is not, and this runs for every access-log line):
+        # every secret parameter's name ends in one of _PARAM_ENDINGS, every token starts
+        # with "sl". Beyond ASCII, case-insensitive matching has more equivalents (the
+        # long s, the Kelvin sign) than lower() knows: such lines always go through.
+        lowered = message.lower()
+        if not message.isascii() or any(ending in lowered for ending in _PARAM_ENDINGS):
+            clean = _SECRET_PARAM.sub(r"\1=[redacted]", clean)
+        if "sl" in clean:
+            clean = _TOKEN.sub(r"\1_[redacted]", clean)
         if clean != message:
             record.msg, record.args = clean, None
         return True
+
+
+def quicker_log_records() -> None:
+    """Leave out of every log record what the lab's format never prints: the thread, the
+    process and the caller's file and line (a walk up the stack). The proxy writes one
+    access-log record per request; these cost a sixth of it. (The logging HOWTO's
+    "Optimization" section names these switches.)"""
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
 
 
 def redact_log_handlers() -> None:
@@ -133,6 +157,7 @@ def serve(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    quicker_log_records()
     if workers > 1 and not settings.resolved_database_url.startswith("postgresql"):
         raise typer.BadParameter(
             "--workers needs PostgreSQL (SERVICELAB_DATABASE_URL=postgresql+psycopg://...): "

@@ -43,18 +43,22 @@ _FORGEABLE = frozenset(
         b"true-client-ip",
     }
 )
+#: Prefixes of request headers only the proxy sets: forwarding, the lab's identity
+#: headers, and `X-Sl-*`, which the nginx plane passes between its own parts (reserved on
+#: both planes, so that both promise the same).
+FORGEABLE_PREFIXES = (b"x-forwarded-", b"x-lab-", b"x-sl-")
 #: What a trusted front proxy may tell (with `trust_forwarded`).
 _TRUSTED_FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")
 
 
 def is_forgeable(name: bytes) -> bool:
-    """A lower-case request header the proxy removes before adding its own: every
-    `X-Forwarded-*`, `X-Lab-*`, the names in `_FORGEABLE`, and any name with `_` (WSGI
-    servers and CGI turn `X_Lab_User` into the same variable as `X-Lab-User`)."""
+    """A lower-case request header the proxy removes before adding its own: every name
+    with one of `FORGEABLE_PREFIXES`, the names in `_FORGEABLE`, and any name with `_`
+    (WSGI servers and CGI turn `X_Lab_User` into the same variable as `X-Lab-User`)."""
     return (
         b"_" in name
         or name in _FORGEABLE
-        or (name.startswith(b"x-") and name.startswith((b"x-forwarded-", b"x-lab-")))
+        or (name.startswith(b"x-") and name.startswith(FORGEABLE_PREFIXES))
     )
 
 

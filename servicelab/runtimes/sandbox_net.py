@@ -7,6 +7,9 @@ service from calling another's port directly is the kernel's packet filter:
     iptables -A SERVICELAB-SANDBOX -o lo -p tcp --dport 20000:29999
              -m owner --uid-owner 1900000000-1900999999 -m conntrack --ctstate NEW -j REJECT
 
+reached from OUTPUT for the new connections of sandbox uids only (`jump()`), so that the
+packets of established connections (all the proxy's traffic) never walk the chain.
+
 Local services listen on ports from `SERVICE_PORTS` only, and a new connection to one of
 them from any sandbox uid is refused; connections from the lab (another uid) pass, and so
 do a service's answers (they are not NEW). The rule is the same for every lab on the
@@ -78,11 +81,32 @@ def _ensure(tool: str) -> str | None:
         added = run("-A", CHAIN, *rule())
         if added.returncode != 0:
             return f"{tool}: adding the port rule failed: {added.stderr.strip()}"
-    if run("-C", "OUTPUT", "-j", CHAIN).returncode != 0:
-        added = run("-I", "OUTPUT", "1", "-j", CHAIN)
+    if run("-C", "OUTPUT", *jump()).returncode != 0:
+        added = run("-I", "OUTPUT", "1", *jump())
         if added.returncode != 0:
             return f"{tool}: jumping from OUTPUT failed: {added.stderr.strip()}"
+    # Labs before this one jumped for every packet: remove that jump (it stays removed
+    # once every lab on the machine is this version or later).
+    while run("-C", "OUTPUT", "-j", CHAIN).returncode == 0:
+        if run("-D", "OUTPUT", "-j", CHAIN).returncode != 0:
+            break
     return None
+
+
+def jump() -> list[str]:
+    """From OUTPUT into the chain: only a sandboxed service's new connections.
+
+    Every rule of the chain is about those (the REJECT and the ACCEPTs all match a sandbox
+    uid, and the REJECT new connections only), so this decides the same as a jump for
+    every packet. But every packet on the machine passes OUTPUT, loopback included, and
+    the chain grows by a rule per service start: jumping for each packet made every
+    request through the proxy (and to anything else on 127.0.0.1) walk hundreds of rules;
+    a third of an nginx worker's time went there with ~800.
+    """
+    return [
+        *("-m", "conntrack", "--ctstate", "NEW"),
+        *("-m", "owner", "--uid-owner", f"{UID_BASE}-{UID_LAST}", "-j", CHAIN),
+    ]
 
 
 def own_port_rule(uid: int, port: int) -> list[str]:

@@ -1,50 +1,33 @@
 """Attacks by an ordinary member on a real lab, each one a hole that was found and fixed.
 
-One lab serves every test (module scope), on the nginx data plane (the embedded plane is
-covered by the other security tests): `mallory` is a member of `mine` only, which runs an
-echo service.
+Every test runs on both proxy planes, in the proxy labs the proxy's tests share
+(tests/conftest.py): `mallory` is a member of `mine` only, which runs an echo service.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from ..labtools import ROOT, LabProcess, lab_env, login, stop_local_services, stop_nginx, wait_until
+from ..labtools import LabProcess, deploy, login
 
 PASSWORD = "mallory-pw-1"
-ECHO = str(ROOT / "tests" / "services" / "echo-service")
 ECHO_PATH = "/api/projects/mine/services/myecho/8091/"
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProcess]:
-    data_dir = tmp_path_factory.mktemp("attacks") / "data"
-    data_dir.mkdir()
-    started = LabProcess(data_dir, env=lab_env("nginx")).start()
-    with started.client() as api:
+def lab(proxy_lab: LabProcess) -> LabProcess:
+    """The proxy lab of each plane (see tests/conftest.py), with `mallory` a member of
+    `mine`, which runs an echo service."""
+    with proxy_lab.client() as api:
         assert api.post("/api/projects", json={"name": "mine"}).status_code == 201
         r = api.post("/api/auth/users", json={"username": "mallory", "password": PASSWORD})
         assert r.status_code == 201, r.text
         assert api.post("/api/auth/users/mallory/projects/mine").status_code == 200
-        r = api.post(
-            "/api/projects/mine/services", params={"name": "myecho"}, json={"EXECUTE_CODE": ECHO}
-        )
-        assert r.status_code == 201, r.text
-        wait_until(
-            lambda: (
-                api.get("/api/projects/mine/services/myecho").json()["data"]["status"] == "running"
-            ),
-            timeout=90,
-            what="myecho running",
-        )
-    yield started
-    started.stop()
-    stop_nginx(data_dir)
-    stop_local_services(data_dir)
+        deploy(api, "mine", "myecho")
+    return proxy_lab
 
 
 @pytest.fixture(scope="module")

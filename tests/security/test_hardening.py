@@ -1,7 +1,8 @@
 """The hardening list of issue #12: each item attacked through a real lab process.
 
-One lab serves every test (module scope). The log-in test comes last: its failed
-log-ins slow down every later log-in from 127.0.0.1.
+One lab serves every test (module scope); the proxy's own item (forged headers) runs on
+both proxy planes, in the proxy labs the proxy's tests share (tests/conftest.py). The
+log-in test comes last: its failed log-ins slow down every later log-in from 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -151,10 +152,17 @@ FORGED = {
     "X_Lab_User": "admin",
     "X-Forwarded_For": "6.6.6.6",
     "My_Header": "underscored",
+    "X-Forwarded-Anything": "forged",
+    "X-Lab-Role": "admin",
+    # What the nginx plane passes between its own parts.
+    "X-Sl-User": "mallory",
+    "X-Sl-Upstream": "127.0.0.1:1",
 }
 
 
-def test_forged_headers_are_removed_and_x_lab_user_is_right(lab: LabProcess) -> None:
+def test_forged_headers_are_removed_and_x_lab_user_is_right(proxy_lab: LabProcess) -> None:
+    """On both proxy planes (the proxy labs of tests/conftest.py, with `alpha`'s echo)."""
+    lab = proxy_lab
     session = new_user(lab, "hedy", "alpha")
     user_token = httpx.get(f"{lab.url}/api/auth/users/hedy/token", headers=bearer(session)).json()[
         "data"
@@ -178,7 +186,9 @@ def test_forged_headers_are_removed_and_x_lab_user_is_right(lab: LabProcess) -> 
             assert name not in seen, (kind, name)
         for name in ("x-original-url", "x-rewrite-url", "x-client-ip", "true-client-ip"):
             assert name not in seen, (kind, name)
-        for name in ("x-lab-admin", "x-lab-anything"):
+        for name in ("x-lab-admin", "x-lab-anything", "x-lab-role", "x-forwarded-anything"):
+            assert name not in seen, (kind, name)
+        for name in ("x-sl-user", "x-sl-upstream"):
             assert name not in seen, (kind, name)
         # The proxy's own, once each and true.
         assert seen["x-forwarded-for"] == ["127.0.0.1"], kind
