@@ -1,8 +1,7 @@
 """wrk runs for the benchmarks that drive whole labs: one run's figures, the CPU the lab's
 processes spent per request, and the median of interleaved rounds.
 
-(bench/proxy/run.py keeps its own copy for its stand-in targets; this one counts the CPU
-of several processes, as a lab with `--workers N` has.)
+The CPU is counted over several processes, as a lab with `--workers N` has.
 """
 
 from __future__ import annotations
@@ -28,6 +27,9 @@ class WrkResult:
     #: The 1-minute load average just before and just after the run.
     load_before: float = 0.0
     load_after: float = 0.0
+    #: Something changed the machine under the run (bench/proxy/run.py: an older lab put
+    #: the packet filter's jump for every packet back).
+    disturbed: bool = False
 
 
 def load_average() -> float:

@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -23,32 +22,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.wrk import WrkResult  # noqa: E402
+from bench.wrk import wrk as run_wrk  # noqa: E402
+
 TOKEN = "bench-token-not-secret"
 ROUTE = "/api/projects/bench/services/up/80"
 SMALL = "/1k.html"
 BIG = "/big.bin"
 GIB = 1 << 30
-
-
-@dataclass
-class WrkResult:
-    target: str
-    connections: int
-    requests_per_s: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-    #: CPU time the proxy process spent per request (user + system): unlike requests/s,
-    #: hardly moved by other load on a shared machine.
-    cpu_us_per_request: float | None = None
-    #: An older lab on the machine put back the packet filter's jump for every packet
-    #: during the run (see `fresh_port_rule`).
-    filter_jump_came_back: bool = False
 
 
 def free_port() -> int:
@@ -122,46 +110,15 @@ def fresh_port_rule() -> bool:
     return back
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def wrk(
     name: str, url: str, connections: int, duration: int, token: str, pid: int | None = None
 ) -> WrkResult:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
-    if token:
-        cmd += ["-H", f"Authorization: Bearer {token}"]
-    # A short warm-up fills connection pools and caches.
-    subprocess.run([*cmd[:3], "-d2s", *cmd[4:], url], capture_output=True, check=True)
+    """bench/wrk.py's run, with the packet filter's rule applied again before it and the
+    jump of older labs looked for after it."""
     fresh_port_rule()
-    cpu_before = cpu_seconds(pid) if pid else 0.0
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
-    cpu = cpu_seconds(pid) - cpu_before if pid else None
-    disturbed = fresh_port_rule()
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors += int(non2xx.group(1)) if non2xx else 0
-    return WrkResult(
-        name,
-        connections,
-        rps,
-        _percentile(out, "50%"),
-        _percentile(out, "99%"),
-        errors,
-        cpu * 1e6 / total if cpu is not None and total else None,
-        disturbed,
-    )
-
-
-def _percentile(out: str, which: str) -> float:
-    match = re.search(rf"^\s+{re.escape(which)}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-    assert match, out
-    value, unit = float(match.group(1)), match.group(2)
-    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    result = run_wrk(name, url, connections, duration, token, [pid] if pid else None)
+    result.disturbed = fresh_port_rule()
+    return result
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -339,11 +296,7 @@ def main() -> None:
                                 f"  {name:<16} c={c:<3} {result.requests_per_s:>9.0f} req/s  "
                                 f"p50 {result.p50_ms:.3f} ms  p99 {result.p99_ms:.3f} ms"
                                 + (f"  cpu {cpu:.0f} us/req" if cpu else "")
-                                + (
-                                    "  (filter jump came back)"
-                                    if result.filter_jump_came_back
-                                    else ""
-                                ),
+                                + ("  (filter jump came back)" if result.disturbed else ""),
                                 flush=True,
                             )
                     for name in runs:
@@ -365,7 +318,7 @@ def main() -> None:
 
     loads.append(os.getloadavg())
     all_runs = [r for per_target in every_run for r in per_target]
-    jump_back = sum(r.filter_jump_came_back for r in all_runs)
+    jump_back = sum(r.disturbed for r in all_runs)
 
     def find(name: str, c: int) -> WrkResult:
         return next(r for r in results if r.target == name and r.connections == c)
