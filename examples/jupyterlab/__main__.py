@@ -26,6 +26,6 @@ sys.argv = [
     "--LabApp.news_url=None",
     "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
 ]
-if os.geteuid() == 0:  # containers and unsandboxed local services run as root
+if os.geteuid() == 0:  # only a lab without the sandbox, run as root, runs it as root
     sys.argv.append("--allow-root")
 sys.exit(main())
