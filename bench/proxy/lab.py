@@ -7,7 +7,6 @@ proxy plane.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -18,8 +17,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from bench.labapi import PASSWORD, call, login
+
 ROOT = Path(__file__).resolve().parents[2]
-PASSWORD = "bench-admin-password"
 ROUTE = "/api/projects/bench/services/upstream/8091"
 
 #: The service: nginx on the port the lab gives it, serving the files of its own code
@@ -45,31 +45,6 @@ http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 10000000;
 nginx = shutil.which("nginx", path=os.environ.get("PATH", "") + ":/usr/sbin")
 os.execv(nginx, [nginx, "-c", conf, "-e", "stderr"])
 """
-
-
-def _request(url: str, method: str = "GET", body: object = None, token: str = "") -> object:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return json.loads(r.read())["data"]
-    except urllib.error.HTTPError as exc:
-        raise SystemExit(f"{method} {url}: {exc.code} {exc.read().decode()}") from None
-
-
-def _login(url: str) -> str:
-    import base64
-
-    req = urllib.request.Request(f"{url}/api/auth/login")
-    req.add_header(
-        "Authorization", "Basic " + base64.b64encode(f"admin:{PASSWORD}".encode()).decode()
-    )
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return str(json.loads(r.read())["data"])
 
 
 @contextlib.contextmanager
@@ -110,15 +85,15 @@ def whole_lab(tmp: Path, plane: str, port: int) -> Iterator[tuple[int, str]]:
                     text = Path(log.name).read_text(errors="replace")[-3000:]
                     raise SystemExit(f"the {plane} lab did not start:\n{text}") from None
                 time.sleep(0.1)  # polling, with the deadline above
-        admin = _login(url)
-        _request(f"{url}/api/projects", "POST", {"name": "bench"}, admin)
-        _request(
+        admin = login(url)
+        call(f"{url}/api/projects", "POST", {"name": "bench"}, admin)
+        call(
             f"{url}/api/projects/bench/services?name=upstream",
             "POST",
             {"EXECUTE_CODE": str(code)},
             admin,
         )
-        token = str(_request(f"{url}/api/projects/bench/token", token=admin))
+        token = str(call(f"{url}/api/projects/bench/token", token=admin))
         deadline = time.monotonic() + 120
         while True:
             req = urllib.request.Request(f"{url}{ROUTE}/1k.html")
@@ -134,7 +109,7 @@ def whole_lab(tmp: Path, plane: str, port: int) -> Iterator[tuple[int, str]]:
         yield proc.pid, token
     finally:
         with contextlib.suppress(Exception, SystemExit):
-            _request(f"{url}/api/projects/bench/services/upstream", "DELETE", token=_login(url))
+            call(f"{url}/api/projects/bench/services/upstream", "DELETE", token=login(url))
         proc.terminate()
         try:
             proc.wait(timeout=20)

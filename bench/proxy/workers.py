@@ -18,7 +18,6 @@ bench/results/proxy-workers-<time>.json.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import json
 import os
@@ -39,11 +38,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.labapi import PASSWORD, call, login  # noqa: E402
 from bench.nginx_service import SMALL, make_service  # noqa: E402
 from bench.wrk import WrkResult, children, median_run, wrk  # noqa: E402
 from tests.labtools import stop_local_services  # noqa: E402
 
-PASSWORD = "bench-admin-password"
 PROJECT, SERVICE = "bench", "upstream"
 ROUTE = f"/api/projects/{PROJECT}/services/{SERVICE}/8091"
 
@@ -61,28 +60,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def call(url: str, method: str = "GET", body: object = None, token: str = "") -> object:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return json.loads(response.read())["data"]
-    except urllib.error.HTTPError as exc:
-        raise SystemExit(f"{method} {url}: {exc.code} {exc.read().decode()}") from None
-
-
-def login(url: str) -> str:
-    request = urllib.request.Request(f"{url}/api/auth/login")
-    basic = base64.b64encode(f"admin:{PASSWORD}".encode()).decode()
-    request.add_header("Authorization", f"Basic {basic}")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return str(json.loads(response.read())["data"])
 
 
 def poll(check: object, what: str, deadline: float, proc: subprocess.Popen[bytes]) -> None:
