@@ -99,9 +99,11 @@ ThreadingHTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
 TEST_DOCKERFILE = f"""FROM {PYTHON_IMAGE}
 COPY server.py /server.py
 EXPOSE 8080
+# The flag is read after the request: SICK_AT_START sets it before the server listens, so
+# a check that gets an answer always sees it (read first, it could race the start).
 HEALTHCHECK --interval=1s --timeout=3s --retries=2 \\
-    CMD if [ -f /tmp/sick ]; then echo "sick flag set"; exit 1; fi; \\
-        curl -fsS -o /dev/null http://127.0.0.1:8080/
+    CMD curl -fsS -o /dev/null http://127.0.0.1:8080/ && \\
+        if [ -f /tmp/sick ]; then echo "sick flag set"; exit 1; fi
 CMD ["python3", "-u", "/server.py"]
 """
 
