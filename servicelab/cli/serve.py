@@ -13,11 +13,15 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from servicelab.config import Settings
+from servicelab.proxy.access_log import access_logger
 from servicelab.services.leader import AnotherLabRunning
 
+from .log_output import batch_access_log
 from .workers import is_worker, reuse_port_socket, run_workers
 
 console = Console(stderr=False, highlight=False)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 #: Credentials that may reach a log line through a URL (uvicorn's own WebSocket line
 #: prints the query string) or a library's message: parameters and cookies by name, and
@@ -68,7 +72,8 @@ def quicker_log_records() -> None:
 def redact_log_handlers() -> None:
     """Put `RedactSecrets` on every handler of the root and uvicorn loggers (after
     uvicorn configured its own)."""
-    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access", "servicelab"):
+    names = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "servicelab", access_logger.name)
+    for name in names:
         for handler in logging.getLogger(name).handlers:
             if not any(isinstance(f, RedactSecrets) for f in handler.filters):
                 handler.addFilter(RedactSecrets())
@@ -154,10 +159,9 @@ def serve(
         )
         raise typer.BadParameter(problems) from None
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
     quicker_log_records()
+    batch_access_log(access_logger.name, LOG_FORMAT)
     if workers > 1 and not settings.resolved_database_url.startswith("postgresql"):
         raise typer.BadParameter(
             "--workers needs PostgreSQL (SERVICELAB_DATABASE_URL=postgresql+psycopg://...): "

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from servicelab.proxy.access_log import access_lines, access_logger
+
 PROXY_REGISTRY = CollectorRegistry(auto_describe=True)
 
 _LABELS = ("project", "service", "port")
@@ -53,8 +55,6 @@ OPEN_WEBSOCKETS = Gauge(
     _LABELS,
     registry=PROXY_REGISTRY,
 )
-
-access_logger = logging.getLogger("servicelab.access")
 
 
 def render_metrics() -> bytes:
@@ -222,15 +222,16 @@ def record(
         stats.bytes_out.inc(bytes_out)
     if access_logger.isEnabledFor(logging.INFO):
         project, service, port = stats.labels
-        access_logger.info(
-            '%s "%s %s" %d %d %.1fms project=%s service=%s port=%s',
-            client,
-            method,
-            path,
-            status,
-            bytes_out,
-            elapsed * 1000.0,
-            project or "-",
-            service or "-",
-            port or "-",
+        access_lines.add(
+            (
+                client,
+                method,
+                path,
+                status,
+                bytes_out,
+                elapsed * 1000.0,
+                project or "-",
+                service or "-",
+                port or "-",
+            )
         )
