@@ -12,9 +12,10 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from servicelab.runtimes.base import Handle, SpecError
 from servicelab.runtimes.local import EXECUTOR_PATH, LocalRuntime
 from servicelab.runtimes.local_state import alive as _alive
 from servicelab.runtimes.local_state import exit_reason as _exit_reason
+from servicelab.runtimes.sandbox_net import CHAIN
 from servicelab.runtimes.supervisor import proc_start_ticks
 from servicelab.spec import Phase, ServiceSpec
 
@@ -257,6 +259,31 @@ async def test_two_services_run_side_by_side(runtime: LocalRuntime) -> None:
     ):
         assert a1.port != a2.port
         assert h1["dir"] != h2["dir"]
+
+
+def own_port_rules(uid: int) -> list[str]:
+    """The packet filter's ACCEPT rules that let the service of `uid` reach its own ports."""
+    listed = subprocess.run(
+        ["iptables", "-w", "10", "-S", CHAIN], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    return [line for line in listed if f"--uid-owner {uid} " in f"{line} " and "ACCEPT" in line]
+
+
+async def test_a_stopped_service_leaves_no_rule_in_the_packet_filter(
+    runtime: LocalRuntime,
+) -> None:
+    if not runtime.sandbox.active:
+        pytest.skip("no sandbox on this machine (under make test it is required)")
+    async with serving(runtime, echo("ruled")) as (_, handle, address):
+        assert len(ports_ruled(handle["uid"], [address.port])) == 1
+    assert ports_ruled(handle["uid"], handle["ports"].values()) == []
+
+
+def ports_ruled(uid: int, ports: Iterable[int]) -> list[str]:
+    """The rules of `uid` for `ports` (the uid may have had other ports under an earlier
+    service of another test run: uids are reused once a service's folder is gone)."""
+    wanted = {f"--dport {port} " for port in ports}
+    return [rule for rule in own_port_rules(uid) if any(w in f"{rule} " for w in wanted)]
 
 
 # -- logs ------------------------------------------------------------------------------

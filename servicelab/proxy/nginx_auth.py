@@ -17,7 +17,8 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from servicelab.credentials import TokenSource
-from servicelab.proxy.app import _ROUTE, _ROUTE_START, ASGIApp, ProxyApp, Receive, Send, _name
+from servicelab.proxy.admission import route_name
+from servicelab.proxy.app import _ROUTE, _ROUTE_START, ASGIApp, ProxyApp, Receive, Send
 from servicelab.proxy.nginx_conf import AUTH_PATH, upstream_name
 from servicelab.proxy.replies import Reply
 
@@ -95,10 +96,11 @@ class NginxAuthApp:
         site = proxy.hosts.site(scope)
         if site is not None and (
             not site.project
-            or (_name(match[1]).lower(), _name(match[2]).lower()) != (site.project, site.service)
+            or (route_name(match[1]).lower(), route_name(match[2]).lower())
+            != (site.project, site.service)
         ):
             return _TO_LAB
-        route = await proxy._admit(scope, match, raw_path, ws=ws, site=site)
+        route = await proxy.admission.admit(scope, match, raw_path, ws=ws, site=site)
         if isinstance(route, Reply) or route.sandbox:
             return _TO_LAB
         req = route.req

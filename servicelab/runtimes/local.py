@@ -76,7 +76,7 @@ from servicelab.runtimes.local_state import (
     state_file,
     status_of,
 )
-from servicelab.runtimes.sandbox_net import allow_own_ports
+from servicelab.runtimes.sandbox_net import allow_own_ports, forget_own_ports
 from servicelab.runtimes.sandbox_select import sandbox_note, sandbox_support
 from servicelab.runtimes.supervisor import write_json_atomic
 from servicelab.runtimes.usage import process_group_usage
@@ -334,6 +334,12 @@ class LocalRuntime(Runtime):
     # -- stop ------------------------------------------------------------------------
 
     async def stop(self, handle: Handle, *, timeout: float = 10.0) -> None:
+        await self._end(handle, timeout)
+        uid, ports = handle.get("uid"), (handle.get("ports") or {}).values()
+        if isinstance(uid, int) and ports:
+            await asyncio.to_thread(forget_own_ports, uid, ports)
+
+    async def _end(self, handle: Handle, timeout: float) -> None:
         state_path = state_file(handle)
         state = await asyncio.to_thread(read_json, state_path)
         if state_path is None or state is None or state.get("status") == "exited":

@@ -16,9 +16,10 @@ do a service's answers (they are not NEW). The rule is the same for every lab on
 machine, so labs add it idempotently and never remove it. IPv6 gets the same rule.
 
 A service may reach its own ports (apps such as Gradio call themselves at start): one
-ACCEPT rule per port and uid, put before the REJECT when an instance starts. A port's
-earlier ACCEPT rules are deleted first, so a rule left by an instance that died with its
-supervisor never opens a port that now belongs to another service.
+ACCEPT rule per port and uid, put before the REJECT when an instance starts and deleted
+when the lab stops it. A port's earlier ACCEPT rules are deleted first, so a rule left by
+an instance that died with its supervisor never opens a port that now belongs to another
+service.
 """
 
 from __future__ import annotations
@@ -118,15 +119,31 @@ def own_port_rule(uid: int, port: int) -> list[str]:
 
 def allow_own_ports(uid: int, ports: Iterable[int]) -> None:
     """Let the service of `uid` reach `ports`, which are its own from now on."""
+    _drop_accepts(ports, uid=None, then_allow=uid)
+
+
+def forget_own_ports(uid: int, ports: Iterable[int]) -> None:
+    """An instance of the service of `uid` ended: its ports' ACCEPT rules go, so that the
+    chain holds the rules of running instances only (a rule another uid has for one of
+    these ports since stays)."""
+    _drop_accepts(ports, uid=uid, then_allow=None)
+
+
+def _drop_accepts(ports: Iterable[int], *, uid: int | None, then_allow: int | None) -> None:
+    """Delete the ACCEPT rules of `ports` (of `uid` only, or of any uid when None), then
+    put one for `then_allow` first in the chain."""
+    ports = list(ports)
+    owner = f"--uid-owner {uid} " if uid is not None else ""
     for tool in (t for t in ("iptables", "ip6tables") if shutil.which(t)):
         listed = _run(tool, "-S", CHAIN).stdout.splitlines()
         for port in ports:
             for line in listed:
                 words = line.split()
                 ours = words[:2] == ["-A", CHAIN] and words[-2:] == ["-j", "ACCEPT"]
-                if ours and f"--dport {port} " in f"{line} ":
+                if ours and f"--dport {port} " in f"{line} " and owner in f"{line} ":
                     _run(tool, "-D", *words[1:])
-            _run(tool, "-I", CHAIN, "1", *own_port_rule(uid, port))
+            if then_allow is not None:
+                _run(tool, "-I", CHAIN, "1", *own_port_rule(then_allow, port))
 
 
 def _run(tool: str, *args: str) -> subprocess.CompletedProcess[str]:
