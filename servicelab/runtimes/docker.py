@@ -70,7 +70,7 @@ from servicelab.runtimes.docker_rules import (
 from servicelab.runtimes.docker_status import ContainerStatus
 from servicelab.runtimes.docker_usage import container_usage
 from servicelab.runtimes.usage import Usage
-from servicelab.spec import PULL_POLICIES, ServiceSpec
+from servicelab.spec import PULL_POLICIES, Resources, ServiceSpec
 
 LABEL_SERVICE = "servicelab.service"
 LABEL_KEY = "servicelab.key"
@@ -250,14 +250,7 @@ class DockerRuntime(Runtime):
         }
         if not self.lab_in_container:
             kwargs["ports"] = {f"{p}/tcp": (self.publish_host, None) for p in spec.ports}
-        resources = spec.resources
-        if resources.cpus:
-            kwargs["nano_cpus"] = int(resources.cpus * 1e9)
-        if resources.memory:
-            # The same limit for memory + swap: over the limit the kernel kills the
-            # process instead of swapping it to a crawl.
-            kwargs["mem_limit"] = resources.memory
-            kwargs["memswap_limit"] = resources.memory
+        kwargs.update(resource_options(spec.resources))
         if spec.code:
             # The lab's start period and retries for the runtime image's own check.
             image_attrs = await self.engine.call(client.api.inspect_image, image)
@@ -267,10 +260,6 @@ class DockerRuntime(Runtime):
             )
             if check is not None:
                 kwargs["healthcheck"] = check
-        if resources.gpus:
-            kwargs["device_requests"] = [
-                DeviceRequest(count=resources.gpus, capabilities=[["gpu"]])
-            ]
 
         async with self.networks.lock(spec.project):
             network = await self.networks.ensure(spec.project)
@@ -304,7 +293,7 @@ class DockerRuntime(Runtime):
                 with contextlib.suppress(docker.errors.APIError):
                     await self.engine.call(container.remove, v=True, force=True)
                 raise start_error(exc, spec) from exc
-        return self._handle(container.attrs)
+        return container_handle(container.attrs)
 
     async def _ensure_volume(self, spec: ServiceSpec) -> str:
         client = await self.engine.client()
@@ -314,31 +303,6 @@ class DockerRuntime(Runtime):
         except docker.errors.NotFound:
             await self.engine.call(client.volumes.create, name=name, labels=self._labels(spec))
         return name
-
-    def _handle(self, attrs: dict[str, Any]) -> Handle:
-        """The JSON handle of a container, from its inspect data (start and adopt)."""
-        config = attrs.get("Config") or {}
-        labels = config.get("Labels") or {}
-        ports: dict[str, int] = {}
-        for key, bindings in ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).items():
-            number, _, proto = key.partition("/")
-            if proto == "tcp" and bindings:
-                ports[number] = int(bindings[0]["HostPort"])
-        mounts = attrs.get("Mounts") or []
-        volume = next((m.get("Name") for m in mounts if m.get("Destination") == DATA_MOUNT), None)
-        return {
-            "runtime": self.name,
-            "container_id": attrs["Id"],
-            "container_name": attrs.get("Name", "").lstrip("/"),
-            "key": labels.get(LABEL_KEY),
-            "project": labels.get(LABEL_PROJECT),
-            "service": labels.get(LABEL_SERVICE),
-            "image": config.get("Image"),
-            "network": (attrs.get("HostConfig") or {}).get("NetworkMode"),
-            "volume": volume,
-            "ports": ports,
-            "exposed_ports": exposed_ports(config),
-        }
 
     # --- status, address, logs ------------------------------------------------------
 
@@ -441,7 +405,7 @@ class DockerRuntime(Runtime):
             attrs = await self.containers.inspect(summary["Id"])
             if attrs is None:
                 continue
-            handle = self._handle(attrs)
+            handle = container_handle(attrs)
             if handle["key"]:
                 adopted.append(AdoptedInstance(key=handle["key"], handle=handle))
         return adopted
@@ -449,3 +413,44 @@ class DockerRuntime(Runtime):
     async def close(self) -> None:
         await self.containers.close()
         await self.engine.close()
+
+
+def container_handle(attrs: dict[str, Any]) -> Handle:
+    """The JSON handle of a container, from its inspect data (start and adopt)."""
+    config = attrs.get("Config") or {}
+    labels = config.get("Labels") or {}
+    ports: dict[str, int] = {}
+    for key, bindings in ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).items():
+        number, _, proto = key.partition("/")
+        if proto == "tcp" and bindings:
+            ports[number] = int(bindings[0]["HostPort"])
+    mounts = attrs.get("Mounts") or []
+    volume = next((m.get("Name") for m in mounts if m.get("Destination") == DATA_MOUNT), None)
+    return {
+        "runtime": DockerRuntime.name,
+        "container_id": attrs["Id"],
+        "container_name": attrs.get("Name", "").lstrip("/"),
+        "key": labels.get(LABEL_KEY),
+        "project": labels.get(LABEL_PROJECT),
+        "service": labels.get(LABEL_SERVICE),
+        "image": config.get("Image"),
+        "network": (attrs.get("HostConfig") or {}).get("NetworkMode"),
+        "volume": volume,
+        "ports": ports,
+        "exposed_ports": exposed_ports(config),
+    }
+
+
+def resource_options(resources: Resources) -> dict[str, Any]:
+    """`containers.create` options for a spec's CPU, memory and GPU limits."""
+    options: dict[str, Any] = {}
+    if resources.cpus:
+        options["nano_cpus"] = int(resources.cpus * 1e9)
+    if resources.memory:
+        # The same limit for memory + swap: over the limit the kernel kills the process
+        # instead of swapping it to a crawl.
+        options["mem_limit"] = resources.memory
+        options["memswap_limit"] = resources.memory
+    if resources.gpus:
+        options["device_requests"] = [DeviceRequest(count=resources.gpus, capabilities=[["gpu"]])]
+    return options
