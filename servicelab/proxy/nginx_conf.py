@@ -5,16 +5,16 @@ A request for a service route is checked by a subrequest to the lab's auth endpo
 same `ProxyApp` admission as the embedded plane: same `TokenAuthority`, same token order,
 same service-origin rules). The lab answers 200 with what nginx needs to forward the
 request itself (upstream, cleaned Cookie, Authorization or not, the prefix rule), and
-nginx keeps that answer for 1 s (the issue allows 2) in shared memory, under a key of
-everything the decision reads. Any other answer means "let the lab serve this one": login redirects,
-handshakes, 401/403/404, 503 + Retry-After, the sandboxed fallback. So every rule lives
+each nginx worker keeps that answer for 1 s (the issue allows 2), under a key of
+everything the decision reads. Any other answer means "let the lab serve this one":
+login redirects, handshakes, 401/403/404, 503 + Retry-After, the sandboxed fallback. So every rule lives
 once, in Python, and nginx only moves bytes for requests the lab has admitted.
 
 Lua (Debian's libnginx-mod-http-lua) does what plain nginx cannot: remove request
 headers by pattern (`X-Forwarded-*`, `X-Lab-*`, ...) before anything sees them, drop a
-service's `Set-Cookie` for the lab's own cookie names, and keep decisions in shared
-memory (`auth_request` with `proxy_cache`, the no-Lua way, costs a subrequest and a cache
-file read per request: a third of the requests/s).
+service's `Set-Cookie` for the lab's own cookie names, and keep decisions in memory
+(`auth_request` with `proxy_cache`, the no-Lua way, costs a subrequest and a cache file
+read per request: a third of the requests/s).
 """
 
 from __future__ import annotations
@@ -121,17 +121,45 @@ def routes_conf(addresses: Iterable[Address]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _lua_strip_headers(trust_forwarded: bool) -> str:
-    exact = [*FORGEABLE_EXACT]
-    keep = list(TRUSTED_FORWARDED) if trust_forwarded else []
-    table = ", ".join(f'["{n}"] = true' for n in exact)
-    keep_table = ", ".join(f'["{n}"] = true' for n in keep)
+#: The decision's fields, in the order nginx keeps them.
+_FIELDS = ("upstream", "address", "strip", "query", "cookie", "authorization", "user", "project")
+#: Seconds nginx reuses a decision: the issue allows 2; with the lab's own caches (2.5 s)
+#: a revoked token stops working within 5 s.
+DECISION_TTL = 1.0
+#: Decisions each nginx worker keeps (least recently used go first).
+DECISIONS_KEPT = 10_000
+
+
+def _lua_library(trust_forwarded: bool) -> str:
+    """The plane's Lua, loaded once when nginx starts (`init_by_lua_block`): functions the
+    phases call, so that a request runs one Lua handler before it is proxied, not two.
+
+    - `sl.strip_headers()`: remove request headers by pattern (the embedded plane's rule,
+      headers.py `is_forgeable`; `X-Sl-*` are the names nginx and the lab talk in).
+    - `sl.decide()`: the lab's decision for this request from the worker's cache, else
+      from the lab (a subrequest to its auth endpoint), kept `DECISION_TTL` seconds. A
+      cache in the worker's own memory: no lock, no copy and no parsing on a hit, which
+      `lua_shared_dict` (or `auth_request` with `proxy_cache`) would cost per request.
+    - `sl.drop_lab_cookies()`: drop a service's `Set-Cookie` for the lab's cookie names.
+    """
+    exact = ", ".join(f'["{n}"] = true' for n in FORGEABLE_EXACT)
+    keep = ", ".join(f'["{n}"] = true' for n in TRUSTED_FORWARDED) if trust_forwarded else ""
     prefixes = ", ".join(f'"{p}"' for p in FORGEABLE_PREFIXES)
+    fields = ", ".join(f'"sl_{f}"' for f in _FIELDS)
+    headers = ", ".join(f'"x-sl-{f}"' for f in _FIELDS)
+    lab_cookies = ", ".join(f'["{n.lower()}"] = true' for n in LAB_COOKIES)
     return f"""
-    rewrite_by_lua_block {{
-      local exact = {{ {table} }}
-      local keep = {{ {keep_table} }}
-      local prefixes = {{ {prefixes} }}
+  init_by_lua_block {{
+    sl = {{}}
+    local exact = {{ {exact} }}
+    local keep = {{ {keep} }}
+    local prefixes = {{ {prefixes} }}
+    local fields = {{ {fields} }}
+    local headers = {{ {headers} }}
+    local lab_cookies = {{ {lab_cookies} }}
+    local decisions = require("resty.lrucache").new({DECISIONS_KEPT})
+
+    function sl.strip_headers()
       for name, _ in pairs(ngx.req.get_headers(0)) do
         if not keep[name] then
           local forged = exact[name] or string.find(name, "_", 1, true) ~= nil
@@ -143,68 +171,43 @@ def _lua_strip_headers(trust_forwarded: bool) -> str:
           if forged then ngx.req.clear_header(name) end
         end
       end
-    }}"""
+    end
 
-
-def _lua_drop_lab_cookies() -> str:
-    names = ", ".join(f'["{n.lower()}"] = true' for n in LAB_COOKIES)
-    return f"""
-      header_filter_by_lua_block {{
-        local cookies = ngx.header["Set-Cookie"]
-        if cookies then
-          local lab = {{ {names} }}
-          if type(cookies) == "string" then cookies = {{ cookies }} end
-          local kept = {{}}
-          for _, c in ipairs(cookies) do
-            local name = string.lower((string.match(c, "^%s*([^=]*)") or ""):gsub("%s+$", ""))
-            if not lab[name] then kept[#kept + 1] = c end
-          end
-          if #kept ~= #cookies then
-            ngx.header["Set-Cookie"] = #kept > 0 and kept or nil
-          end
+    function sl.decide()
+      local key = ngx.var.sl_key
+      local values = decisions:get(key)
+      if values == nil then
+        local res = ngx.location.capture("/_sl_auth", {{ copy_all_vars = true }})
+        if res.status == 401 then return ngx.exec("@sl_lab") end
+        if res.status ~= 200 then return ngx.exec("@sl_lab_down") end
+        values = {{}}
+        for i, name in ipairs(headers) do
+          local v = res.header[name]
+          if type(v) == "table" then v = v[1] end
+          values[i] = v or ""
         end
-      }}"""
+        decisions:set(key, values, {DECISION_TTL})
+      end
+      local var = ngx.var
+      for i, name in ipairs(fields) do var[name] = values[i] end
+    end
 
-
-#: The decision's fields, in the order the cache keeps them (joined by newlines, which no
-#: header value holds).
-_FIELDS = ("upstream", "address", "strip", "query", "cookie", "authorization", "user", "project")
-#: Seconds nginx reuses a decision: the issue allows 2; with the lab's own caches (2.5 s)
-#: a revoked token stops working within 5 s.
-DECISION_TTL = 1.0
-
-
-def _lua_decide() -> str:
-    """Access phase: the decision from nginx's shared memory, else from the lab (a
-    subrequest to its auth endpoint), kept `DECISION_TTL` seconds. A shared dict instead
-    of `proxy_cache`: no file per decision and no subrequest on a hit."""
-    fields = ", ".join(f'"{f}"' for f in _FIELDS)
-    headers = ", ".join(f'"x-sl-{f}"' for f in _FIELDS)
-    return f"""      access_by_lua_block {{
-        local fields = {{ {fields} }}
-        local cache = ngx.shared.sl_decisions
-        local key = ngx.var.sl_key
-        local hit = cache:get(key)
-        if hit == nil then
-          local res = ngx.location.capture("/_sl_auth", {{ copy_all_vars = true }})
-          if res.status == 401 then return ngx.exec("@sl_lab") end
-          if res.status ~= 200 then return ngx.exec("@sl_lab_down") end
-          local names = {{ {headers} }}
-          local values = {{}}
-          for i, name in ipairs(names) do
-            local v = res.header[name]
-            if type(v) == "table" then v = v[1] end
-            values[i] = v or ""
-          end
-          hit = table.concat(values, "\\n")
-          cache:set(key, hit, {DECISION_TTL})
+    function sl.drop_lab_cookies()
+      local cookies = ngx.header["Set-Cookie"]
+      if cookies then
+        if type(cookies) == "string" then cookies = {{ cookies }} end
+        local kept = {{}}
+        for _, c in ipairs(cookies) do
+          local name = string.lower((string.match(c, "^%s*([^=]*)") or ""):gsub("%s+$", ""))
+          if not lab_cookies[name] then kept[#kept + 1] = c end
         end
-        local i = 1
-        for value in string.gmatch(hit .. "\\n", "([^\\n]*)\\n") do
-          ngx.var["sl_" .. fields[i]] = value
-          i = i + 1
+        if #kept ~= #cookies then
+          ngx.header["Set-Cookie"] = #kept > 0 and kept or nil
         end
-      }}"""
+      end
+    end
+  }}
+  rewrite_by_lua_block {{ sl.strip_headers() }}"""
 
 
 def _error_return(status: int, message: str, retry_after: int | None = None) -> str:
@@ -302,7 +305,6 @@ http {{
   proxy_read_timeout {_timeout(s.read_timeout)};
   proxy_send_timeout {_timeout(s.read_timeout)};
   proxy_connect_timeout {_timeout(s.connect_timeout)};
-  lua_shared_dict sl_decisions 32m;
   lua_package_path "/usr/share/lua/5.1/?.lua;;";
 
   map $http_upgrade $sl_connection {{ default upgrade; "" ""; }}
@@ -320,7 +322,7 @@ http {{
 
   upstream sl_lab {{ server unix:{layout.socket}; keepalive 64; }}
   include {layout.routes};
-{_lua_strip_headers(s.trust_forwarded)}
+{_lua_library(s.trust_forwarded)}
 
   server {{
     listen {listen} reuseport;
@@ -351,7 +353,7 @@ http {{
       set $sl_authorization "";
       set $sl_user "";
       set $sl_project "";
-{_lua_decide()}
+      rewrite_by_lua_block {{ sl.strip_headers() sl.decide() }}
       {common}
       proxy_set_header Cookie $sl_cookie;
       proxy_set_header Authorization $sl_authorization;
@@ -366,7 +368,8 @@ http {{
       proxy_redirect {_ABSOLUTE_PATH} $sl_location$1;
       proxy_pass http://$sl_target$sl_path$sl_query;
       error_page 502 = @sl_refused;
-      error_page 504 = @sl_timeout;{_lua_drop_lab_cookies()}
+      error_page 504 = @sl_timeout;
+      header_filter_by_lua_block {{ sl.drop_lab_cookies() }}
     }}
     location @sl_refused {{
       {_error_return(502, _REFUSED)}
