@@ -7,8 +7,9 @@ same service-origin rules). The lab answers 200 with what nginx needs to forward
 request itself (upstream, cleaned Cookie, Authorization or not, the prefix rule), and
 each nginx worker keeps that answer for 1 s (the issue allows 2), under a key of
 everything the decision reads. Any other answer means "let the lab serve this one":
-login redirects, handshakes, 401/403/404, 503 + Retry-After, the sandboxed fallback. So every rule lives
-once, in Python, and nginx only moves bytes for requests the lab has admitted.
+login redirects, handshakes, 401/403/404, 503 + Retry-After, the sandboxed fallback. So
+every rule lives once, in Python, and nginx only moves bytes for requests the lab has
+admitted.
 
 Lua (Debian's libnginx-mod-http-lua) does what plain nginx cannot: remove request
 headers by pattern (`X-Forwarded-*`, `X-Lab-*`, ...) before anything sees them, drop a
