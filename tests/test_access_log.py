@@ -21,14 +21,18 @@ def _logger(handler: logging.Handler, name: str) -> logging.Logger:
     return logger
 
 
-def test_lines_arrive_in_order_within_the_delay() -> None:
-    stream = io.StringIO()
-    handler = BatchedStreamHandler(stream, max_lines=1000, max_delay=0.2)
-    logger = _logger(handler, "test.access.delay")
+FIELDS = ("127.0.0.1", "GET", "/api/projects/p/services/s/80/", 200, 2, 0.4, "p", "s", 80)
+LINE = '127.0.0.1 "GET /api/projects/p/services/s/80/" 200 2 0.4ms project=p service=s port=80'
+
+
+def test_lines_are_written_together_in_order_within_the_delay() -> None:
+    stream = _CountingStream()
+    logger = _logger(BatchedStreamHandler(stream, max_lines=1000), "test.access.delay")
+    lines = AccessLines(logger, max_lines=1000, max_delay=0.2)
 
     async def main() -> list[str]:
         for i in range(5):
-            logger.info("line %d", i)
+            lines.add((*FIELDS[:3], 200 + i, *FIELDS[4:]))
         assert stream.getvalue() == ""  # waiting for the batch
         deadline = time.monotonic() + 10
         # A StringIO has no event to wait for: polled, with the deadline above.
@@ -36,29 +40,26 @@ def test_lines_arrive_in_order_within_the_delay() -> None:
             await asyncio.sleep(0.05)
         return stream.getvalue().splitlines()
 
-    assert asyncio.run(main()) == [f"line {i}" for i in range(5)]
+    assert asyncio.run(main()) == [LINE.replace(" 200 ", f" {200 + i} ") for i in range(5)]
+    assert stream.writes == 1
 
 
 def test_a_full_batch_is_written_at_once_and_the_rest_at_close() -> None:
     stream = io.StringIO()
-    handler = BatchedStreamHandler(stream, max_lines=3, max_delay=60)
+    handler = BatchedStreamHandler(stream, max_lines=3)
     logger = _logger(handler, "test.access.full")
-
-    async def main() -> None:
-        for i in range(4):
-            logger.info("line %d", i)
-        assert stream.getvalue().splitlines() == ["line 0", "line 1", "line 2"]
-        handler.close()  # logging.shutdown() does this at exit
-
-    asyncio.run(main())
+    for i in range(4):
+        logger.info("line %d", i)
+    assert stream.getvalue().splitlines() == ["line 0", "line 1", "line 2"]
+    handler.close()  # logging.shutdown() does this at exit
     assert stream.getvalue().splitlines() == [f"line {i}" for i in range(4)]
 
 
 def test_without_an_event_loop_each_line_is_written_at_once() -> None:
     stream = io.StringIO()
     logger = _logger(BatchedStreamHandler(stream), "test.access.thread")
-    logger.info("from a thread without a loop")
-    assert stream.getvalue() == "from a thread without a loop\n"
+    AccessLines(logger).add(FIELDS)  # from a thread without a loop
+    assert stream.getvalue() == LINE + "\n"
 
 
 def test_time_format_is_loggings_own() -> None:
@@ -74,10 +75,9 @@ def test_access_lines_are_made_later_with_each_requests_own_time() -> None:
     handler = _Collect()
     logger = _logger(handler, "test.access.lines")
     lines = AccessLines(logger, max_lines=1000, max_delay=0.2)
-    fields = ("127.0.0.1", "GET", "/api/projects/p/services/s/80/", 200, 2, 0.4, "p", "s", 80)
 
     async def main() -> float:
-        lines.add(fields)
+        lines.add(FIELDS)
         added = time.time()
         assert handler.records == []  # waiting for the batch
         deadline = time.monotonic() + 10
@@ -88,9 +88,7 @@ def test_access_lines_are_made_later_with_each_requests_own_time() -> None:
 
     added = asyncio.run(main())
     [record] = handler.records
-    assert record.getMessage() == (
-        '127.0.0.1 "GET /api/projects/p/services/s/80/" 200 2 0.4ms project=p service=s port=80'
-    )
+    assert record.getMessage() == LINE
     assert record.levelno == logging.INFO
     # The request's time, not the (later) time the record was made.
     assert added - 0.1 <= record.created <= added
@@ -119,3 +117,13 @@ class _Collect(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
+
+
+class _CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)

@@ -2,23 +2,21 @@
 access log's lines written in batches, not one write each.
 
 The proxy logs one access line per request; written one by one, each costs a system call
-and a flush. Like nginx's `access_log ... buffer=... flush=...`, the access handler keeps
-its lines and writes them together once `MAX_LINES` wait or `MAX_DELAY` seconds after the
-first, and at exit. A lab killed with SIGKILL loses at most that last second of access
-lines (`servicelab.proxy.access_log` batches too); every other line is written at once.
+and a flush. Like nginx's `access_log ... buffer=... flush=...`, the access lines are
+written together: `servicelab.proxy.access_log` makes their records in batches (at most
+half a second after a request) and flushes the access handler after each batch, which
+writes them in one call. A lab killed with SIGKILL loses at most that last half second of
+access lines; every other line is written at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import TextIO
 
-#: Lines kept before they are written.
+#: Lines kept before they are written, whether or not a flush came.
 MAX_LINES = 256
-#: Seconds a line waits at most.
-MAX_DELAY = 0.5
 
 
 class SecondCachedFormatter(logging.Formatter):
@@ -41,17 +39,15 @@ class SecondCachedFormatter(logging.Formatter):
 
 
 class BatchedStreamHandler(logging.StreamHandler[TextIO]):
-    """A `StreamHandler` that writes its lines in batches (see the module's docstring)."""
+    """A `StreamHandler` that keeps its lines and writes them together: once `max_lines`
+    wait, and whenever it is flushed. It has no timer of its own: it serves a logger fed
+    in batches (`servicelab.proxy.access_log.AccessLines` flushes it after each batch),
+    and `logging.shutdown()` flushes it at exit."""
 
-    def __init__(
-        self, stream: TextIO, *, max_lines: int = MAX_LINES, max_delay: float = MAX_DELAY
-    ) -> None:
+    def __init__(self, stream: TextIO, *, max_lines: int = MAX_LINES) -> None:
         super().__init__(stream)
         self.max_lines = max_lines
-        self.max_delay = max_delay
         self._lines: list[str] = []
-        #: The loop that will call `flush` for the lines waiting (None: none is due).
-        self._flush_loop: asyncio.AbstractEventLoop | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         # Called by `handle()`, which holds the handler's lock.
@@ -60,16 +56,8 @@ class BatchedStreamHandler(logging.StreamHandler[TextIO]):
         except Exception:
             self.handleError(record)
             return
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:  # no event loop in this thread to write later: now
-            loop = None
-        other_loop_due = self._flush_loop is not None and self._flush_loop is not loop
-        if len(self._lines) >= self.max_lines or loop is None or other_loop_due:
+        if len(self._lines) >= self.max_lines:
             self._write()
-        elif self._flush_loop is None:
-            loop.call_later(self.max_delay, self.flush)
-            self._flush_loop = loop
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]  # StreamHandler always has one
@@ -81,9 +69,6 @@ class BatchedStreamHandler(logging.StreamHandler[TextIO]):
         super().close()
 
     def _write(self) -> None:
-        # A flush already due stays due (it finds nothing, or the next lines): cancelling
-        # it from another thread would not be safe.
-        self._flush_loop = None
         if not self._lines:
             return
         text = "\n".join(self._lines) + self.terminator

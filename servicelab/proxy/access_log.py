@@ -72,6 +72,11 @@ class AccessLines:
             record.created = created
             record.msecs = (created - int(created)) * 1000
             logger.handle(record)
+        if pending:
+            # Its handlers may keep the lines too (`cli.log_output.BatchedStreamHandler`):
+            # one write for the batch.
+            for handler in logger.handlers:
+                handler.flush()
 
 
 access_lines = AccessLines()
