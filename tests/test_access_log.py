@@ -9,7 +9,8 @@ import io
 import logging
 import time
 
-from servicelab.cli.log_output import BatchedStreamHandler, SecondCachedFormatter
+from servicelab.cli.log_output import AccessLineWriter, SecondCachedFormatter
+from servicelab.cli.redaction import RedactSecrets
 from servicelab.proxy.access_log import AccessLines
 
 
@@ -23,12 +24,16 @@ def _logger(handler: logging.Handler, name: str) -> logging.Logger:
 
 FIELDS = ("127.0.0.1", "GET", "/api/projects/p/services/s/80/", 200, 2, 0.4, "p", "s", 80)
 LINE = '127.0.0.1 "GET /api/projects/p/services/s/80/" 200 2 0.4ms project=p service=s port=80'
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # `servicelab serve`'s
+
+
+def _writer(stream: io.StringIO) -> AccessLineWriter:
+    return AccessLineWriter(stream, SecondCachedFormatter(FORMAT), FORMAT)
 
 
 def test_lines_are_written_together_in_order_within_the_delay() -> None:
     stream = _CountingStream()
-    logger = _logger(BatchedStreamHandler(stream, max_lines=1000), "test.access.delay")
-    lines = AccessLines(logger, max_lines=1000, max_delay=0.2)
+    lines = AccessLines(max_lines=1000, max_delay=0.2, write=_writer(stream))
 
     async def main() -> list[str]:
         for i in range(5):
@@ -40,26 +45,59 @@ def test_lines_are_written_together_in_order_within_the_delay() -> None:
             await asyncio.sleep(0.05)
         return stream.getvalue().splitlines()
 
-    assert asyncio.run(main()) == [LINE.replace(" 200 ", f" {200 + i} ") for i in range(5)]
+    written = asyncio.run(main())
+    assert [line.split(": ", 1)[1] for line in written] == [
+        LINE.replace(" 200 ", f" {200 + i} ") for i in range(5)
+    ]
     assert stream.writes == 1
 
 
-def test_a_full_batch_is_written_at_once_and_the_rest_at_close() -> None:
-    stream = io.StringIO()
-    handler = BatchedStreamHandler(stream, max_lines=3)
-    logger = _logger(handler, "test.access.full")
-    for i in range(4):
-        logger.info("line %d", i)
-    assert stream.getvalue().splitlines() == ["line 0", "line 1", "line 2"]
-    handler.close()  # logging.shutdown() does this at exit
-    assert stream.getvalue().splitlines() == [f"line {i}" for i in range(4)]
+def test_a_full_batch_is_written_at_once_and_the_rest_at_exit() -> None:
+    stream = _CountingStream()
+    lines = AccessLines(max_lines=3, max_delay=60, write=_writer(stream))
+
+    async def main() -> None:
+        for _ in range(4):
+            lines.add(FIELDS)
+        assert len(stream.getvalue().splitlines()) == 3 and stream.writes == 1
+
+    asyncio.run(main())
+    lines.flush()  # what the lab's exit does (atexit)
+    assert len(stream.getvalue().splitlines()) == 4 and stream.writes == 2
 
 
 def test_without_an_event_loop_each_line_is_written_at_once() -> None:
     stream = io.StringIO()
-    logger = _logger(BatchedStreamHandler(stream), "test.access.thread")
-    AccessLines(logger).add(FIELDS)  # from a thread without a loop
-    assert stream.getvalue() == LINE + "\n"
+    AccessLines(write=_writer(stream)).add(FIELDS)  # from a thread without a loop
+    assert stream.getvalue().endswith(f"INFO servicelab.access: {LINE}\n")
+
+
+def test_written_lines_are_what_logging_would_write_redacted() -> None:
+    """Each line as the format and `RedactSecrets` make it from a `logging` record."""
+    token = "slp_Zx8-fakeTokenValue_123"
+    paths = ["/x", f"/p/{token}/y", "/a?b", "/ünïcode/lab_token=abc", "/%s%d"]
+    handler = _Collect()
+    handler.addFilter(RedactSecrets())
+    by_logging = AccessLines(_logger(handler, "servicelab.access"))
+    stream = io.StringIO()
+    writer = _writer(stream)
+    pending = []
+    for i, path in enumerate(paths):
+        created = 1796155989 + i * 0.3337  # across a second, each millisecond its own
+        fields = ("::1", "POST", path, 404, i, i / 7, "p", "s", 8080)
+        pending.append((created, fields))
+        by_logging._pending.append((created, fields))
+    writer(pending)
+    by_logging.flush()
+    formatter = logging.Formatter(FORMAT)
+    assert stream.getvalue().splitlines() == [formatter.format(r) for r in handler.records]
+    assert token not in stream.getvalue() and "slp_[redacted]" in stream.getvalue()
+
+
+def test_a_closed_log_stream_loses_the_lines_quietly() -> None:
+    stream = io.StringIO()
+    stream.close()
+    _writer(stream)([(time.time(), FIELDS)])  # no exception into the proxy's loop
 
 
 def test_time_format_is_loggings_own() -> None:

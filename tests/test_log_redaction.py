@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from servicelab.cli.serve import _SECRET_PARAM, _TOKEN, RedactSecrets
+from servicelab.cli.redaction import SECRET_PARAM, TOKEN_BY_PREFIX, RedactSecrets
 
 TOKEN = "slp_Zx8-fakeTokenValue_123"
 
@@ -20,7 +20,7 @@ def redacted(message: str, *args: object) -> str:
 
 def both_patterns(message: str) -> str:
     """The rule without the short cut: both patterns over every line."""
-    return _TOKEN.sub(r"\1_[redacted]", _SECRET_PARAM.sub(r"\1=[redacted]", message))
+    return TOKEN_BY_PREFIX.sub(r"\1_[redacted]", SECRET_PARAM.sub(r"\1=[redacted]", message))
 
 
 LINES = [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,56 +12,21 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from servicelab.config import Settings
-from servicelab.proxy.access_log import access_logger
 from servicelab.services.leader import AnotherLabRunning
 
-from .log_output import batch_access_log
+from .log_output import write_access_log
+from .redaction import RedactSecrets
 from .workers import is_worker, reuse_port_socket, run_workers
 
 console = Console(stderr=False, highlight=False)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-#: Credentials that may reach a log line through a URL (uvicorn's own WebSocket line
-#: prints the query string) or a library's message: parameters and cookies by name, and
-#: the lab's tokens by their prefix.
-_SECRET_PARAM = re.compile(
-    r"(?i)\b(lab_token|code|token|csrf_token|lab_access_token|(?:__Host-)?servicelab_service)"
-    r"=[^&;\s\"']+"
-)
-_TOKEN = re.compile(r"\b(sls|slu|slp)_[A-Za-z0-9_\-]{6,}")
-#: What each name of `_SECRET_PARAM` ends in, with its "=": a line without any of these
-#: has nothing for that pattern to redact.
-_PARAM_ENDINGS = ("token=", "code=", "servicelab_service=")
-
-
-class RedactSecrets(logging.Filter):
-    """Rewrites every record a handler writes so that no token, one-time code or cookie
-    value is in it: a log file is read by more people than the lab's database."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        clean = message
-        # Each pattern runs only where it could match (substring tests are C-fast; the
-        # case-insensitive alternation is not, and this runs for every access-log line):
-        # every secret parameter's name ends in one of _PARAM_ENDINGS, every token starts
-        # with "sl". Beyond ASCII, case-insensitive matching has more equivalents (the
-        # long s, the Kelvin sign) than lower() knows: such lines always go through.
-        lowered = message.lower()
-        if not message.isascii() or any(ending in lowered for ending in _PARAM_ENDINGS):
-            clean = _SECRET_PARAM.sub(r"\1=[redacted]", clean)
-        if "sl" in clean:
-            clean = _TOKEN.sub(r"\1_[redacted]", clean)
-        if clean != message:
-            record.msg, record.args = clean, None
-        return True
-
 
 def quicker_log_records() -> None:
     """Leave out of every log record what the lab's format never prints: the thread, the
-    process and the caller's file and line (a walk up the stack). The proxy writes one
-    access-log record per request; these cost a sixth of it. (The logging HOWTO's
-    "Optimization" section names these switches.)"""
+    process and the caller's file and line (a walk up the stack): a sixth of a record's
+    cost. (The logging HOWTO's "Optimization" section names these switches.)"""
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
@@ -72,7 +36,7 @@ def quicker_log_records() -> None:
 def redact_log_handlers() -> None:
     """Put `RedactSecrets` on every handler of the root and uvicorn loggers (after
     uvicorn configured its own)."""
-    names = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "servicelab", access_logger.name)
+    names = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "servicelab")
     for name in names:
         for handler in logging.getLogger(name).handlers:
             if not any(isinstance(f, RedactSecrets) for f in handler.filters):
@@ -161,7 +125,7 @@ def serve(
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
     quicker_log_records()
-    batch_access_log(access_logger.name, LOG_FORMAT)
+    write_access_log(LOG_FORMAT)
     if workers > 1 and not settings.resolved_database_url.startswith("postgresql"):
         raise typer.BadParameter(
             "--workers needs PostgreSQL (SERVICELAB_DATABASE_URL=postgresql+psycopg://...): "

@@ -3,11 +3,15 @@ made in batches.
 
 A log record made in the middle of a request is slow: measured in the whole lab at 32
 connections, the line cost about a fifth of a request's CPU, two to three times what the
-same line costs in a tight loop (8 µs in the lab's batches), as each one runs with the
-caches full of everything else. So a request only keeps its line's fields (a tuple); the records are
-made together, with each request's own time, `MAX_DELAY` seconds after the first line
-waiting or once `MAX_LINES` wait, and at the latest when the loop that called `add` is
-gone (`flush`, also at exit). Everything of `logging` still applies: levels, handlers,
+same line costs in a tight loop, as each one runs with the caches full of everything
+else. So a request only keeps its line's fields (a tuple), and the lines are handed on
+together, with each request's own time, `MAX_DELAY` seconds after the first line waiting
+or once `MAX_LINES` wait, and at the latest when the loop that called `add` is gone
+(`flush`, also at exit).
+
+Handed on to `write` when there is one: `servicelab serve` writes each batch straight to
+its log (`servicelab.cli.log_output.AccessLineWriter`). Otherwise each line becomes a
+`logging` record on the logger, and everything of `logging` applies: levels, handlers,
 filters, formats.
 """
 
@@ -17,6 +21,7 @@ import asyncio
 import atexit
 import logging
 import time
+from collections.abc import Callable
 
 access_logger = logging.getLogger("servicelab.access")
 
@@ -29,6 +34,8 @@ MAX_DELAY = 0.5
 
 #: client, method, path, status, bytes sent, milliseconds, project, service, port
 Fields = tuple[str | int | float, ...]
+#: A line waiting: its request's time, and its fields.
+PendingLine = tuple[float, Fields]
 
 
 class AccessLines:
@@ -38,11 +45,15 @@ class AccessLines:
         *,
         max_lines: int = MAX_LINES,
         max_delay: float = MAX_DELAY,
+        write: Callable[[list[PendingLine]], None] | None = None,
     ) -> None:
         self.logger = logger
+        #: Writes a batch itself (`servicelab serve`'s `AccessLineWriter`); None: one
+        #: `logging` record per line, on `logger`.
+        self.write = write
         self.max_lines = max_lines
         self.max_delay = max_delay
-        self._pending: list[tuple[float, Fields]] = []
+        self._pending: list[PendingLine] = []
         #: The loop that will call `flush` (None: no flush is due).
         self._flush_loop: asyncio.AbstractEventLoop | None = None
 
@@ -65,6 +76,10 @@ class AccessLines:
         # A flush already due stays due (it will find nothing, or the next lines).
         self._flush_loop = None
         pending, self._pending = self._pending, []
+        if self.write is not None:
+            if pending:
+                self.write(pending)
+            return
         logger = self.logger
         for created, args in pending:
             record = logger.makeRecord(logger.name, logging.INFO, "(proxy)", 0, LINE, args, None)
@@ -72,11 +87,6 @@ class AccessLines:
             record.created = created
             record.msecs = (created - int(created)) * 1000
             logger.handle(record)
-        if pending:
-            # Its handlers may keep the lines too (`cli.log_output.BatchedStreamHandler`):
-            # one write for the batch.
-            for handler in logger.handlers:
-                handler.flush()
 
 
 access_lines = AccessLines()
