@@ -70,6 +70,8 @@ class LabAuthorizer:
         self._parent_cache: ParentTokens | None = None
         #: (token, project) -> (until, authority generation, principal): allowed only.
         self._allowed: dict[tuple[str, str], tuple[float, int, Principal]] = {}
+        #: (token, project, authority generation) -> the decision being made.
+        self._deciding: dict[tuple[str, str, int], asyncio.Future[Principal]] = {}
 
     async def authorize(self, token: str | None, project: str) -> Principal:
         if not token:
@@ -82,12 +84,31 @@ class LabAuthorizer:
         generation = self.authority.generation
         if hit is not None and hit[0] > now and hit[1] == generation:
             return hit[2]
-        principal = await self._decide(token, project.lower())
+        principal = await self._decide_once(token, project.lower(), generation)
         until = now + PRINCIPAL_TTL
         if len(self._allowed) > 10_000:
             self._allowed.clear()
         self._allowed[key] = (until, generation, principal)
         return principal
+
+    async def _decide_once(self, token: str, project: str, generation: int) -> Principal:
+        """One decision at a time per token and project: the requests that ask while it
+        is being made (every connection of a busy client, each time the caches expire)
+        wait for it instead of each taking a thread and a database query. A revocation
+        (a new generation) starts a decision of its own."""
+        key = (token, project, generation)
+        deciding = self._deciding.get(key)
+        if deciding is None:
+            deciding = asyncio.ensure_future(self._decide(token, project))
+            self._deciding[key] = deciding
+            deciding.add_done_callback(lambda done: self._decided(key, done))
+        # Shielded: a client that leaves does not cancel the others' decision.
+        return await asyncio.shield(deciding)
+
+    def _decided(self, key: tuple[str, str, int], done: asyncio.Future[Principal]) -> None:
+        del self._deciding[key]
+        if not done.cancelled():
+            done.exception()  # retrieved: every asker may have left before it ended
 
     async def _decide(self, token: str, project: str) -> Principal:
         decision = self.authority.cached_decision(token, project)
