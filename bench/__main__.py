@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = [
     ("proxy: direct vs servicelab vs configurable-http-proxy", ["bench/proxy/run.py"]),
     ("proxy: --workers 2 vs 1 at 32 connections", ["bench/proxy/workers.py"]),
+    ("access log: written straight vs as logging records", ["bench/access_log.py"]),
     ("deploy to healthy, local runtime", ["bench/deploy_local.py"]),
     ("deploy to healthy, Docker runtime vs docker run", ["bench/deploy_docker.py"]),
     ("model predictions/s: through the proxy vs the model server directly", ["bench/models.py"]),
