@@ -98,7 +98,8 @@ class LabAuthorizer:
         (a new generation) starts a decision of its own."""
         key = (token, project, generation)
         deciding = self._deciding.get(key)
-        if deciding is None:
+        # (One of another event loop can only be left over from a loop that was closed.)
+        if deciding is None or deciding.get_loop() is not asyncio.get_running_loop():
             deciding = asyncio.ensure_future(self._decide(token, project))
             self._deciding[key] = deciding
             deciding.add_done_callback(lambda done: self._decided(key, done))
@@ -106,7 +107,8 @@ class LabAuthorizer:
         return await asyncio.shield(deciding)
 
     def _decided(self, key: tuple[str, str, int], done: asyncio.Future[Principal]) -> None:
-        del self._deciding[key]
+        if self._deciding.get(key) is done:
+            del self._deciding[key]
         if not done.cancelled():
             done.exception()  # retrieved: every asker may have left before it ended
 
