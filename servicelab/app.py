@@ -28,6 +28,7 @@ from servicelab.config import Settings, resolve_instance_id
 from servicelab.db import Database
 from servicelab.logins import LoginGate
 from servicelab.proxy import ProxyApp, ProxySettings, render_metrics
+from servicelab.proxy.dates import DateHeader
 from servicelab.runtimes.select import make_runtime
 from servicelab.services import ServiceManager
 from servicelab.services.leader import make_leadership
@@ -125,6 +126,7 @@ def create_app(
         return Response(render_metrics(), media_type="text/plain; version=0.0.4")
 
     mount_web(app)
+    app.add_middleware(DateHeader)
 
     proxy_settings = ProxySettings(
         allowed_origins=list(settings.allowed_origins),

@@ -9,6 +9,8 @@ import io
 import logging
 import time
 
+import pytest
+
 from servicelab.cli.log_output import AccessLineWriter, SecondCachedFormatter
 from servicelab.cli.redaction import RedactSecrets
 from servicelab.proxy.access_log import AccessLines
@@ -72,7 +74,16 @@ def test_without_an_event_loop_each_line_is_written_at_once() -> None:
     assert stream.getvalue().endswith(f"INFO servicelab.access: {LINE}\n")
 
 
-def test_written_lines_are_what_logging_would_write_redacted() -> None:
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        FORMAT,
+        # Fields alike on every line, per-line ones with flags, and a literal percent.
+        "[%(process)d %(levelname)-8s %(msecs)03d %(relativeCreated)8.1f] 100%% "
+        "%(name)s %(created)f %(module)s %(asctime)s %(message)s",
+    ],
+)
+def test_written_lines_are_what_logging_would_write_redacted(fmt: str) -> None:
     """Each line as the format and `RedactSecrets` make it from a `logging` record."""
     token = "slp_Zx8-fakeTokenValue_123"
     paths = ["/x", f"/p/{token}/y", "/a?b", "/ünïcode/lab_token=abc", "/%s%d"]
@@ -80,7 +91,7 @@ def test_written_lines_are_what_logging_would_write_redacted() -> None:
     handler.addFilter(RedactSecrets())
     by_logging = AccessLines(_logger(handler, "servicelab.access"))
     stream = io.StringIO()
-    writer = _writer(stream)
+    writer = AccessLineWriter(stream, SecondCachedFormatter(fmt), fmt)
     pending = []
     for i, path in enumerate(paths):
         created = 1796155989 + i * 0.3337  # across a second, each millisecond its own
@@ -89,7 +100,7 @@ def test_written_lines_are_what_logging_would_write_redacted() -> None:
         by_logging._pending.append((created, fields))
     writer(pending)
     by_logging.flush()
-    formatter = logging.Formatter(FORMAT)
+    formatter = logging.Formatter(fmt)
     assert stream.getvalue().splitlines() == [formatter.format(r) for r in handler.records]
     assert token not in stream.getvalue() and "slp_[redacted]" in stream.getvalue()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import socket
 import uuid
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -154,6 +156,24 @@ def test_unknown_service_and_port(lab: LabProcess) -> None:
     )
     r = httpx.get(f"{lab.url}/api/projects/alpha/services/echo/9999/", headers=auth)
     assert r.status_code == 404 and "8091" in r.json()["errors"]["message"]
+
+
+def test_each_response_has_one_date_the_services_own_first(lab: LabProcess) -> None:
+    auth = {"Authorization": f"Bearer {lab.admin_token}"}
+    dated = httpx.get(f"{lab.url}{PREFIX}/dated", headers=auth)
+    assert dated.status_code == 200
+    assert dated.headers.get_list("date") == ["Mon, 01 Jan 2001 00:00:00 GMT"]
+    # Without the service's own, the lab's: one, and today's (not a duration measured).
+    now = datetime.now(UTC)
+    for response in (
+        httpx.get(f"{lab.url}{PREFIX}/undated", headers=auth),
+        httpx.get(f"{lab.url}{PREFIX}/"),  # the proxy's own 401
+        httpx.get(f"{lab.url}/api/projects/alpha/services/ghost/8091/", headers=auth),
+        httpx.get(f"{lab.url}/healthz"),  # the lab's API
+    ):
+        dates = response.headers.get_list("date")
+        assert len(dates) == 1, (response.request.url, dates)
+        assert abs(parsedate_to_datetime(dates[0]) - now) < timedelta(hours=1)
 
 
 def test_metrics_need_an_admin(lab: LabProcess) -> None:

@@ -13,10 +13,11 @@ every other line is written at once, through `logging`.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import TextIO
 
-from servicelab.proxy.access_log import LINE, PendingLine, access_lines, access_logger
+from servicelab.proxy.access_log import LINE, Fields, PendingLine, access_lines, access_logger
 
 from .redaction import redact
 
@@ -45,6 +46,12 @@ class SecondCachedFormatter(logging.Formatter):
         return f"{self._text},{msecs:03d}"  # as `default_msec_format` has it
 
 
+#: The record fields that differ from one access line to the next; every other field of
+#: the format is the same on every line, and is written into the template once.
+_PER_LINE = ("asctime", "message", "created", "msecs", "relativeCreated")
+_FIELD = re.compile(r"%%|%\((\w+)\)([-#0 +]*\d*(?:\.\d+)?[a-zA-Z])")
+
+
 class AccessLineWriter:
     """Writes batches of access lines to `stream` in the %-style format `fmt` (with any
     field of a record, its times those of the line's request), redacted, one write per
@@ -52,28 +59,53 @@ class AccessLineWriter:
 
     def __init__(self, stream: TextIO, formatter: SecondCachedFormatter, fmt: str) -> None:
         self.stream = stream
-        self.formatter = formatter
-        self.fmt = fmt
+        self.asctime = formatter.asctime
         # The fields every access record has alike, from one record made the usual way.
         made = logging.LogRecord(access_logger.name, logging.INFO, "(proxy)", 0, "", None, None)
-        self._fields = dict(vars(made))
+        self._made_at, self._made_relative = made.created, made.relativeCreated
+        #: `fmt` with the fields alike filled in, and the per-line ones positional.
+        self.template, self.per_line = _template(fmt, vars(made))
 
     def __call__(self, lines: list[PendingLine]) -> None:
-        fmt, fields, asctime = self.fmt, dict(self._fields), self.formatter.asctime
-        made_at, made_relative = fields["created"], fields["relativeCreated"]
-        out = []
-        for created, args in lines:
-            fields["created"] = created
-            fields["msecs"] = (created - int(created)) * 1000
-            fields["relativeCreated"] = made_relative + (created - made_at) * 1000
-            fields["asctime"] = asctime(created)
-            fields["message"] = redact(LINE % args)
-            out.append(fmt % fields)
+        template, asctime = self.template, self.asctime
+        if self.per_line == ("asctime", "message"):  # `servicelab serve`'s format
+            out = [template % (asctime(created), LINE % args) for created, args in lines]
+        else:
+            out = [template % self._values(created, args) for created, args in lines]
+        # Redacted once for the whole batch: no secret's pattern spans a line's end.
+        text = redact("\n".join(out)) + "\n"
         try:
-            self.stream.write("\n".join(out) + "\n")
+            self.stream.write(text)
             self.stream.flush()
         except (OSError, ValueError):
             pass  # a closed or broken log stream: there is nowhere left to say so
+
+    def _values(self, created: float, args: Fields) -> tuple[object, ...]:
+        values = {
+            "asctime": self.asctime(created),
+            "message": LINE % args,
+            "created": created,
+            "msecs": (created - int(created)) * 1000,
+            "relativeCreated": self._made_relative + (created - self._made_at) * 1000,
+        }
+        return tuple(values[name] for name in self.per_line)
+
+
+def _template(fmt: str, alike: dict[str, object]) -> tuple[str, tuple[str, ...]]:
+    """`fmt` with the fields that are `alike` on every line written in (escaped), and
+    the names of the others in the order of their positional `%` fields."""
+    per_line: list[str] = []
+
+    def fill(field: re.Match[str]) -> str:
+        name, spec = field[1], field[2]
+        if name is None:
+            return "%%"
+        if name in _PER_LINE:
+            per_line.append(name)
+            return "%" + spec
+        return (("%" + spec) % (alike[name],)).replace("%", "%%")
+
+    return _FIELD.sub(fill, fmt), tuple(per_line)
 
 
 def write_access_log(fmt: str) -> None:

@@ -171,6 +171,8 @@ def serve(
         # X-Forwarded-* from any client would let it pose as another address or as https.
         proxy_headers=settings.trust_proxy_headers or settings.proxy == "nginx",
         server_header=False,
+        # A proxied response keeps its service's Date: servicelab.proxy.dates.
+        date_header=False,
         timeout_graceful_shutdown=10,
     )
     redact_log_handlers()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote_plus
 
 from servicelab.credentials import COOKIE_NAME, QUERY_PARAM
+from servicelab.proxy.dates import http_date
 
 #: Hop-by-hop headers (RFC 9110 §7.6.1) and their common non-standard relatives. Never
 #: forwarded either way; names listed in `Connection` are removed too.
@@ -245,10 +246,11 @@ def response_headers(
 ) -> list[tuple[bytes, bytes]]:
     """The service's response headers as the client gets them: hop-by-hop headers gone,
     `Location` pointed back through the proxy, everything else (every `Set-Cookie`)
-    as it came, in order."""
+    as it came, in order; the lab's `Date` when the service sent none."""
     out: list[tuple[bytes, bytes]] = []
     connection: bytes | None = None
     chunked = False
+    has_date = False
     for name, value in raw:
         lname = name.lower()
         if lname in HOP_BY_HOP or lname.startswith(b"proxy-"):
@@ -259,7 +261,11 @@ def response_headers(
             continue
         if lname == b"location":
             value = rewrite_location(value, origins, prefix, strip)
+        elif lname == b"date":
+            has_date = True
         out.append((lname, value))
+    if not has_date:
+        out.append((b"date", http_date()))
     if chunked:
         # RFC 9112 §6.3: with Transfer-Encoding, a Content-Length is to be ignored.
         out = [(n, v) for n, v in out if n != b"content-length"]

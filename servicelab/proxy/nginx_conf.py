@@ -141,7 +141,9 @@ def _lua_library(trust_forwarded: bool) -> str:
       from the lab (a subrequest to its auth endpoint), kept `DECISION_TTL` seconds. A
       cache in the worker's own memory: no lock, no copy and no parsing on a hit, which
       `lua_shared_dict` (or `auth_request` with `proxy_cache`) would cost per request.
-    - `sl.drop_lab_cookies()`: drop a service's `Set-Cookie` for the lab's cookie names.
+    - `sl.service_headers()`: drop a service's `Set-Cookie` for the lab's cookie names,
+      and date a response the service sent without `Date` (nginx does not, with
+      `proxy_pass_header Date`; see servicelab.proxy.dates).
     """
     exact = ", ".join(f'["{n}"] = true' for n in FORGEABLE_EXACT)
     keep = ", ".join(f'["{n}"] = true' for n in TRUSTED_FORWARDED) if trust_forwarded else ""
@@ -193,8 +195,10 @@ def _lua_library(trust_forwarded: bool) -> str:
       for i, name in ipairs(fields) do var[name] = values[i] end
     end
 
-    function sl.drop_lab_cookies()
-      local cookies = ngx.header["Set-Cookie"]
+    function sl.service_headers()
+      local header = ngx.header
+      if header["Date"] == nil then header["Date"] = ngx.http_time(ngx.time()) end
+      local cookies = header["Set-Cookie"]
       if cookies then
         if type(cookies) == "string" then cookies = {{ cookies }} end
         local kept = {{}}
@@ -203,7 +207,7 @@ def _lua_library(trust_forwarded: bool) -> str:
           if not lab_cookies[name] then kept[#kept + 1] = c end
         end
         if #kept ~= #cookies then
-          ngx.header["Set-Cookie"] = #kept > 0 and kept or nil
+          header["Set-Cookie"] = #kept > 0 and kept or nil
         end
       end
     end
@@ -370,7 +374,7 @@ http {{
       proxy_pass http://$sl_target$sl_path$sl_query;
       error_page 502 = @sl_refused;
       error_page 504 = @sl_timeout;
-      header_filter_by_lua_block {{ sl.drop_lab_cookies() }}
+      header_filter_by_lua_block {{ sl.service_headers() }}
     }}
     location @sl_refused {{
       {_error_return(502, _REFUSED)}

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from servicelab.envelope import error_bytes
+from servicelab.proxy.dates import http_date
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 _JSON = (b"content-type", b"application/json")
@@ -33,5 +34,6 @@ def redirect(location: bytes, *headers: tuple[bytes, bytes]) -> Reply:
 async def send_reply(send: Send, reply: Reply) -> None:
     headers = reply.headers
     headers.append((b"content-length", str(len(reply.body)).encode()))
+    headers.append((b"date", http_date()))
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     await send({"type": "http.response.body", "body": reply.body, "more_body": False})

@@ -3,9 +3,9 @@
 Routes: `/` (200 "ok"), `/env` (its environment as JSON), `/headers` (the request's path
 and headers as JSON), `/links` (a page with relative links), `/data` (GET reads, POST/PUT
 writes `$LAB_DATA_DIR/value.txt`), `/crash` (exits with code 3), `/log?n=N&text=T`
-(prints N log lines). Listens on $PORT (default 8091): on 127.0.0.1 as a local process,
-on all addresses inside a container. Prints one log line per request; exits 0 on SIGTERM
-(unless IGNORE_SIGTERM=1).
+(prints N log lines), `/dated` (a `Date` of 2001), `/undated` (no `Date`). Listens on
+$PORT (default 8091): on 127.0.0.1 as a local process, on all addresses inside a
+container. Prints one log line per request; exits 0 on SIGTERM (unless IGNORE_SIGTERM=1).
 """
 
 import json
@@ -40,6 +40,13 @@ class Handler(BaseHTTPRequestHandler):
             # Every header as received, repeated ones included, plus the raw request line.
             seen = {"path": self.path, "headers": [[k, v] for k, v in self.headers.items()]}
             self._send(200, json.dumps(seen), "application/json")
+        elif url.path in ("/dated", "/undated"):
+            self.send_response_only(200)
+            if url.path == "/dated":
+                self.send_header("Date", "Mon, 01 Jan 2001 00:00:00 GMT")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
         elif url.path == "/links":
             self._send(200, '<a href="env">env</a> <a href="./data">data</a>', "text/html")
         elif url.path == "/env":
