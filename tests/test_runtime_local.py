@@ -319,6 +319,14 @@ async def test_logs_rotate_within_bounds_and_follow_across_rotations(
 
         task = asyncio.create_task(follow())
         try:
+            # `tail=0` follows from where the log ends when the follower opens it: lines
+            # logged before that are not its to see. So wait until it is reading (a mark
+            # logged at each try, until one arrives) before the rounds.
+            async def reading() -> bool:
+                await get(address, "/log?n=1&text=follower-reading")
+                return "follower-reading 0" in followed
+
+            await eventually(reading, "the follower reading")
             # Several rounds, each more than one file's worth, with pauses between them
             # so that the follower sees the files in several states.
             for round_ in range(4):
