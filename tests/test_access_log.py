@@ -30,7 +30,7 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # `servicelab serve`
 
 
 def _writer(stream: io.StringIO) -> AccessLineWriter:
-    return AccessLineWriter(stream, SecondCachedFormatter(FORMAT), FORMAT)
+    return AccessLineWriter(stream, FORMAT)
 
 
 def test_lines_are_written_together_in_order_within_the_delay() -> None:
@@ -91,7 +91,7 @@ def test_written_lines_are_what_logging_would_write_redacted(fmt: str) -> None:
     handler.addFilter(RedactSecrets())
     by_logging = AccessLines(_logger(handler, "servicelab.access"))
     stream = io.StringIO()
-    writer = AccessLineWriter(stream, SecondCachedFormatter(fmt), fmt)
+    writer = AccessLineWriter(stream, fmt)
     pending = []
     for i, path in enumerate(paths):
         created = 1796155989 + i * 0.3337  # across a second, each millisecond its own

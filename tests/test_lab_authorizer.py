@@ -5,7 +5,10 @@ from a decision made before it."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -88,3 +91,28 @@ def test_after_a_revocation_a_new_decision_is_made(authority: CountingAuthority)
         assert all(isinstance(a, Principal) for a in [*await first, *second])
 
     asyncio.run(main())
+
+
+def test_a_decision_left_on_a_closed_loop_is_made_again(authority: CountingAuthority) -> None:
+    """A loop closed while a decision was under way (the lab's loop ends with the
+    process; a test's loop ends with the test) leaves that decision behind, unfinished:
+    the next loop that asks makes its own instead of waiting on one that cannot end."""
+    token = project_token(authority, "alpha")
+    authorizer = LabAuthorizer(authority)
+    authority.first_waits_for = threading.Event()
+    old_loop, old_threads = asyncio.new_event_loop(), ThreadPoolExecutor(1)
+    old_loop.set_default_executor(old_threads)
+    old_loop.create_task(authorizer.authorize(token, "alpha"))
+    deadline = time.monotonic() + 10
+    while not authority.decisions:  # the first decision is under way (in a thread)
+        assert time.monotonic() < deadline
+        old_loop.run_until_complete(asyncio.sleep(0.001))
+    old_loop.close()
+    try:
+        answer = asyncio.run(asyncio.wait_for(authorizer.authorize(token, "alpha"), 10))
+    finally:
+        authority.first_waits_for.set()
+        old_threads.shutdown(wait=True)
+        gc.collect()  # the old loop's tasks, unfinished: asyncio says so in the test's log
+    assert answer == Principal(user=None, project="alpha", token_id=answer.token_id)
+    assert authority.decisions == 2

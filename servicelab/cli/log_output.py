@@ -57,9 +57,9 @@ class AccessLineWriter:
     field of a record, its times those of the line's request), redacted, one write per
     batch (see the module's docstring)."""
 
-    def __init__(self, stream: TextIO, formatter: SecondCachedFormatter, fmt: str) -> None:
+    def __init__(self, stream: TextIO, fmt: str) -> None:
         self.stream = stream
-        self.asctime = formatter.asctime
+        self.asctime = SecondCachedFormatter(fmt).asctime
         # The fields every access record has alike, from one record made the usual way.
         made = logging.LogRecord(access_logger.name, logging.INFO, "(proxy)", 0, "", None, None)
         self._made_at, self._made_relative = made.created, made.relativeCreated
@@ -119,4 +119,4 @@ def write_access_log(fmt: str) -> None:
     for root_handler in root_handlers:
         root_handler.setFormatter(formatter)
     if root_handlers:
-        access_lines.write = AccessLineWriter(root_handlers[0].stream, formatter, fmt)
+        access_lines.write = AccessLineWriter(root_handlers[0].stream, fmt)

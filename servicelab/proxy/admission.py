@@ -9,12 +9,11 @@ order of the token sources is servicelab.credentials'; the service-origin rules 
 from __future__ import annotations
 
 import re
-from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote, unquote
 
 from servicelab.credentials import COOKIE_NAME, QUERY_PARAM, TokenSource, find_token
+from servicelab.proxy.asgi import Scope
 from servicelab.proxy.contract import (
     AuthError,
     Authorizer,
@@ -37,8 +36,6 @@ from servicelab.proxy.hosts import HostMap
 from servicelab.proxy.metrics import RouteStats, stats_for
 from servicelab.proxy.origins import OriginPolicy
 from servicelab.proxy.replies import Reply, error
-
-Scope = MutableMapping[str, Any]
 
 _PROTO = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 

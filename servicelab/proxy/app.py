@@ -17,14 +17,13 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
 import aiohttp
 from yarl import URL
 
 from servicelab.proxy import websocket
 from servicelab.proxy.admission import Admission, request_scheme, route_name
+from servicelab.proxy.asgi import ASGIApp, Message, Receive, Scope, Send
 from servicelab.proxy.client import UpstreamPool
 from servicelab.proxy.contract import (
     Authorizer,
@@ -48,12 +47,6 @@ from servicelab.proxy.origins import (
     OriginPolicy,
 )
 from servicelab.proxy.replies import Reply, error, send_reply
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 logger = logging.getLogger("servicelab.proxy")
 

@@ -9,15 +9,9 @@ keeps the service's `Date` and gets the lab's only when it has none (as nginx do
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from email.utils import formatdate
-from typing import Any
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from servicelab.proxy.asgi import ASGIApp, Message, Receive, Scope, Send
 
 _second = -1
 _value = b""

@@ -7,22 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from servicelab.credentials import TokenSource
 from servicelab.proxy.admission import Route, request_scheme
+from servicelab.proxy.asgi import Receive, Scope, Send
 from servicelab.proxy.client import UpstreamError, UpstreamPool, UpstreamTimeout
 from servicelab.proxy.handshake import drop_lab_set_cookies
 from servicelab.proxy.headers import response_headers
 from servicelab.proxy.origins import SANDBOX_CSP
 from servicelab.proxy.replies import error, send_reply
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 logger = logging.getLogger("servicelab.proxy")
 

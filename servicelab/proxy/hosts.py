@@ -6,9 +6,7 @@ request, so the answers are cached per header value: one dict lookup on the hot 
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
-from typing import Any
-
+from servicelab.proxy.asgi import Scope
 from servicelab.proxy.contract import RouteResolver
 from servicelab.proxy.handshake import Site
 from servicelab.proxy.headers import IncomingRequest
@@ -28,7 +26,7 @@ class HostMap:
         self._labels: dict[bytes, object] = {}
         self._domains: dict[bytes, object] = {}
 
-    def site(self, scope: MutableMapping[str, Any]) -> Site | None:
+    def site(self, scope: Scope) -> Site | None:
         """The service whose host this request came to, or None for the lab's own host."""
         host: bytes | None = None
         proto: bytes | None = None

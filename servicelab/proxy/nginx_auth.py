@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import MutableMapping
 from typing import Any
 
 from servicelab.credentials import TokenSource
 from servicelab.proxy.admission import route_name
-from servicelab.proxy.app import _ROUTE, _ROUTE_START, ASGIApp, ProxyApp, Receive, Send
+from servicelab.proxy.app import _ROUTE, _ROUTE_START, ProxyApp
+from servicelab.proxy.asgi import ASGIApp, Receive, Scope, Send
 from servicelab.proxy.nginx_conf import AUTH_PATH, upstream_name
 from servicelab.proxy.replies import Reply
 
@@ -40,7 +40,7 @@ class NginxAuthApp:
     def app(self) -> ASGIApp:
         return self.proxy.app
 
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("raw_path", b"").split(b"?")[0] == _AUTH_PATH:
             reply = await self.decide(scope)
             start = {"type": "http.response.start", "status": reply.status}
@@ -50,7 +50,7 @@ class NginxAuthApp:
             return
         await self.proxy(scope, receive, send)
 
-    async def decide(self, scope: MutableMapping[str, Any]) -> Reply:
+    async def decide(self, scope: Scope) -> Reply:
         key = uri = None
         method, scheme, upgrade = b"GET", b"http", b""
         headers: list[tuple[bytes, bytes]] = []

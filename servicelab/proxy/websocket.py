@@ -9,21 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 from yarl import URL
 
 from servicelab.envelope import error_bytes
+from servicelab.proxy.asgi import Message, Receive, Scope, Send
 from servicelab.proxy.headers import WS_HANDSHAKE
 from servicelab.proxy.metrics import RouteStats
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 HANDSHAKE = WS_HANDSHAKE
 
