@@ -58,7 +58,7 @@ def main() -> None:
     logger.handlers, logger.propagate = [handler], False
     logger.setLevel(logging.INFO)
     as_records = AccessLines(logger)
-    written = AccessLines(write=AccessLineWriter(sink, formatter, LOG_FORMAT))
+    written = AccessLines(write=AccessLineWriter(sink, LOG_FORMAT))
     records_us, writer_us = [], []
     for _ in range(args.rounds):
         records_us.append(per_line_us(as_records, args.lines))

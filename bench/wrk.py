@@ -64,13 +64,14 @@ def wrk(
     duration: int,
     token: str = "",
     pids: list[int] | None = None,
+    warmup: int = 2,
 ) -> WrkResult:
-    """`wrk -t1 -c<connections> -d<duration>s --latency` after a 2 s warm-up."""
+    """`wrk -t1 -c<connections> -d<duration>s --latency` after a `warmup` s warm-up."""
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
     if token:
         cmd += ["-H", f"Authorization: Bearer {token}"]
     # A short warm-up fills connection pools and caches.
-    subprocess.run([*cmd[:3], "-d2s", *cmd[4:], url], capture_output=True, check=True)
+    subprocess.run([*cmd[:3], f"-d{warmup}s", *cmd[4:], url], capture_output=True, check=True)
     load_before = load_average()
     cpu_before = cpu_seconds(pids) if pids else 0.0
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout

@@ -1,7 +1,7 @@
 """Benchmark servicelab's proxy against the same upstream reached directly and through
 JupyterHub's configurable-http-proxy (CHP), all on 127.0.0.1, with `wrk`.
 
-    python bench/proxy/run.py [--duration 10] [--connections 1,32]
+    python bench/proxy/run.py [--duration 3] [--rounds 12] [--connections 1,32]
 
 Every path reaches one upstream: an nginx serving 1 KB, started as a service of the
 embedded lab by its local runtime. Needs `wrk`, `curl`, `nginx` with its Lua module, node
@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import shutil
 import socket
 import statistics
@@ -117,7 +118,9 @@ def wrk(
     """bench/wrk.py's run, with the packet filter's rule applied again before it and the
     jump of older labs looked for after it."""
     fresh_port_rule()
-    result = run_wrk(name, url, connections, duration, token, [pid] if pid else None)
+    # 1 s of warm-up: every target is warm after its first round; this fills the pools
+    # again after the other targets' turns.
+    result = run_wrk(name, url, connections, duration, token, [pid] if pid else None, warmup=1)
     result.disturbed = fresh_port_rule()
     return result
 
@@ -215,16 +218,24 @@ TARGET_RATIOS = [
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     parser.add_argument("--connections", default="1,32", help="comma-separated")
     parser.add_argument(
         "--rounds",
         type=int,
-        default=3,
-        help="runs per target, interleaved; the median run counts (other load on the "
-        "machine hits all targets alike)",
+        default=12,
+        help="runs per target: each round runs every target once, in an order of its "
+        "own; the median run counts, and each ratio is the median of the rounds' ratios",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="for the rounds' orders (default: random)"
     )
     args = parser.parse_args()
+    seed = args.seed if args.seed is not None else random.randrange(1 << 32)
+    # A shuffled order per round: no target always follows the same one (or always runs
+    # first, after the pause), so that what a target leaves behind (a busy upstream, a
+    # warm cache) falls on all of them alike.
+    orders = random.Random(seed)
     conns = [int(c) for c in args.connections.split(",")]
     search = f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"
     for tool in ("wrk", "node", "curl", "nginx"):
@@ -244,6 +255,7 @@ def main() -> None:
     #: connections -> target -> its runs, round by round
     rounds: dict[int, dict[str, list[WrkResult]]] = {}
     print("load average at the start: {:.2f} {:.2f} {:.2f}".format(*loads[0]), flush=True)
+    print(f"rounds ordered with --seed {seed}", flush=True)
     with tempfile.TemporaryDirectory(prefix="servicelab-bench-") as tmpdir:
         tmp = Path(tmpdir)
         tmp.chmod(0o755)  # nginx workers run as nobody when started by root
@@ -301,7 +313,7 @@ def main() -> None:
                     every_run.extend(runs.values())
                     rounds[c] = runs
                     for _ in range(args.rounds):
-                        for name, url, token, pid in targets:
+                        for name, url, token, pid in orders.sample(targets, len(targets)):
                             result = wrk(name, url, c, args.duration, token, pid)
                             runs[name].append(result)
                             cpu = result.cpu_us_per_request
@@ -401,6 +413,9 @@ def main() -> None:
                 "results": [asdict(r) for r in results],
                 "summary": summary,
                 "load_average": {"start": loads[0], "end": loads[1]},
+                "seed": seed,
+                "rounds": args.rounds,
+                "duration_s": args.duration,
                 "runs_with_filter_jump_back": jump_back,
             },
             indent=2,
