@@ -411,6 +411,11 @@ def main() -> None:
         json.dumps(
             {
                 "results": [asdict(r) for r in results],
+                # Every run's req/s, round by round: to pool the paired ratios of runs.
+                "rounds_req_s": {
+                    str(c): {name: [r.requests_per_s for r in runs] for name, runs in by.items()}
+                    for c, by in rounds.items()
+                },
                 "summary": summary,
                 "load_average": {"start": loads[0], "end": loads[1]},
                 "seed": seed,
