@@ -174,6 +174,12 @@ def test_each_response_has_one_date_the_services_own_first(lab: LabProcess) -> N
         dates = response.headers.get_list("date")
         assert len(dates) == 1, (response.request.url, dates)
         assert abs(parsedate_to_datetime(dates[0]) - now) < timedelta(hours=1)
+    # A WebSocket handshake refused (no token): the refusal is dated too.
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"ws://127.0.0.1:{lab.port}{PREFIX}/")
+    dates = refused.value.response.headers.get_all("date")
+    assert refused.value.response.status_code == 401 and len(dates) == 1, dates
+    assert abs(parsedate_to_datetime(dates[0]) - now) < timedelta(hours=1)
 
 
 def test_metrics_need_an_admin(lab: LabProcess) -> None:
