@@ -807,8 +807,28 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     return parser.parse_known_args(argv)
 
 
+def take_environment(argv: list[str]) -> list[str]:
+    """Apply `--env-fd FD` (a JSON object of the service's environment, read once and
+    closed) and return the other arguments.
+
+    The sandboxed local runtime starts the executor through privileged launchers that
+    run with a fixed environment: the service's own arrives here, after the drop, so
+    that nothing a user sets (LD_PRELOAD...) ever reaches a privileged process.
+    """
+    if "--env-fd" not in argv:
+        return argv
+    at = argv.index("--env-fd")
+    if at + 1 >= len(argv) or not argv[at + 1].isdigit():
+        raise SystemExit("[execute] --env-fd needs a descriptor number")
+    with os.fdopen(int(argv[at + 1]), "rb") as f:
+        env = json.loads(f.read())
+    os.environ.clear()
+    os.environ.update({str(k): str(v) for k, v in env.items()})
+    return argv[:at] + argv[at + 2 :]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args, unknown = parse_args(argv)
+    args, unknown = parse_args(take_environment(list(sys.argv[1:] if argv is None else argv)))
     if unknown:
         log(f"ignoring unknown arguments: {' '.join(unknown)}")
     source = args.source or os.environ.get("EXECUTE_CODE", "").strip()

@@ -119,6 +119,43 @@ def check_health_path(path: str | None) -> None:
         )
 
 
+#: Variables that change how the dynamic loader, the C library, a shell or Python starts
+#: a program: glibc's own list of variables it drops for setuid programs (less TMPDIR),
+#: the shells' start-up files and Python's start-up hooks. A service never needs them to
+#: be set by the lab, and any of them reaching a process before it drops its privileges
+#: runs the user's code with the lab's (issue 26): refused on every runtime.
+STARTUP_VARIABLES = frozenset(
+    {
+        "GCONV_PATH",
+        "GETCONF_DIR",
+        "GLIBC_TUNABLES",
+        "HOSTALIASES",
+        "LOCALDOMAIN",
+        "LOCPATH",
+        "MALLOC_TRACE",
+        "NIS_PATH",
+        "NLSPATH",
+        "RESOLV_HOST_CONF",
+        "RES_OPTIONS",
+        "TZDIR",
+        "BASH_ENV",
+        "ENV",
+        "PYTHONHOME",
+        "PYTHONPATH",
+        "PYTHONSTARTUP",
+        "PYTHONINSPECT",
+        "PYTHONUSERBASE",
+        "PYTHONEXECUTABLE",
+        "PYTHONPLATLIBDIR",
+    }
+)
+STARTUP_PREFIXES = ("LD_", "DYLD_")
+
+
+def is_startup_variable(key: str) -> bool:
+    return key.upper() in STARTUP_VARIABLES or key.upper().startswith(STARTUP_PREFIXES)
+
+
 def check_env(env: dict[str, str]) -> None:
     """Names and values that every runtime (execve, the Docker API) can pass on."""
     for key, value in env.items():
@@ -126,6 +163,12 @@ def check_env(env: dict[str, str]) -> None:
             raise InvalidSpec(
                 f"Invalid environment variable name {key!r}: use letters, digits and '_' "
                 "(no '=', no control characters)."
+            )
+        if is_startup_variable(key):
+            raise InvalidSpec(
+                f"The environment variable {key} is refused: it changes how the loader or "
+                "an interpreter starts a program. Remove it; set it in your image's Dockerfile "
+                "or in your code's own start-up instead (see docs/services.md)."
             )
         if "\0" in value:
             raise InvalidSpec(f"The value of {key} holds a NUL byte, which no process can receive.")

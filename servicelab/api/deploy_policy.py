@@ -46,20 +46,36 @@ def isolation_notice(settings: Settings, runtime: Runtime) -> str | None:
     )
 
 
+def check_may_deploy(settings: Settings, runtime: Runtime, identity: Identity) -> None:
+    """The isolation rule alone: raise ApiError 403 when `identity` may deploy nothing
+    here. Checked before any work on what the caller sent (reading a model file)."""
+    if identity.is_admin or members_may_deploy(settings, runtime):
+        return
+    raise ApiError(
+        403,
+        "Only admins may deploy services on this lab: its local runtime cannot sandbox "
+        f"them ({getattr(runtime, 'isolation_note', '')}). Ask an admin, or an operator "
+        "to install the sandbox (bubblewrap, lab running as root).",
+    )
+
+
 def check_deploy(
-    settings: Settings, runtime: Runtime, identity: Identity, spec: ServiceSpec
+    settings: Settings,
+    runtime: Runtime,
+    identity: Identity,
+    spec: ServiceSpec,
+    *,
+    lab_code: bool = False,
 ) -> None:
-    """Raise ApiError (403 or 400) when `identity` may not deploy `spec` on this lab."""
+    """Raise ApiError (403 or 400) when `identity` may not deploy `spec` on this lab.
+
+    `lab_code`: the spec's code is the lab's own (the model server), chosen by the lab
+    and not by the caller, so the code roots do not apply; the isolation rule does, since
+    the model it loads is the caller's (a Python model runs its code at import)."""
     if identity.is_admin:
         return
-    if not members_may_deploy(settings, runtime):
-        raise ApiError(
-            403,
-            "Only admins may deploy services on this lab: its local runtime cannot sandbox "
-            f"them ({getattr(runtime, 'isolation_note', '')}). Ask an admin, or an operator "
-            "to install the sandbox (bubblewrap, lab running as root).",
-        )
-    if spec.code:
+    check_may_deploy(settings, runtime, identity)
+    if spec.code and not lab_code:
         try:
             check_code_roots(spec.code, settings.code_root_paths)
         except SpecError as exc:

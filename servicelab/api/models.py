@@ -19,8 +19,9 @@ from servicelab.models.deploy import NotAModel, detect, model_spec, name_from_fi
 from servicelab.spec import normalize_name
 
 from .deps import ProjectContext, project_context
+from .deploy_policy import check_may_deploy
 from .errors import ApiError
-from .services import _env_value, manager, service_out
+from .services import _env_value, deploy_checked, manager, service_out
 
 router = APIRouter(prefix="/api/projects/{project}/files/models", tags=["models"])
 
@@ -45,6 +46,8 @@ async def deploy_model(
         raise ApiError(400, f"PORT={port!r} is not a port number.")
     if name:
         normalize_name(name, what="service name")  # a bad name is a 400 before any work
+    # Who may deploy at all, before the lab reads a byte of the caller's file.
+    check_may_deploy(request.app.state.settings, manager(request).runtime, ctx.identity)
     try:
         info, found = await detect(request.app.state.files, ctx.name, file_key)
     except InvalidKey as exc:
@@ -55,9 +58,7 @@ async def deploy_model(
         raise ApiError(400, str(exc), code="not_a_model") from None
     service_name = normalize_name(name, what="service name") if name else name_from_file(info.name)
     spec = model_spec(ctx.name, service_name, info, found, env)
-    row, created = await manager(request).deploy(
-        ctx.project, spec, created_by=ctx.identity.username, replace_existing=update
-    )
+    row, created = await deploy_checked(request, ctx, spec, replace_existing=update, lab_code=True)
     status = 201 if created else 200
     message = f"Deploying {info.key} ({found.format}, {found.framework})."
     return JSONResponse(

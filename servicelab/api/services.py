@@ -372,19 +372,33 @@ def merged_spec(old: ServiceSpec, update: SpecIn) -> SpecIn:
     return SpecIn.model_validate(data)
 
 
-async def _deploy(
-    request: Request, ctx: ProjectContext, spec: ServiceSpec, *, replace_existing: bool
-) -> JSONResponse:
+async def deploy_checked(
+    request: Request,
+    ctx: ProjectContext,
+    spec: ServiceSpec,
+    *,
+    replace_existing: bool,
+    lab_code: bool = False,
+) -> tuple[ServiceRow, bool]:
+    """The one way a request creates or changes a service: the deploy policy, the code
+    source's check, then the manager. Every route that deploys goes through here."""
     # Runtime isolation (issue 12): host paths and unsandboxed runtimes, see deploy_policy.
-    check_deploy(request.app.state.settings, manager(request).runtime, ctx.identity, spec)
+    runtime = manager(request).runtime
+    check_deploy(request.app.state.settings, runtime, ctx.identity, spec, lab_code=lab_code)
     if spec.code:
         await check_code_source(request, ctx.name, spec.code)
-    row, created = await manager(request).deploy(
+    return await manager(request).deploy(
         ctx.project,
         spec,
         created_by=ctx.identity.username,
         replace_existing=replace_existing,
     )
+
+
+async def _deploy(
+    request: Request, ctx: ProjectContext, spec: ServiceSpec, *, replace_existing: bool
+) -> JSONResponse:
+    row, created = await deploy_checked(request, ctx, spec, replace_existing=replace_existing)
     status, message = (201, "Deployed.") if created else (200, "Updated.")
     return JSONResponse(
         envelope.success(service_out(row, ctx.name, request), status=status, message=message),

@@ -78,7 +78,7 @@ from servicelab.runtimes.local_state import (
 )
 from servicelab.runtimes.sandbox_net import allow_own_ports, forget_own_ports
 from servicelab.runtimes.sandbox_select import sandbox_note, sandbox_support
-from servicelab.runtimes.supervisor import write_json_atomic
+from servicelab.runtimes.supervisor import LAUNCHER_ENV, write_json_atomic
 from servicelab.runtimes.usage import process_group_usage
 from servicelab.spec import ServiceSpec
 
@@ -218,7 +218,7 @@ class LocalRuntime(Runtime):
             with open(instance_dir / "supervisor.log", "ab") as supervisor_log:
                 proc = subprocess.Popen(
                     [sys.executable, "-I", "-S", str(SUPERVISOR_PATH), config_path],
-                    env=launch.env,
+                    env=LAUNCHER_ENV,
                     cwd=launch.cwd,
                     stdin=subprocess.DEVNULL,
                     stdout=supervisor_log,

@@ -7,16 +7,21 @@ Two ways, one result (a command that installs and serves the code on `PORT`):
   `--code-only` with the venv and code read-only (see `sandbox.py`);
 - unsandboxed (the lab is not root, or bubblewrap is missing): the executor runs once as
   the lab's user, with the service's folder paths as they are on the lab's machine.
+
+The supervisor and the sandbox's launchers run as root with a fixed environment
+(`supervisor.LAUNCHER_ENV`); each step's environment travels in the supervisor's config
+and reaches the executor only after the privilege drop.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import random
 import re
 import socket
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from servicelab.code_source import CodeFolder, is_remote, local_code_path, open_code_folder
@@ -35,6 +40,7 @@ from servicelab.runtimes.sandbox import (
 from servicelab.runtimes.sandbox_ids import service_ids
 from servicelab.runtimes.sandbox_limits import MAX_PROCESSES, make_cgroups
 from servicelab.runtimes.sandbox_net import SERVICE_PORTS
+from servicelab.runtimes.sandbox_seccomp import program as seccomp_program
 from servicelab.spec import InvalidSpec, ServiceSpec, code_port
 
 EXECUTOR_PATH = Path(__file__).resolve().parent.parent / "execute.py"
@@ -43,7 +49,7 @@ EXECUTOR_PATH = Path(__file__).resolve().parent.parent / "execute.py"
 SAFE_KEY = re.compile(r"^[a-z0-9][a-z0-9-]*[a-z0-9]$")
 
 #: Variables of the lab's own environment that a service process needs to work at all
-#: (find programs, install packages through the same certificates and proxies). The rest
+#: (find programs, reach the network through the same certificates and proxies). The rest
 #: of the lab's environment (its secrets above all) is not passed on.
 PASS_ENV = {
     "PATH",
@@ -68,27 +74,40 @@ PASS_ENV = {
     "REQUESTS_CA_BUNDLE",
     "CURL_CA_BUNDLE",
 }
-PASS_ENV_PREFIXES = ("LC_", "UV_", "PIP_")
+PASS_ENV_PREFIXES = ("LC_",)
+#: The lab's package-index settings (which may hold an index's credentials): given to the
+#: step that installs a sandboxed service's dependencies, never to the running service.
+INSTALL_ENV_PREFIXES = ("UV_", "PIP_")
+
+
+@dataclass
+class Step:
+    """One command of an instance, and the environment the service's code sees in it."""
+
+    argv: list[str]
+    env: dict[str, str]
 
 
 @dataclass
 class Launch:
     """One instance as the supervisor's config describes it."""
 
-    steps: list[list[str]]
-    env: dict[str, str]
+    steps: list[Step]
     cwd: str
     sandboxed: bool = False
     pass_fds: list[int] = field(default_factory=list)
     cgroups: list[str] = field(default_factory=list)
     cgroup_memory: str | None = None
     uid: int | None = None
+    #: bubblewrap's seccomp program (see sandbox_seccomp), for sandboxed steps.
+    seccomp: bytes | None = None
 
     def config(self) -> dict:
         return {
-            "steps": self.steps,
+            "steps": [asdict(step) for step in self.steps],
             "cwd": self.cwd,
             "sandboxed": self.sandboxed,
+            "seccomp": base64.b64encode(self.seccomp).decode() if self.seccomp else None,
             "pass_fds": self.pass_fds,
             "cgroups": self.cgroups,
             "cgroup_memory": self.cgroup_memory,
@@ -128,6 +147,10 @@ def free_port(host: str) -> int:
     raise OSError(f"no free port in {low}-{high} for a local service")
 
 
+def install_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(INSTALL_ENV_PREFIXES)}
+
+
 def base_env(env: dict[str, str], ports: dict[str, int], port: str) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if k in PASS_ENV or k.startswith(PASS_ENV_PREFIXES)}
     base["PYTHONUNBUFFERED"] = "1"  # log lines appear when written, not at exit
@@ -161,7 +184,7 @@ def plain_launch(
     # must not see the lab's packages.
     python = os.path.realpath(sys.executable)
     argv = [python, "-S", str(EXECUTOR_PATH), "--venv", str(venv), code]
-    return Launch([argv], env, str(data_dir))
+    return Launch([Step(argv, env | install_env())], str(data_dir))
 
 
 def sandboxed_launch(
@@ -190,17 +213,18 @@ def sandboxed_launch(
         **folders,
     )
     common = ["--venv", INSIDE_VENV, "--workdir", INSIDE_WORK, source]
-    steps = [
-        sandbox_argv(tools, paths, EXECUTOR_PATH, ["--requirements-only", *common], install=True),
-        sandbox_argv(tools, paths, EXECUTOR_PATH, ["--code-only", *common], install=False),
-    ]
+    env = sandbox_env(env) | {DATA_DIR_ENV: INSIDE_DATA}
+    install = sandbox_argv(
+        tools, paths, EXECUTOR_PATH, ["--requirements-only", *common], install=True
+    )
+    serve = sandbox_argv(tools, paths, EXECUTOR_PATH, ["--code-only", *common], install=False)
     launch = Launch(
-        steps,
-        sandbox_env(env) | {DATA_DIR_ENV: INSIDE_DATA},
+        [Step(install, install_env() | env), Step(serve, env)],
         str(service_dir),
         sandboxed=True,
         pass_fds=[opened.fd] if opened else [],
         uid=ids.uid,
+        seccomp=seccomp_program(),
     )
     groups = make_cgroups(f"{spec.key}.{instance_dir.name}", spec.resources)
     if groups is not None:

@@ -12,12 +12,16 @@ A sandboxed service (see docs/security.md, "Runtime isolation") runs
   there;
 - on the host's network, where a packet-filter rule refuses its connections to other
   services' ports (`sandbox_net`); with cgroup limits when it asks for some
-  (`sandbox_limits`).
+  (`sandbox_limits`);
+- under a seccomp filter that refuses the system calls a service never needs, file
+  handles and namespaces first (`sandbox_seccomp`).
 
 Dependencies install in a first sandbox in which the venv, the fetched code and the uv
 cache are writable; the service then runs in a second one in which they are read-only.
 bubblewrap runs as root (the lab's user) to build the view and `setpriv` drops to the
-service's ids just before the executor starts.
+service's ids just before the executor starts. Both run with the supervisor's fixed
+environment: the service's own reaches the executor through a descriptor
+(`supervisor.ENV_FD`), read after the drop.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from pathlib import Path
 
 from servicelab.runtimes.sandbox_ids import SandboxIds
 from servicelab.runtimes.sandbox_net import ensure_port_rule
+from servicelab.runtimes.sandbox_seccomp import UnsupportedMachine, program
+from servicelab.runtimes.supervisor import ENV_FD, LAUNCHER_ENV, SECCOMP_FD
 
 INSIDE = "/opt/servicelab"
 INSIDE_CODE = f"{INSIDE}/code"
@@ -108,30 +114,53 @@ def detect(executor: Path) -> SandboxSupport:
     problem = ensure_port_rule()
     if problem:
         return SandboxSupport(None, f"the port rule could not be installed: {problem}")
-    trial = subprocess.run(
-        [
-            *_system_args(tools),
-            "--ro-bind",
-            str(executor),
-            INSIDE_EXECUTOR,
-            "--",
-            *_drop_args(tools, SandboxIds(65534, 65534)),
-            python,
-            "-S",
-            "-c",
-            "import os; assert os.getuid() == 65534",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    try:
+        trial = _trial(tools, executor)
+    except UnsupportedMachine as exc:
+        return SandboxSupport(None, str(exc))
     if trial.returncode != 0:
         output = (trial.stderr or trial.stdout).strip().splitlines()
         return SandboxSupport(
             None, "a trial sandbox failed: " + (output[-1] if output else str(trial.returncode))
         )
     return SandboxSupport(tools)
+
+
+def _trial(tools: SandboxTools, executor: Path) -> subprocess.CompletedProcess[str]:
+    """A sandbox as a service gets it, seccomp filter included, that checks its uid and
+    that the filter holds."""
+    check = (
+        "import ctypes, os; assert os.getuid() == 65534; "
+        "assert ctypes.CDLL(None, use_errno=True).unshare(0x10000000) == -1"
+    )
+    seccomp = os.memfd_create("servicelab-seccomp", 0)
+    try:
+        os.write(seccomp, program())
+        os.lseek(seccomp, 0, os.SEEK_SET)
+        return subprocess.run(
+            [
+                *_system_args(tools),
+                "--ro-bind",
+                str(executor),
+                INSIDE_EXECUTOR,
+                "--seccomp",
+                str(seccomp),
+                "--",
+                *_drop_args(tools, SandboxIds(65534, 65534)),
+                tools.python,
+                "-S",
+                "-c",
+                check,
+            ],
+            env=LAUNCHER_ENV,
+            pass_fds=(seccomp,),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        os.close(seccomp)
 
 
 def _find_uv() -> str | None:
@@ -234,8 +263,10 @@ def sandbox_argv(
         args += ["--bind", str(paths.cache), INSIDE_CACHE]
     if paths.code_fd is not None:
         args += ["--ro-bind-fd", str(paths.code_fd), INSIDE_CODE]
-    args += ["--chdir", INSIDE_DATA, "--", *_drop_args(tools, paths.ids)]
-    return [*args, tools.python, "-S", INSIDE_EXECUTOR, *command]
+    args += ["--seccomp", SECCOMP_FD, "--chdir", INSIDE_DATA, "--", *_drop_args(tools, paths.ids)]
+    # -E: the executor's interpreter ignores PYTHON* variables; it takes the service's
+    # environment from ENV_FD once it runs as the service.
+    return [*args, tools.python, "-E", "-S", INSIDE_EXECUTOR, *command, "--env-fd", ENV_FD]
 
 
 def sandbox_env(base: dict[str, str]) -> dict[str, str]:

@@ -5,9 +5,9 @@
 `LocalRuntime.start` launches one supervisor per instance in a session of its own, so it
 outlives the lab (a SIGKILLed or restarted lab adopts it again). The supervisor:
 
-- starts the service's command in a new process group, with the environment it was given
-  (or its commands one after the other: a sandboxed service installs its dependencies in
-  one sandbox and runs in another, see `sandbox.py`);
+- starts the service's command in a new process group (or its commands one after the
+  other: a sandboxed service installs its dependencies in one sandbox and runs in
+  another, see `sandbox.py`), each with the environment its config gives it;
 - writes every line of the command's stdout and stderr, prefixed with a UTC timestamp,
   into `current.log` in the service's log folder, rotating it to `previous.log` when it
   would grow past `max_bytes` (so a service's logs are bounded and survive its restarts);
@@ -21,11 +21,17 @@ container's processes die with its PID 1: a restarted service never fights a lef
 child for its port.
 
 It imports only the standard library and is run by path with `-I -S` (no site-packages),
-so it starts quickly and the service's environment (PYTHONPATH...) cannot break it.
+so it starts quickly. It runs as root with the fixed `LAUNCHER_ENV`: the service's
+environment comes in its config file and is handed on only to what runs without
+privileges. A sandboxed command (bubblewrap, then `setpriv`, both root) gets
+`LAUNCHER_ENV` too; the environment reaches the executor after the drop, through a memfd
+named by `ENV_FD` in its arguments. Nothing a user sends is in the environment of a
+process that still holds privileges (issue 26).
 """
 
 from __future__ import annotations
 
+import base64
 import collections
 import contextlib
 import fcntl
@@ -50,6 +56,16 @@ DRAIN_SECONDS = 2.0
 STDERR_LINES = 20
 
 STATE_VERSION = 1
+
+#: The whole environment of the supervisor and of the privileged launchers it runs.
+LAUNCHER_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+}
+#: Placeholders in a sandboxed command, replaced by descriptors made for each step: the
+#: executor's environment (JSON) and bubblewrap's seccomp program.
+ENV_FD = "@ENV_FD@"
+SECCOMP_FD = "@SECCOMP_FD@"
 
 
 def utc_stamp() -> str:
@@ -186,10 +202,9 @@ class Supervisor:
         # A log reader gone away must not kill us; writes to closed pipes raise instead.
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
-        steps = self.config.get("steps") or [self.config["argv"]]
         returncode: int | None = None
-        for argv in steps:
-            returncode = self._run_step(argv, wake_r)
+        for step in self.config["steps"]:
+            returncode = self._run_step(step["argv"], step["env"], wake_r)
             if returncode is None or returncode != 0 or self.stop_requested:
                 break
         self._end_cgroups()
@@ -203,20 +218,26 @@ class Supervisor:
         self.save()
         return 0
 
-    def _run_step(self, argv: list[str], wake_r: int) -> int | None:
+    def _run_step(self, argv: list[str], env: dict[str, str], wake_r: int) -> int | None:
         """Run one command of the instance (installing, then serving); its return code,
         or None when it could not start (the state then says why)."""
         sandboxed = bool(self.config.get("sandboxed"))
+        pass_fds = list(self.config.get("pass_fds") or ())
+        made: list[int] = []
         try:
+            if sandboxed:
+                argv, made = _with_descriptors(argv, env, self.config.get("seccomp"))
+                env = LAUNCHER_ENV
             proc = subprocess.Popen(
                 argv,
                 cwd=self.config.get("cwd") or None,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 process_group=0,
                 close_fds=True,
-                pass_fds=tuple(self.config.get("pass_fds") or ()),
+                pass_fds=(*pass_fds, *made),
                 # Restore default SIGPIPE handling for the service (Python ignores it).
                 restore_signals=True,
                 preexec_fn=(lambda: _enter_sandbox(self.config)) if sandboxed else None,
@@ -230,6 +251,9 @@ class Supervisor:
             )
             self.log.write_lines([f"[servicelab] {self.state['error']}".encode()])
             return None
+        finally:
+            for fd in made:
+                os.close(fd)
 
         self.state.update(status="running", pid=proc.pid, pid_start=proc_start_ticks(proc.pid))
         self.state["started_at"] = self.state.get("started_at") or utc_stamp()
@@ -319,6 +343,26 @@ class Supervisor:
                 text = line.decode("utf-8", "replace").strip()
                 if text:
                     self.stderr_tail.append(text[:500])
+
+
+def _memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name, 0)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _with_descriptors(
+    argv: list[str], env: dict[str, str], seccomp: str | None
+) -> tuple[list[str], list[int]]:
+    """The command with its placeholders replaced by fresh descriptors (bubblewrap reads
+    its seccomp program to the end, so each step needs its own); and those descriptors."""
+    made = [_memfd("servicelab-env", json.dumps(env).encode())]
+    names = {ENV_FD: str(made[0])}
+    if seccomp is not None:
+        made.append(_memfd("servicelab-seccomp", base64.b64decode(seccomp)))
+        names[SECCOMP_FD] = str(made[1])
+    return [names.get(arg, arg) for arg in argv], made
 
 
 def _enter_sandbox(config: dict[str, Any]) -> None:

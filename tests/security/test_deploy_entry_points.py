@@ -1,0 +1,87 @@
+"""Every way in to a deploy checks the same policy (issue 26, item 2): on a lab whose local
+runtime has no sandbox only admins deploy, by POST, PUT, ML Lab's deploy and the models
+route alike; and a member's `update=true` on the models route replaces nothing."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ..conftest import Lab, make_settings, open_lab
+from ..labtools import stop_local_services
+from ..modeltools import PYTHON_MODEL
+from .attack import ECHO
+
+PROJECT = "proj1"
+SERVICES = f"/api/projects/{PROJECT}/services"
+MODELS = f"/api/projects/{PROJECT}/files/models/deploy"
+
+
+def zip_of(files: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def unsandboxed(tmp_path: Path) -> Iterator[tuple[Lab, str, Path]]:
+    """A lab without the sandbox; a member of proj1 (their token); code below the roots;
+    a Python model (a module that runs code at import) in proj1's data."""
+    roots = tmp_path / "roots"
+    shutil.copytree(ECHO, roots / "ok")
+    settings = make_settings(tmp_path / "data", local_sandbox="off", code_roots=str(roots))
+    for lab in open_lab(settings):
+        token = lab.create_user("member")
+        lab.create_project(PROJECT)
+        assert lab.post(f"/api/auth/users/member/projects/{PROJECT}").status_code in (200, 201)
+        r = lab.post(
+            f"/api/projects/{PROJECT}/files/upload",
+            token,
+            params={"dataType": "model", "fileName": "summer.zip"},
+            files={"file": ("summer.zip", zip_of({"summer.py": PYTHON_MODEL}))},
+        )
+        assert r.status_code in (200, 201), r.text
+        yield lab, token, roots / "ok"
+    stop_local_services(tmp_path / "data")
+
+
+def refused(r: object) -> bool:
+    status = r.status_code  # type: ignore[attr-defined]
+    return status == 403 and "Only admins may deploy" in r.json()["errors"]["message"]  # type: ignore[attr-defined]
+
+
+def test_every_entry_point_refuses_a_member(unsandboxed: tuple[Lab, str, Path]) -> None:
+    lab, token, code = unsandboxed
+    attempts = {
+        "POST": lab.post(
+            SERVICES, token, params={"name": "mem1"}, json={"EXECUTE_CODE": str(code)}
+        ),
+        "PUT": lab.put(f"{SERVICES}/mem2", token, json={"code": str(code)}),
+        "models": lab.post(MODELS, token, params={"fileKey": "models/summer.zip", "name": "mem3"}),
+    }
+    for route, r in attempts.items():
+        assert refused(r), (route, r.status_code, r.text)
+    names = [s["name"] for s in lab.get(SERVICES).json()["data"]]
+    assert not {"mem1", "mem2", "mem3"} & set(names)
+
+
+def test_a_member_cannot_replace_an_admins_service_by_the_models_route(
+    unsandboxed: tuple[Lab, str, Path],
+) -> None:
+    lab, token, _ = unsandboxed
+    params = {"fileKey": "models/summer.zip", "name": "summer"}
+    r = lab.post(MODELS, params=params)  # the admin
+    assert r.status_code == 201, r.text
+    before = r.json()["data"]
+    r = lab.post(MODELS, token, params={**params, "update": "true"}, json={"MARK": "member"})
+    assert refused(r), r.text
+    after = lab.get(f"{SERVICES}/summer").json()["data"]
+    assert after["modifiedAt"] == before["modifiedAt"]
+    assert "MARK" not in after["configuration"]
