@@ -18,8 +18,8 @@ from servicelab.files import FileNotFound, InvalidKey
 from servicelab.models.deploy import NotAModel, detect, model_spec, name_from_file
 from servicelab.spec import normalize_name
 
-from .deps import ProjectContext, project_context
 from .deploy_policy import check_may_deploy
+from .deps import ProjectContext, project_context
 from .errors import ApiError
 from .services import _env_value, deploy_checked, manager, service_out
 
