@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from servicelab.runtimes.base import Handle, SpecError
 from servicelab.runtimes.local import EXECUTOR_PATH, LocalRuntime
 from servicelab.runtimes.local_state import alive as _alive
 from servicelab.runtimes.local_state import exit_reason as _exit_reason
-from servicelab.runtimes.sandbox_net import CHAIN
+from servicelab.runtimes.local_state import read_json, state_file
 from servicelab.runtimes.supervisor import proc_start_ticks
 from servicelab.spec import Phase, ServiceSpec
 
@@ -257,33 +257,42 @@ async def test_two_services_run_side_by_side(runtime: LocalRuntime) -> None:
         serving(runtime, echo("one")) as (_, h1, a1),
         serving(runtime, echo("two")) as (_, h2, a2),
     ):
-        assert a1.port != a2.port
+        assert (a1.host, a1.port) != (a2.host, a2.port)
         assert h1["dir"] != h2["dir"]
 
 
-def own_port_rules(uid: int) -> list[str]:
-    """The packet filter's ACCEPT rules that let the service of `uid` reach its own ports."""
-    listed = subprocess.run(
-        ["iptables", "-w", "10", "-S", CHAIN], capture_output=True, text=True, check=True
-    ).stdout.splitlines()
-    return [line for line in listed if f"--uid-owner {uid} " in f"{line} " and "ACCEPT" in line]
+def host_network() -> tuple[set[str], int]:
+    """The host's sandbox interfaces, and how many packet-filter rules it has."""
+    links = subprocess.run(
+        ["ip", "-o", "link", "show"], capture_output=True, text=True, check=True
+    ).stdout
+    names = {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()}
+    rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    return {n for n in names if n.startswith("slv")}, len(rules.splitlines())
 
 
-async def test_a_stopped_service_leaves_no_rule_in_the_packet_filter(
+async def test_a_stopped_service_leaves_no_rule_interface_or_namespace(
     runtime: LocalRuntime,
 ) -> None:
     if not runtime.sandbox.active:
         pytest.skip("no sandbox on this machine (under make test it is required)")
+    _, rules_before = host_network()
     async with serving(runtime, echo("ruled")) as (_, handle, address):
-        assert len(ports_ruled(handle["uid"], [address.port])) == 1
-    assert ports_ruled(handle["uid"], handle["ports"].values()) == []
+        state = read_json(state_file(handle))
+        assert state is not None and address.host == state["address"]
+        interfaces, rules = host_network()
+        assert state["interface"] in interfaces
+        assert rules == rules_before  # the instance's rules live in its own namespace
+        # bubblewrap's outer process stays on the host; the sandbox is its child.
+        inner = Path(f"/proc/{state['pid']}/task/{state['pid']}/children").read_text().split()
+        namespace = os.readlink(f"/proc/{inner[0]}/ns/net")
+        assert namespace != os.readlink("/proc/self/ns/net")
 
+    async def gone() -> bool:
+        return state["interface"] not in host_network()[0]
 
-def ports_ruled(uid: int, ports: Iterable[int]) -> list[str]:
-    """The rules of `uid` for `ports` (the uid may have had other ports under an earlier
-    service of another test run: uids are reused once a service's folder is gone)."""
-    wanted = {f"--dport {port} " for port in ports}
-    return [rule for rule in own_port_rules(uid) if any(w in f"{rule} " for w in wanted)]
+    await eventually(gone, "the instance's interface removed")
+    assert host_network()[1] == rules_before
 
 
 # -- logs ------------------------------------------------------------------------------

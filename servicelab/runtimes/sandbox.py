@@ -10,9 +10,9 @@ A sandboxed service (see docs/security.md, "Runtime isolation") runs
   environment read-only at /opt/servicelab/venv, its own writable `/data` (LAB_DATA_DIR)
   and `/tmp`; the lab's data folder, database, secret key and other services do not exist
   there;
-- on the host's network, where a packet-filter rule refuses its connections to other
-  services' ports (`sandbox_net`); with cgroup limits when it asks for some
-  (`sandbox_limits`);
+- in a network namespace of its own (`sandbox_netns`): whatever it binds is reached
+  only through the lab, and its own connections go only where the egress rule lets
+  them (`egress`); with cgroup limits (`sandbox_limits`);
 - under a seccomp filter that refuses the system calls a service never needs, file
   handles and namespaces first (`sandbox_seccomp`).
 
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from servicelab.runtimes.sandbox_ids import SandboxIds
-from servicelab.runtimes.sandbox_net import ensure_port_rule
+from servicelab.runtimes.sandbox_net import ServiceNetwork, ensure_host_rules, nameservers
 from servicelab.runtimes.sandbox_seccomp import UnsupportedMachine, program
 from servicelab.runtimes.supervisor import ENV_FD, LAUNCHER_ENV, SECCOMP_FD
 
@@ -89,8 +89,9 @@ class SandboxPaths:
     code_fd: int | None = None
 
 
-def detect(executor: Path) -> SandboxSupport:
-    """Find the tools, install the port rule and prove that a trial sandbox runs."""
+def detect(executor: Path, network: ServiceNetwork) -> SandboxSupport:
+    """Find the tools, install the host's network rules and prove that a trial sandbox
+    runs."""
     if os.geteuid() != 0:
         return SandboxSupport(
             None, "the lab does not run as root, which giving each service a uid of its own needs"
@@ -111,9 +112,9 @@ def detect(executor: Path) -> SandboxSupport:
         python_prefix=os.path.realpath(sys.base_prefix),
         uv=_find_uv(),
     )
-    problem = ensure_port_rule()
+    problem = ensure_host_rules(network)
     if problem:
-        return SandboxSupport(None, f"the port rule could not be installed: {problem}")
+        return SandboxSupport(None, f"the services' network could not be set up: {problem}")
     try:
         trial = _trial(tools, executor)
     except UnsupportedMachine as exc:
@@ -199,6 +200,9 @@ def _system_args(tools: SandboxTools) -> list[str]:
     if os.path.islink(resolv) and os.path.exists(resolv):
         real = os.path.realpath(resolv)
         args += ["--ro-bind", real, real]
+    servers_file = nameservers()[1]
+    if servers_file != resolv:  # the host's names a server on its loopback
+        args += ["--ro-bind", servers_file, resolv]
     prefix = tools.python_prefix
     # bubblewrap makes missing parents of a mount point 0700 (root's): the service could
     # not reach what is below them, so every parent is made 0755 first.

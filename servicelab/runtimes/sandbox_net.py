@@ -1,152 +1,222 @@
-"""Service ports that only the lab reaches: one packet-filter rule for the whole machine.
+"""The host's side of the sandboxes' networks: a fixed set of rules, installed once.
 
-Sandboxed services share the host's network (the lab's proxy reaches them on loopback,
-as fast as before, and they reach the internet and the lab's API), so what keeps one
-service from calling another's port directly is the kernel's packet filter:
+Every sandboxed instance has a network namespace of its own, set up by `sandbox_netns`
+(a veth pair `slv<N>` / `eth0`, an address of `SERVICELAB_SERVICE_NETWORK`, egress rules
+inside). On the host, for every such interface alike:
 
-    iptables -A SERVICELAB-SANDBOX -o lo -p tcp --dport 20000:29999
-             -m owner --uid-owner 1900000000-1900999999 -m conntrack --ctstate NEW -j REJECT
+    nat    PREROUTING   -i slv+ -d GATEWAY -p tcp -j DNAT --to-destination 127.0.0.1
+    nat    POSTROUTING  -s NETWORK ! -o slv+ -j MASQUERADE
+    filter INPUT        -i slv+ -> SERVICELAB-IN:  established, DNAT'ed (the lab's
+                        port, as the namespace's own rules allow), else REJECT
+    filter FORWARD      -> SERVICELAB-NET: slv to slv REJECT; from slv ACCEPT (the
+                        namespace decided); to slv established only, else REJECT
 
-reached from OUTPUT for the new connections of sandbox uids only (`jump()`), so that the
-packets of established connections (all the proxy's traffic) never walk the chain.
-
-Local services listen on ports from `SERVICE_PORTS` only, and a new connection to one of
-them from any sandbox uid is refused; connections from the lab (another uid) pass, and so
-do a service's answers (they are not NEW). The rule is the same for every lab on the
-machine, so labs add it idempotently and never remove it. IPv6 gets the same rule.
-
-A service may reach its own ports (apps such as Gradio call themselves at start): one
-ACCEPT rule per port and uid, put before the REJECT when an instance starts and deleted
-when the lab stops it. A port's earlier ACCEPT rules are deleted first, so a rule left by
-an instance that died with its supervisor never opens a port that now belongs to another
-service.
+So a service reaches the lab's API at the gateway (sent on to the lab on 127.0.0.1), the
+internet through the host, and nothing of the host itself: not its loopback, not its
+other addresses and ports. No service reaches another except through the lab's proxy,
+and nothing on the network opens a connection to a service: only the host (the lab's
+proxy and prober) does, through the route to the service's address. The rules do not
+grow with services; the labs of a machine share them and never remove them.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import subprocess
-from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from servicelab.runtimes.sandbox_ids import UID_BASE, UID_LAST
+from servicelab.runtimes.egress import Egress
 
-#: Ports local services listen on (below Linux's ephemeral range, 32768 and up).
+#: Ports unsandboxed local services listen on, on the host (below Linux's ephemeral range).
 SERVICE_PORTS = (20000, 29999)
-CHAIN = "SERVICELAB-SANDBOX"
+SETUP_PATH = Path(__file__).with_name("sandbox_netns.py")
+INPUT_CHAIN = "SERVICELAB-IN"
+FORWARD_CHAIN = "SERVICELAB-NET"
+#: The chain of the port rule that labs before the network namespaces installed.
+LEGACY_CHAIN = "SERVICELAB-SANDBOX"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
-def rule() -> list[str]:
+@dataclass(frozen=True)
+class ServiceNetwork:
+    """What every sandbox's network is made of, as the operator configured it."""
+
+    network: str = "10.213.0.0/16"
+    egress: Egress = Egress()
+
+    @classmethod
+    def parse(cls, network: str, egress: str) -> ServiceNetwork:
+        """Raise ValueError naming the setting to fix."""
+        try:
+            parsed = ipaddress.ip_network(network)
+        except ValueError:
+            raise ValueError(
+                f"SERVICELAB_SERVICE_NETWORK={network!r} is not an IPv4 network such as "
+                "10.213.0.0/16."
+            ) from None
+        if not isinstance(parsed, ipaddress.IPv4Network) or parsed.prefixlen > 24:
+            raise ValueError("SERVICELAB_SERVICE_NETWORK must be an IPv4 network of /24 or more.")
+        return cls(str(parsed), Egress.parse(egress))
+
+    @property
+    def gateway(self) -> str:
+        return str(ipaddress.ip_network(self.network)[1])
+
+    def lab_endpoint(self, endpoint: str) -> str:
+        """LAB_ENDPOINT as a sandboxed service reaches it: a lab on loopback is at the
+        gateway; any other URL (a public name) is reached as it is."""
+        parts = urlsplit(endpoint)
+        if parts.hostname not in LOOPBACK_HOSTS or parts.port is None:
+            return endpoint
+        return urlunsplit(parts._replace(netloc=f"{self.gateway}:{parts.port}"))
+
+    def instance_config(self, lab_endpoint: str | None) -> dict[str, Any]:
+        """The `network` part of a supervisor's config (see sandbox_netns)."""
+        parts = urlsplit(lab_endpoint or "")
+        at_gateway = parts.hostname == self.gateway and parts.port is not None
+        return {
+            "setup": str(SETUP_PATH),
+            "network": self.network,
+            "gateway": self.gateway,
+            "lab_port": parts.port if at_gateway else 0,
+            "nameservers": nameservers()[0],
+            "internet": self.egress.internet,
+            "allow": [a.to_dict() for a in self.egress.allow if ":" not in a.cidr],
+        }
+
+
+def nameservers() -> tuple[list[str], str]:
+    """The IPv4 name servers a sandbox uses, and the resolv.conf that names them: the
+    host's, unless it names a server on the host's loopback (systemd-resolved's stub),
+    which no sandbox reaches; then the upstream servers behind it, as Docker does."""
+    for path in ("/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"):
+        servers = _read_nameservers(Path(path))
+        if servers and not any(ipaddress.ip_address(s).is_loopback for s in servers):
+            return [s for s in servers if ipaddress.ip_address(s).version == 4], path
+    return [], "/etc/resolv.conf"
+
+
+def _read_nameservers(path: Path) -> list[str]:
+    servers = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        words = line.split()
+        if len(words) >= 2 and words[0] == "nameserver":
+            try:
+                servers.append(str(ipaddress.ip_address(words[1].split("%")[0])))
+            except ValueError:
+                continue
+    return servers
+
+
+def host_rules(net: ServiceNetwork) -> list[tuple[str, list[str]]]:
+    """(table, rule) pairs, each checked with -C and added when missing."""
     return [
-        "-o",
-        "lo",
-        "-p",
-        "tcp",
-        "--dport",
-        f"{SERVICE_PORTS[0]}:{SERVICE_PORTS[1]}",
-        "-m",
-        "owner",
-        "--uid-owner",
-        f"{UID_BASE}-{UID_LAST}",
-        "-m",
-        "conntrack",
-        "--ctstate",
-        "NEW",
-        "-j",
-        "REJECT",
-        "--reject-with",
-        "tcp-reset",
+        (
+            "filter",
+            [INPUT_CHAIN, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+        ),
+        ("filter", [INPUT_CHAIN, "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"]),
+        ("filter", [INPUT_CHAIN, "-j", "REJECT"]),
+        ("filter", [FORWARD_CHAIN, "-i", "slv+", "-o", "slv+", "-j", "REJECT"]),
+        ("filter", [FORWARD_CHAIN, "-i", "slv+", "-j", "ACCEPT"]),
+        (
+            "filter",
+            [
+                FORWARD_CHAIN,
+                "-o",
+                "slv+",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED,RELATED",
+                "-j",
+                "ACCEPT",
+            ],
+        ),
+        ("filter", [FORWARD_CHAIN, "-o", "slv+", "-j", "REJECT"]),
     ]
 
 
-def ensure_port_rule() -> str | None:
-    """Install the rule (idempotent); None when done, else why it could not be."""
-    tools = [t for t in ("iptables", "ip6tables") if shutil.which(t)]
-    if "iptables" not in tools:
-        return "iptables is not installed"
-    for tool in tools:
-        problem = _ensure(tool)
-        if problem:
-            return problem
+def jumps(net: ServiceNetwork) -> list[tuple[str, list[str]]]:
+    """Rules in the built-in chains, put first so that no other rule decides before."""
+    return [
+        ("filter", ["INPUT", "-i", "slv+", "-j", INPUT_CHAIN]),
+        ("filter", ["FORWARD", "-j", FORWARD_CHAIN]),
+        (
+            "nat",
+            [
+                "PREROUTING",
+                "-i",
+                "slv+",
+                "-d",
+                f"{net.gateway}/32",
+                "-p",
+                "tcp",
+                "-j",
+                "DNAT",
+                "--to-destination",
+                "127.0.0.1",
+            ],
+        ),
+        ("nat", ["POSTROUTING", "-s", net.network, "!", "-o", "slv+", "-j", "MASQUERADE"]),
+    ]
+
+
+def ensure_host_rules(net: ServiceNetwork) -> str | None:
+    """Install the host's rules (idempotent); None when done, else why not."""
+    for tool in ("iptables", "ip", "nsenter", "iptables-restore"):
+        if not shutil.which(tool):
+            return f"{tool} is not installed (scripts/setup-sandbox.sh installs it)"
+    try:
+        Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
+    except OSError as exc:
+        return f"forwarding could not be turned on: {exc}"
+    # Addresses of the network that no instance holds are unreachable at once, rather
+    # than sent on to the host's default route (instances add their own /32 routes).
+    route = ["ip", "route", "replace", "unreachable", net.network]
+    done = subprocess.run(route, capture_output=True, text=True, check=False, timeout=30)
+    if done.returncode != 0:
+        return f"{' '.join(route)}: {done.stderr.strip()}"
+    for chain in (INPUT_CHAIN, FORWARD_CHAIN):
+        if _run("-n", "-L", chain).returncode != 0:
+            _run("-N", chain)
+    for table, rule in host_rules(net):
+        if _run("-t", table, "-C", *rule).returncode != 0:
+            done = _run("-t", table, "-A", *rule)
+            if done.returncode != 0:
+                return f"iptables -A {' '.join(rule)}: {done.stderr.strip()}"
+    for table, rule in jumps(net):
+        if _run("-t", table, "-C", *rule).returncode != 0:
+            done = _run("-t", table, "-I", rule[0], "1", *rule[1:])
+            if done.returncode != 0:
+                return f"iptables -I {' '.join(rule)}: {done.stderr.strip()}"
+    _remove_legacy()
     return None
 
 
-def _ensure(tool: str) -> str | None:
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return _run(tool, *args)
-
-    if run("-n", "-L", CHAIN).returncode != 0:
-        created = run("-N", CHAIN)
-        if created.returncode != 0 and run("-n", "-L", CHAIN).returncode != 0:
-            return f"{tool} -N {CHAIN} failed: {created.stderr.strip()}"
-    if run("-C", CHAIN, *rule()).returncode != 0:
-        added = run("-A", CHAIN, *rule())
-        if added.returncode != 0:
-            return f"{tool}: adding the port rule failed: {added.stderr.strip()}"
-    if run("-C", "OUTPUT", *jump()).returncode != 0:
-        added = run("-I", "OUTPUT", "1", *jump())
-        if added.returncode != 0:
-            return f"{tool}: jumping from OUTPUT failed: {added.stderr.strip()}"
-    # Labs before this one jumped for every packet: remove that jump (it stays removed
-    # once every lab on the machine is this version or later).
-    while run("-C", "OUTPUT", "-j", CHAIN).returncode == 0:
-        if run("-D", "OUTPUT", "-j", CHAIN).returncode != 0:
-            break
-    return None
+def _remove_legacy() -> None:
+    """The port rule of labs before network namespaces (sandboxes shared the host's
+    network): its jump and chain go, so that no rule per service start is left."""
+    for tool in ("iptables", "ip6tables"):
+        if not shutil.which(tool):
+            continue
+        for line in _run("-S", "OUTPUT", tool=tool).stdout.splitlines():
+            if line.startswith("-A OUTPUT") and line.endswith(f"-j {LEGACY_CHAIN}"):
+                _run("-D", *line.split()[1:], tool=tool)
+        if _run("-n", "-L", LEGACY_CHAIN, tool=tool).returncode == 0:
+            _run("-F", LEGACY_CHAIN, tool=tool)
+            _run("-X", LEGACY_CHAIN, tool=tool)
 
 
-def jump() -> list[str]:
-    """From OUTPUT into the chain: only a sandboxed service's new connections.
-
-    Every rule of the chain is about those (the REJECT and the ACCEPTs all match a sandbox
-    uid, and the REJECT new connections only), so this decides the same as a jump for
-    every packet. But every packet on the machine passes OUTPUT, loopback included, and
-    the chain grows by a rule per service start: jumping for each packet made every
-    request through the proxy (and to anything else on 127.0.0.1) walk hundreds of rules;
-    a third of an nginx worker's time went there with ~800.
-    """
-    return [
-        *("-m", "conntrack", "--ctstate", "NEW"),
-        *("-m", "owner", "--uid-owner", f"{UID_BASE}-{UID_LAST}", "-j", CHAIN),
-    ]
-
-
-def own_port_rule(uid: int, port: int) -> list[str]:
-    return [
-        *("-o", "lo", "-p", "tcp", "-m", "tcp", "--dport", str(port)),
-        *("-m", "owner", "--uid-owner", str(uid), "-j", "ACCEPT"),
-    ]
-
-
-def allow_own_ports(uid: int, ports: Iterable[int]) -> None:
-    """Let the service of `uid` reach `ports`, which are its own from now on."""
-    _drop_accepts(ports, uid=None, then_allow=uid)
-
-
-def forget_own_ports(uid: int, ports: Iterable[int]) -> None:
-    """An instance of the service of `uid` ended: its ports' ACCEPT rules go, so that the
-    chain holds the rules of running instances only (a rule another uid has for one of
-    these ports since stays)."""
-    _drop_accepts(ports, uid=uid, then_allow=None)
-
-
-def _drop_accepts(ports: Iterable[int], *, uid: int | None, then_allow: int | None) -> None:
-    """Delete the ACCEPT rules of `ports` (of `uid` only, or of any uid when None), then
-    put one for `then_allow` first in the chain."""
-    ports = list(ports)
-    owner = f"--uid-owner {uid} " if uid is not None else ""
-    for tool in (t for t in ("iptables", "ip6tables") if shutil.which(t)):
-        listed = _run(tool, "-S", CHAIN).stdout.splitlines()
-        for port in ports:
-            for line in listed:
-                words = line.split()
-                ours = words[:2] == ["-A", CHAIN] and words[-2:] == ["-j", "ACCEPT"]
-                if ours and f"--dport {port} " in f"{line} " and owner in f"{line} ":
-                    _run(tool, "-D", *words[1:])
-            if then_allow is not None:
-                _run(tool, "-I", CHAIN, "1", *own_port_rule(then_allow, port))
-
-
-def _run(tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _run(*args: str, tool: str = "iptables") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [tool, "-w", "10", *args], capture_output=True, text=True, check=False, timeout=30
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 from servicelab.runtimes.base import RuntimeUnavailable
 from servicelab.runtimes.sandbox import SandboxSupport, detect
 from servicelab.runtimes.sandbox_limits import limits_note
+from servicelab.runtimes.sandbox_net import ServiceNetwork
 
 log = logging.getLogger("servicelab.runtimes")
 
@@ -16,17 +17,19 @@ SANDBOX_MODES = ("auto", "required", "off")
 
 
 @functools.cache
-def _detected(executor: Path) -> SandboxSupport:
-    return detect(executor)
+def _detected(executor: Path, network: ServiceNetwork) -> SandboxSupport:
+    return detect(executor, network)
 
 
-def sandbox_support(mode: str, executor: Path) -> SandboxSupport:
+def sandbox_support(
+    mode: str, executor: Path, network: ServiceNetwork = ServiceNetwork()
+) -> SandboxSupport:
     """`auto`: sandbox when this machine can; `required`: raise when it cannot; `off`."""
     if mode not in SANDBOX_MODES:
         raise ValueError(f"sandbox mode must be one of {', '.join(SANDBOX_MODES)}, not {mode!r}")
     if mode == "off":
         return SandboxSupport(None, "the sandbox is turned off (SERVICELAB_LOCAL_SANDBOX=off)")
-    support = _detected(executor)
+    support = _detected(executor, network)
     if mode == "required" and not support.active:
         raise RuntimeUnavailable(
             f"SERVICELAB_LOCAL_SANDBOX=required, but no sandbox is possible: {support.problem}."
@@ -38,7 +41,8 @@ def sandbox_note(support: SandboxSupport) -> str:
     """One line for `servicelab serve` and the UI: what local services are kept from."""
     if support.active:
         return (
-            "local services run sandboxed (own uid, PID namespace, read-only system, own "
-            f"/data and /tmp, ports reachable from the lab only); {limits_note()}"
+            "local services run sandboxed (own uid, PID and network namespaces, read-only "
+            "system, own /data and /tmp, ports reachable from the lab only, egress to the "
+            f"internet and the lab's API only); {limits_note()}"
         )
     return f"local services run WITHOUT a sandbox, as the lab's own user: {support.problem}"

@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import collections
 import contextlib
+import ctypes
 import fcntl
 import json
 import os
@@ -66,6 +67,7 @@ LAUNCHER_ENV = {
 #: executor's environment (JSON) and bubblewrap's seccomp program.
 ENV_FD = "@ENV_FD@"
 SECCOMP_FD = "@SECCOMP_FD@"
+CLONE_NEWNET = 0x40000000
 
 
 def utc_stamp() -> str:
@@ -203,7 +205,14 @@ class Supervisor:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
         returncode: int | None = None
-        for step in self.config["steps"]:
+        steps = self.config["steps"]
+        if self.config.get("network"):
+            try:
+                self.state.update(enter_own_network(self.config["network"]))
+            except (NetworkError, OSError, subprocess.SubprocessError) as exc:
+                self._not_started(f"the service's network could not be set up: {exc}")
+                steps = []
+        for step in steps:
             returncode = self._run_step(step["argv"], step["env"], wake_r)
             if returncode is None or returncode != 0 or self.stop_requested:
                 break
@@ -222,11 +231,10 @@ class Supervisor:
         """Run one command of the instance (installing, then serving); its return code,
         or None when it could not start (the state then says why)."""
         sandboxed = bool(self.config.get("sandboxed"))
-        pass_fds = list(self.config.get("pass_fds") or ())
-        made: list[int] = []
+        fds = Descriptors()
         try:
             if sandboxed:
-                argv, made = _with_descriptors(argv, env, self.config.get("seccomp"))
+                argv = fds.fill(argv, env, self.config.get("seccomp"))
                 env = LAUNCHER_ENV
             proc = subprocess.Popen(
                 argv,
@@ -237,29 +245,25 @@ class Supervisor:
                 stderr=subprocess.PIPE,
                 process_group=0,
                 close_fds=True,
-                pass_fds=(*pass_fds, *made),
+                pass_fds=(*(self.config.get("pass_fds") or ()), *fds.passed),
                 # Restore default SIGPIPE handling for the service (Python ignores it).
                 restore_signals=True,
                 preexec_fn=(lambda: _enter_sandbox(self.config)) if sandboxed else None,
             )
         except OSError as exc:
-            self.state.update(
-                status="exited",
-                error=f"could not start {argv[0]!r}: {exc.strerror or exc}",
-                exit_code=127,
-                finished_at=utc_stamp(),
-            )
-            self.log.write_lines([f"[servicelab] {self.state['error']}".encode()])
+            fds.close()
+            self._not_started(f"could not start {argv[0]!r}: {exc.strerror or exc}")
             return None
-        finally:
-            for fd in made:
-                os.close(fd)
-
+        fds.close()
         self.state.update(status="running", pid=proc.pid, pid_start=proc_start_ticks(proc.pid))
         self.state["started_at"] = self.state.get("started_at") or utc_stamp()
         self.save()
         self._pump(proc, wake_r)
         return proc.wait()
+
+    def _not_started(self, error: str) -> None:
+        self.state.update(status="exited", error=error, exit_code=127, finished_at=utc_stamp())
+        self.log.write_lines([f"[servicelab] {error}".encode()])
 
     def _end_cgroups(self) -> None:
         memory_dir = self.config.get("cgroup_memory")
@@ -352,17 +356,63 @@ def _memfd(name: str, data: bytes) -> int:
     return fd
 
 
-def _with_descriptors(
-    argv: list[str], env: dict[str, str], seccomp: str | None
-) -> tuple[list[str], list[int]]:
-    """The command with its placeholders replaced by fresh descriptors (bubblewrap reads
-    its seccomp program to the end, so each step needs its own); and those descriptors."""
-    made = [_memfd("servicelab-env", json.dumps(env).encode())]
-    names = {ENV_FD: str(made[0])}
-    if seccomp is not None:
-        made.append(_memfd("servicelab-seccomp", base64.b64decode(seccomp)))
-        names[SECCOMP_FD] = str(made[1])
-    return [names.get(arg, arg) for arg in argv], made
+class NetworkError(Exception):
+    """The sandbox's network could not be set up (the service is not started)."""
+
+
+class Descriptors:
+    """What one sandboxed step hands bubblewrap: the executor's environment and the
+    seccomp program, in fresh memfds (bubblewrap reads its program to the end, so each
+    step needs its own)."""
+
+    def __init__(self) -> None:
+        self.passed: list[int] = []
+
+    def fill(self, argv: list[str], env: dict[str, str], seccomp: str | None) -> list[str]:
+        """The command with its placeholders replaced by the descriptors made for it."""
+        names = {ENV_FD: self._pass(_memfd("servicelab-env", json.dumps(env).encode()))}
+        if seccomp is not None:
+            names[SECCOMP_FD] = self._pass(_memfd("servicelab-seccomp", base64.b64decode(seccomp)))
+        return [names.get(arg, arg) for arg in argv]
+
+    def _pass(self, fd: int) -> str:
+        self.passed.append(fd)
+        return str(fd)
+
+    def close(self) -> None:
+        for fd in self.passed:
+            os.close(fd)
+        self.passed = []
+
+
+def enter_own_network(network: dict[str, Any]) -> dict[str, str]:
+    """Move this supervisor, and so every sandbox it starts, into a network namespace of
+    its own, set up by `sandbox_netns` before any step runs: one address for the whole
+    instance, and nothing left behind when the supervisor ends (the namespace lives as
+    long as a process in it; its veth pair goes with it). Returns the address and the
+    host's side of the veth pair."""
+    host = os.open("/proc/self/ns/net", os.O_RDONLY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWNET) != 0:
+            raise NetworkError(f"unshare: {os.strerror(ctypes.get_errno())}")
+        setup = subprocess.run(
+            [sys.executable, "-I", "-S", network["setup"], str(host), json.dumps(network)],
+            env=LAUNCHER_ENV,
+            pass_fds=(host,),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(host)
+    if setup.returncode != 0:
+        raise NetworkError(setup.stderr.strip() or "the network setup failed")
+    try:
+        made = json.loads(setup.stdout)
+        return {"address": str(made["address"]), "interface": str(made["interface"])}
+    except (ValueError, KeyError, TypeError):
+        raise NetworkError(f"the network setup answered {setup.stdout[:200]!r}") from None
 
 
 def _enter_sandbox(config: dict[str, Any]) -> None:

@@ -69,21 +69,22 @@ def test_hostile_code_gets_nothing_and_still_serves(lab: LabProcess) -> None:
     victim = set_up_victim(lab)
     state = instance_state(data_dir, "victim--vault")
     victim_uid = state["handle"]["uid"]
-    victim_port = state["handle"]["ports"]["8091"]
+    # The address of the victim's own network namespace (sandbox_netns), its port.
+    victim_host, victim_port = state["address"], state["handle"]["ports"]["8091"]
     victim_pids = pids_of_uid(victim_uid)
     value_file = data_dir / "services" / "victim--vault" / "data" / "value.txt"
     targets = lab_targets(lab, victim) | {
         "other_service_data": str(value_file),
         "other_service_dir": str(value_file.parent),
         "other_pid": victim_pids[0],
-        "other_address": f"127.0.0.1:{victim_port}",
+        "other_address": f"{victim_host}:{victim_port}",
     }
     # The targets are real: they exist, hold what an attacker wants, and the lab (this
     # test's uid) reaches the victim's port directly.
     for key in ("database", "secret_key", "other_project_file"):
         assert Path(targets[key]).is_file(), key
     assert value_file.read_text() == SECRET_DATA
-    with socket.create_connection(("127.0.0.1", victim_port), timeout=5):
+    with socket.create_connection((victim_host, victim_port), timeout=5):
         pass
     assert victim_uid not in (0, os.getuid())
 
@@ -111,4 +112,5 @@ def test_the_services_own_view(lab: LabProcess) -> None:
     with httpx.Client(timeout=10) as client:
         state = instance_state(lab.data_dir, "victim--vault")
         port = state["handle"]["ports"]["8091"]
-        assert client.get(f"http://127.0.0.1:{port}/").text == "ok"
+        # The lab reaches it at its own network's address; the host's loopback has nothing.
+        assert client.get(f"http://{state['address']}:{port}/").text == "ok"
