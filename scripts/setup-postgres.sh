@@ -30,8 +30,27 @@ id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql p
 mkdir -p "$pgdata"
 [ "$(id -u)" = 0 ] && chown postgres "$pgdata" && chmod 700 "$pgdata"
 if [ ! -f "$pgdata/PG_VERSION" ]; then
-  as_pg "$bin/initdb" -D "$pgdata" -U postgres --auth=trust -E UTF8 >/dev/null
+  as_pg "$bin/initdb" -D "$pgdata" -U postgres --auth-local=peer --auth-host=scram-sha-256 \
+    -E UTF8 >/dev/null
 fi
+
+# A password over TCP (scram-sha-256), never trust: anything on this machine can open a
+# connection to 127.0.0.1. Only the `postgres` user reaches the server without one, on
+# its Unix socket in the data folder (0700). The password is made once, kept 0600 beside
+# the data folder, and set again on every run (servers made before this were `trust`).
+pwfile=${pgdata%/}.password
+if [ ! -s "$pwfile" ]; then
+  (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$pwfile")
+fi
+password=$(cat "$pwfile")
+cat >"$pgdata/pg_hba.conf" <<'HBA'
+# Written by scripts/setup-postgres.sh.
+local all postgres peer
+host  all all 127.0.0.1/32 scram-sha-256
+host  all all ::1/128      scram-sha-256
+HBA
+chown postgres "$pgdata/pg_hba.conf" 2>/dev/null || true
+
 if ! as_pg "$bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
   as_pg "$bin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w -t 60 \
     -o "-c listen_addresses=127.0.0.1 -p $port -k $pgdata -c fsync=off" start >/dev/null
@@ -41,4 +60,7 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 "$bin/pg_isready" -h 127.0.0.1 -p "$port" -q || { echo "setup-postgres: server did not start" >&2; exit 1; }
-echo "postgresql+psycopg://postgres@127.0.0.1:$port/postgres"
+as_pg "$bin/psql" -h "$pgdata" -p "$port" -U postgres -qAt -v ON_ERROR_STOP=1 \
+  -c "SET password_encryption = 'scram-sha-256'" \
+  -c "ALTER USER postgres PASSWORD '$password'" -c "SELECT pg_reload_conf()" >/dev/null
+echo "postgresql+psycopg://postgres:$password@127.0.0.1:$port/postgres"
