@@ -6,6 +6,10 @@ Tokens are opaque random secrets with a prefix that says what they are:
     slu_…  a user API token: acts as its user in every project the user may open
     slp_…  a project API token: opens one project only
 
+A service's own token (its LAB_API_TOKEN) is a project token that names the user who
+deployed the service: what the service deploys in turn is that user's too, so that removing
+the user from the project reaches all of it (`api/auth.py`).
+
 Only a SHA-256 of each secret is stored. Looking a token up is cached for
 `auth_cache_ttl` seconds (at most 5 s, so that revocation takes effect everywhere within
 5 s); revocations made by this process also drop the cache at once, and (`publish`) tell
@@ -31,6 +35,12 @@ from servicelab.db import ApiToken, Database, Membership, Project, User, notify,
 
 TOKEN_PREFIXES = {"session": "sls_", "user": "slu_", "project": "slp_"}
 MAX_CACHE_TTL = 5.0
+#: The name of a session made by a log-in with a password (not by `refresh`).
+LOGIN_SESSION = "log-in"
+#: A log-in session this young stands for the password: it may change a password without
+#: being sent the current one (ML Lab's client logs in, then changes it at once). An older
+#: session, a refreshed one or an API token must send the current password.
+FRESH_LOGIN = timedelta(minutes=10)
 
 _hasher = PasswordHasher()
 
@@ -290,16 +300,32 @@ def revoke(session: Session, token: ApiToken) -> None:
         notify(session, "tokens")
 
 
+def is_fresh_login(session: Session, identity: Identity) -> bool:
+    """Whether the caller's token is a session from a password log-in of the last
+    `FRESH_LOGIN`: the only token that may stand in for the current password."""
+    if identity.kind != "session":
+        return False
+    token = session.get(ApiToken, identity.token_id)
+    return (
+        token is not None
+        and token.name == LOGIN_SESSION
+        and token.created_at is not None
+        and token.created_at > utcnow() - FRESH_LOGIN
+    )
+
+
 def revoke_member_tokens(session: Session, user_id: str, project_id: str) -> int:
     """Revoke the project tokens `user_id` made for `project_id`: called when the user
     leaves the project, since a project token opens the project on its own and would
-    otherwise outlive its maker's access. Services' own tokens (no maker) stay."""
+    otherwise outlive its maker's access. The tokens of the services they deployed are
+    the caller's to renew (`revoke_service_tokens`), service by service."""
     result = session.execute(
         update(ApiToken)
         .where(
             ApiToken.user_id == user_id,
             ApiToken.project_id == project_id,
             ApiToken.kind == "project",
+            ApiToken.service_id.is_(None),
             ApiToken.revoked_at.is_(None),
         )
         .values(revoked_at=utcnow())
@@ -317,13 +343,23 @@ MAX_TOKEN_LIFETIME = 10 * 365 * 24 * 3600
 
 
 def issue_service_token(
-    session: Session, *, project_id: str, service_id: str, service_name: str
+    session: Session,
+    *,
+    project_id: str,
+    service_id: str,
+    service_name: str,
+    created_by: str | None = None,
 ) -> IssuedToken:
-    """A new project token for one instance of a service."""
+    """A new project token for one instance of a service. It names the user who deployed
+    the service (`created_by`, a username), so that what the service deploys with it is
+    theirs too: removing them from the project then renews or stops all of it."""
+    user_id = None
+    if created_by:
+        user_id = session.scalar(select(User.id).where(User.username == created_by))
     return issue_token(
         session,
         "project",
-        user_id=None,
+        user_id=user_id,
         project_id=project_id,
         name=f"service {service_name}",
         service_id=service_id,

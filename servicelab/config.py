@@ -47,6 +47,28 @@ class Settings(BaseSettings):
     #: nothing to install) or "nginx" (nginx on the public port in front of the lab,
     #: which then listens on a Unix socket; see docs/proxy.md).
     proxy: Literal["embedded", "nginx"] = "embedded"
+    #: Embedded plane: seconds a connection may take to send a request's line and
+    #: headers (a new connection, or the next request on a kept-alive one) before the lab
+    #: closes it; slow senders would otherwise hold connections for ever. nginx plane:
+    #: its `client_header_timeout`. 0: no limit.
+    header_timeout: float = Field(default=10.0, ge=0)
+    #: Embedded plane: seconds an idle kept-alive connection stays open (uvicorn's
+    #: `timeout_keep_alive`).
+    keep_alive_timeout: int = Field(default=5, gt=0)
+    #: Embedded plane: most connections of one lab process that may wait for a request's
+    #: headers at once (idle kept-alive ones count too); past it the longest waiting are
+    #: closed. 0: no bound.
+    max_waiting_connections: int = Field(default=1000, ge=0)
+    #: nginx plane, when the lab runs as root: the user nginx's workers run as (the master
+    #: stays root to bind the port). Empty: `www-data`, else `nginx`, else `nobody`,
+    #: whichever exists; a user of its own is best (see docs/proxy.md).
+    nginx_user: str = ""
+    #: Limits of every service instance whose spec asks for none, on every runtime (see
+    #: docs/services.md): memory in bytes or with a unit ("2GiB"), CPUs, and processes
+    #: (threads count too). 0: no default for that limit.
+    default_memory: ByteSize = ByteSize(2 * 1024**3)
+    default_cpus: float = Field(default=2.0, ge=0)
+    default_pids: int = Field(default=512, ge=0)
     #: Seconds between two passes of the reconcile loop.
     reconcile_interval: float = 1.0
     #: Identifies this lab's containers and processes, so that two labs on one host don't
@@ -59,8 +81,13 @@ class Settings(BaseSettings):
     lab_in_container: bool = False
     #: Largest file one upload may bring, in bytes or with a unit ("500MB", "2GiB"); 0: no limit.
     max_upload_size: ByteSize = ByteSize(10 * 1024**3)
-    #: Most bytes the files of one project (every version) may take; 0: no quota.
-    project_quota: ByteSize = ByteSize(0)
+    #: Most bytes the files of one project (every version) may take, so that one project
+    #: cannot fill the lab's disk (413 past it); 0: no quota, for a lab whose projects all
+    #: trust each other (each upload then skips summing the project's files).
+    project_quota: ByteSize = ByteSize(100 * 1024**3)
+    #: Most services one project may have (stopped ones count; 429 past it), so that one
+    #: project cannot take every process, port and container of the lab; 0: no quota.
+    project_max_services: int = Field(default=100, ge=0)
     #: Seconds a username (or client address) must wait after its first failures past the
     #: free ones; doubles with each further failure, up to a minute.
     login_backoff: float = Field(default=1.0, gt=0, le=60)
@@ -91,6 +118,13 @@ class Settings(BaseSettings):
     #: Folders (separated by ':') below which members may run code from a host path in
     #: EXECUTE_CODE. Empty: members may not name host paths; admins may name any.
     code_roots: str = ""
+    #: Where services' own connections may go (see servicelab/runtimes/egress.py):
+    #: `internet` (public addresses and the lab's API), `none` (the lab's API only), and
+    #: beside either the CIDRs and address:port pairs an operator allows, comma-separated.
+    service_egress: str = "internet"
+    #: Local sandbox: the IPv4 network its services' own namespaces take addresses from
+    #: (the first address is every namespace's gateway). Pick one no host route uses.
+    service_network: str = "10.213.0.0/16"
     log_level: str = "info"
 
     @property

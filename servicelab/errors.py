@@ -43,6 +43,11 @@ class Invalid(LabError):
     """The request cannot be done as given; the message says what to change."""
 
 
+class LimitReached(LabError):
+    """A quota of the lab is used up (a project's services); the message says the quota
+    and how to raise it (429)."""
+
+
 class UpdateFailed(LabError):
     """A valid change that did not work (an update whose new version never got healthy)."""
 
@@ -91,7 +96,8 @@ TABLE: tuple[tuple[type[Exception], int, str], ...] = (
     (FileNotFound, 404, "not_found"),
     (FileTooLarge, 413, "payload_too_large"),
     (InvalidRange, 416, "range_not_satisfiable"),
-    (QuotaExceeded, 507, "insufficient_storage"),
+    (QuotaExceeded, 413, "quota_exceeded"),
+    (LimitReached, 429, "quota_exceeded"),
     (NotRunnable, 400, "invalid_code"),
     (RuntimeUnavailable, 503, "runtime_unavailable"),
     # What the backend refused for another reason (a port taken on the host...): the

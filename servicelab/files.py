@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from servicelab import execute
+from servicelab.models.server.detect import ArchiveTooLarge, check_archive
 from servicelab.spec import MAX_NAME_LENGTH, NAME_PATTERN
 
 DATA_TYPES = ("datasets", "models", "experiments", "backups")
@@ -77,7 +78,7 @@ class FileTooLarge(FileStoreError, ValueError):
 
 
 class QuotaExceeded(FileStoreError, ValueError):
-    """An upload that would take the project past its storage quota (507)."""
+    """An upload that would take the project past its storage quota (413)."""
 
 
 class NotRunnable(FileStoreError, ValueError):
@@ -562,8 +563,11 @@ def _check_code_file(key: str, path: Path) -> None:
         )
     if kind != "py":
         try:
+            # The bounds first (members, bytes, ratio): listing a bomb's members costs the
+            # lab memory, and the executor would unpack it onto the service's disk.
+            check_archive(path)
             execute.scan_archive(path, kind, scan_limit=CODE_SCAN_LIMIT)
-        except execute.ExecuteError as exc:
+        except (ArchiveTooLarge, execute.ExecuteError) as exc:
             raise NotRunnable(f"{key} cannot run as code: {exc}") from None
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -165,22 +166,28 @@ class _GitHandler(BaseHTTPRequestHandler):
 class _GitServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, root: Path) -> None:
-        super().__init__(("127.0.0.1", 0), _GitHandler)
+    def __init__(self, root: Path, listening: socket.socket | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), _GitHandler, bind_and_activate=listening is None)
+        if listening is not None:
+            self.socket.close()
+            self.socket = listening
+            self.server_address = listening.getsockname()
         self.root = root
 
 
 @contextmanager
-def serve_http(root: Path) -> Iterator[str]:
-    """Serve the bare repositories under `root`; yields the base URL (`http://127.0.0.1:N`).
+def serve_http(root: Path, listening: socket.socket | None = None) -> Iterator[str]:
+    """Serve the bare repositories under `root`; yields the base URL (`http://127.0.0.1:N`,
+    or the address of `listening`, a socket of a test host: see nethosts).
 
     A repository at `<root>/repo.git` is then at `<base URL>/repo.git`.
     """
-    server = _GitServer(root)
+    server = _GitServer(root, listening)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        host, port = server.server_address[:2]
+        yield f"http://{host}:{port}"
     finally:
         server.shutdown()
         server.server_close()

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import io
+import os
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 from .gitserver import make_repo, serve_http
 from .labtools import ROOT, LabProcess, wait_until
+from .nethosts import far_host
 
 ECHO_MAIN = (ROOT / "tests" / "services" / "echo-service" / "__main__.py").read_text()
 
@@ -26,6 +30,18 @@ def wait_running(api: httpx.Client, name: str) -> dict:
     )
 
 
+@contextmanager
+def git_host(root: Path) -> Iterator[str]:
+    """A git server where the lab's services reach it: on a host of the tests' own (a
+    sandboxed service's network reaches no port of this machine), else on loopback."""
+    if os.geteuid() != 0:  # no sandbox without root
+        with serve_http(root) as base:
+            yield base
+        return
+    with far_host() as host, serve_http(root, host.listen()) as base:
+        yield base
+
+
 def test_code_from_a_git_url_over_http(lab_process: LabProcess, tmp_path: Path) -> None:
     repo = make_repo(
         tmp_path / "git",
@@ -35,7 +51,7 @@ def test_code_from_a_git_url_over_http(lab_process: LabProcess, tmp_path: Path) 
         ],
         tags={"v1": "v1"},
     )
-    with serve_http(repo.bare.parent) as base, lab_process.client() as api:
+    with git_host(repo.bare.parent) as base, lab_process.client() as api:
         api.post("/api/projects", json={"name": "demo"})
         source = f"git+{base}/repo.git@v1#subdirectory=svc"
         r = api.post("/api/projects/demo/services", json={"EXECUTE_CODE": source})

@@ -185,8 +185,9 @@ def test_access(flab: Lab) -> None:
     r = flab.client.get(f"{FILES}/info", params={"fileKey": key})
     assert r.status_code == 401
     stranger = flab.create_user("stranger")
-    assert flab.get(FILES, stranger).status_code == 403
-    assert upload(flab, b"x", stranger).status_code == 403
+    # Not theirs: answered as if the project did not exist.
+    assert flab.get(FILES, stranger).status_code == 404
+    assert upload(flab, b"x", stranger).status_code == 404
     assert flab.get("/api/projects/nope/files").status_code == 404
 
     # A project token (a service's LAB_API_TOKEN) works for its own project only.
@@ -195,7 +196,7 @@ def test_access(flab: Lab) -> None:
     assert flab.get(f"{FILES}/download", token, params={"fileKey": key}).content == b"secret data"
     flab.create_project("other")
     other = flab.get("/api/projects/other/token").json()["data"]
-    assert flab.get(FILES, other).status_code == 403
+    assert flab.get(FILES, other).status_code == 404
 
 
 def test_deleting_the_project_deletes_its_files(flab: Lab) -> None:

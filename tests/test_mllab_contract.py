@@ -233,23 +233,24 @@ def test_user_token_is_a_string(mllab: Lab) -> None:
 def test_membership_by_ml_labs_get_needs_the_authorization_header(mllab: Lab) -> None:
     new_project(mllab, "members-get")
     member = mllab.create_user("joiner")
-    failed(mllab.get("/api/projects/members-get", member), 403)
+    # Not a member: the project answers as if absent.
+    failed(mllab.get("/api/projects/members-get", member), 404)
     # A cookie alone (what a browser sends by itself, e.g. for an <img>) changes nothing.
     mllab.client.cookies.set(COOKIE_NAME, mllab.admin_token)
     try:
         failed(mllab.client.get("/api/auth/users/joiner/projects/members-get"), 403, "forbidden")
     finally:
         mllab.client.cookies.clear()
-    failed(mllab.get("/api/projects/members-get", member), 403)
+    failed(mllab.get("/api/projects/members-get", member), 404)
     # The token in the Authorization header: ML Lab's client does it this way.
     assert ok(mllab.get("/api/auth/users/joiner/projects/members-get")) is None
     project = ok(mllab.get("/api/projects/members-get", member))
     check_model(project, LAB_PROJECT, "project")
     assert "joiner" in project["members"]
     assert ok(mllab.delete("/api/auth/users/joiner/projects/members-get")) is None
-    failed(mllab.get("/api/projects/members-get", member), 403)
-    # An ordinary member cannot add people to projects it does not manage.
-    failed(mllab.get("/api/auth/users/joiner/projects/members-get", member), 403)
+    failed(mllab.get("/api/projects/members-get", member), 404)
+    # An ordinary user cannot add people to projects it does not manage (nor see them).
+    failed(mllab.get("/api/auth/users/joiner/projects/members-get", member), 404)
 
 
 def test_password_change_by_ml_labs_get(mllab: Lab) -> None:
@@ -273,11 +274,11 @@ def test_password_change_by_ml_labs_get(mllab: Lab) -> None:
     failed(mllab.client.get("/api/auth/login", auth=("changer", "first-password")), 401)
     ok(mllab.client.get("/api/auth/login", auth=("changer", "second-password")))
     mllab.client.cookies.clear()
-    # someone else's password: only an admin
+    # someone else's password: only an admin; to others the user looks absent
     other = mllab.create_user("bystander")
     failed(
         mllab.get("/api/auth/users/changer/password", other, params={"password": "third-pass"}),
-        403,
+        404,
     )
     failed(
         mllab.get("/api/auth/users/changer/password", new_token, params={"password": "short"}),
@@ -308,8 +309,15 @@ def test_password_change_by_put_needs_the_current_password(mllab: Lab) -> None:
     # the caller's session goes on; the user's other sessions end
     assert ok(mllab.get("/api/auth/users/me", token))["name"] == "putter"
     failed(mllab.get("/api/auth/users/me", other_session), 401)
-    # an admin sets another's password without knowing it
-    ok(mllab.put("/api/auth/users/putter/password", json={"password": "third-password"}))
+    # an admin sets another's password without knowing it, with the admin's own password
+    # (or from a fresh log-in): an admin's API token alone is not enough
+    admin_token = ok(mllab.get("/api/auth/users/admin/token"))
+    failed(
+        mllab.put("/api/auth/users/putter/password", admin_token, json={"password": "nope-1234"}),
+        403,
+    )
+    change = {"password": "third-password", "currentPassword": ADMIN_PASSWORD}
+    ok(mllab.put("/api/auth/users/putter/password", admin_token, json=change))
     ok(mllab.client.get("/api/auth/login", auth=("putter", "third-password")))
     mllab.client.cookies.clear()
 

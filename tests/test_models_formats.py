@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import gzip
+import importlib
+import io
 import pickle
 import shutil
+import sys
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from servicelab.models.deploy import name_from_file
+from servicelab.models.deploy import SERVER_DIR, name_from_file
+from servicelab.models.server import detect
 from servicelab.models.server.detect import UnknownFormat, detect_file
 from servicelab.models.server.tensors import BadRequest, decode, encode
 
@@ -100,3 +105,92 @@ def test_service_names_from_file_names() -> None:
     assert name_from_file("iris.joblib") == "iris"
     assert name_from_file("churn_model.v2.tar.gz") == "churn-model-v2"
     assert name_from_file("x.onnx") == "x-svc"
+
+
+# -- bounded reads of archives (issue 26) -----------------------------------------------
+
+
+def spaces_zip(members: dict[str, int], head: bytes = b"") -> bytes:
+    """A deflated zip whose members are `head` and then spaces, `size` bytes each."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, size in members.items():
+            archive.writestr(name, head + b" " * (size - len(head)))
+    return buffer.getvalue()
+
+
+def test_a_predict_past_the_scanned_head_of_a_module_is_not_looked_for(tmp_path: Path) -> None:
+    path = tmp_path / "code.zip"
+    path.write_bytes(zip_of({"model.py": "#" * detect.MEMBER_SCAN_BYTES + "\ndef predict(x):\n"}))
+    with pytest.raises(UnknownFormat, match=r"defines predict\(\) \(in the first 1 MiB of one"):
+        detect_file(path)
+    path.write_bytes(zip_of({"model.py": "'''" + "doc " * 1000 + "'''\ndef predict(x):\n"}))
+    assert detect_file(path).module == "model.py"
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_archives_past_the_bounds_are_refused_before_reading(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(detect, "MAX_MEMBERS", 10)
+    monkeypatch.setattr(detect, "RATIO_FLOOR", 1024 * 1024)
+    many = {f"m/{n}.py": 1 for n in range(11)}
+    bomb = {"model.py": 2 * 1024 * 1024}
+    for members, words in ((many, "more than 10 members"), (bomb, "100 times their own size")):
+        path = tmp_path / f"upload.{kind}"
+        if kind == "zip":
+            path.write_bytes(spaces_zip(members))
+        else:
+            with tarfile.open(path, "w:gz") as tar:
+                for name, size in members.items():
+                    info = tarfile.TarInfo(name)
+                    info.size = size
+                    tar.addfile(info, io.BytesIO(b" " * size))
+        with pytest.raises(detect.ArchiveTooLarge, match=words):
+            detect_file(path)
+        with pytest.raises(detect.ArchiveTooLarge, match=words):
+            detect.check_archive(path)
+
+
+def test_a_damaged_archive_is_a_clear_error(tmp_path: Path) -> None:
+    whole = zip_of({"model.py": "def predict(x):\n    return x\n"})
+    path = tmp_path / "cut.zip"
+    path.write_bytes(whole[:30] + whole[-22:])  # the end record points at nothing
+    with pytest.raises(UnknownFormat, match="damaged"):
+        detect_file(path)
+    detect.check_archive(path)  # the bounds hold; the reader says what is wrong
+
+
+def test_the_model_server_refuses_to_unpack_a_bomb(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service checks again before it unpacks onto its disk, and leaves nothing."""
+    monkeypatch.syspath_prepend(str(SERVER_DIR))
+    try:  # the server's modules, imported as the server imports them (siblings)
+        fetch = importlib.import_module("fetch")
+        monkeypatch.setattr(sys.modules["detect"], "RATIO_FLOOR", 1024 * 1024)
+        path = tmp_path / "bomb.zip"
+        path.write_bytes(spaces_zip({"model.py": 2 * 1024 * 1024}, b"def predict(x):\n"))
+        model = detect.ModelFormat(detect.PYTHON, "python", module="model.py")
+        with pytest.raises(fetch.ModelError, match="100 times their own size"):
+            fetch.unpack(path, model)
+        assert not (tmp_path / "bomb.zip.d").exists()
+    finally:
+        for name in ("fetch", "detect"):
+            sys.modules.pop(name, None)
+
+
+def test_a_tarball_is_read_once_in_its_order(tmp_path: Path) -> None:
+    """Reading a .tar.gz's members out of order decompressed it again from its start for
+    each one (100 000 modules kept the lab busy for minutes); the heads are now read in
+    one pass, and still looked at shallowest first."""
+    path = tmp_path / "code.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for n in range(300):
+            source = b"def predict(x):\n" if n in (297, 298) else b"x = 1\n"
+            info = tarfile.TarInfo("pkg/" * (n % 3) + f"m{n}.py")
+            info.size = len(source)
+            tar.addfile(info, io.BytesIO(source))
+    # m297.py is the last of the 100 top-level modules; pkg/m298.py comes after it in the
+    # archive but lies deeper.
+    assert detect_file(path).module == "m297.py"

@@ -49,9 +49,11 @@ def test_admin_member_stranger(lab: Lab) -> None:
     assert [p["name"] for p in lab.get("/api/projects", member).json()["data"]] == ["shared"]
     assert lab.get("/api/projects", stranger).json()["data"] == []
     assert lab.get("/api/projects/shared", member).status_code == 200
+    # A project one may not open answers as if it did not exist (its name stays secret).
     r = lab.get("/api/projects/shared", stranger)
-    assert r.status_code == 403 and r.json()["errors"]["type"] == "forbidden"
-    assert r.json()["errors"]["code"] == 403
+    assert r.status_code == 404 and r.json()["errors"]["type"] == "not_found"
+    absent = lab.get("/api/projects/absent", stranger).json()
+    assert r.json()["errors"]["message"] == absent["errors"]["message"].replace("absent", "shared")
     assert lab.get("/api/projects/shared").status_code == 200  # admin sees everything
 
     # Only owner or admin manage members and delete.
@@ -59,7 +61,7 @@ def test_admin_member_stranger(lab: Lab) -> None:
     assert lab.delete("/api/projects/shared", member).status_code == 403
     assert lab.get("/api/projects/shared/members", member).json()["data"] == ["member", "owner"]
     assert lab.delete("/api/auth/users/member/projects/shared", owner).status_code == 200
-    assert lab.get("/api/projects/shared", member).status_code == 403
+    assert lab.get("/api/projects/shared", member).status_code == 404
     assert lab.delete("/api/projects/shared", owner).status_code == 200
 
 
@@ -72,8 +74,8 @@ def test_project_token_opens_its_project_only(lab: Lab) -> None:
     assert token.startswith("slp_")
     assert lab.get("/api/projects/alpha", token).status_code == 200
     r = lab.get("/api/projects/beta", token)
-    assert r.status_code == 403
-    assert "does not open project 'beta'" in r.json()["errors"]["message"]
+    assert r.status_code == 404
+    assert r.json()["errors"]["message"] == "Project 'beta' was not found."
     assert [p["name"] for p in lab.get("/api/projects", token).json()["data"]] == ["alpha"]
     # A project token is not a user: it cannot mint tokens or create projects.
     assert lab.get("/api/projects/alpha/token", token).status_code == 403

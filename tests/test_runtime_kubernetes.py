@@ -22,6 +22,7 @@ import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from lightkube.codecs import from_dict
 
 from servicelab.config import Settings
 from servicelab.runtimes.base import SpecError
+from servicelab.runtimes.egress import Egress
 from servicelab.runtimes.kubernetes import KubernetesRuntime
 from servicelab.runtimes.kubernetes_api import KubeApi, load_config
 from servicelab.runtimes.kubernetes_manifests import (
@@ -152,7 +154,36 @@ def test_network_policy_admits_the_lab_and_the_project_only() -> None:
     assert lab["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "lab"
     assert project["podSelector"]["matchLabels"]["servicelab.dev/project"] == "vision"
     assert {p["port"] for p in rule["ports"]} == {8080, 9090}
-    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+
+
+def test_network_policy_egress_reaches_public_addresses_the_lab_and_dns_only() -> None:
+    manifests = instance_manifests(GPU_OPTIONS, gpu_spec(), "a1b2c3", {})
+    policy = next(m for m in manifests if m["kind"] == "NetworkPolicy")
+    peers, dns, public = policy["spec"]["egress"]
+    assert peers["to"] == policy["spec"]["ingress"][0]["from"]  # the lab and the project
+    assert dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+    assert {p["port"] for p in dns["ports"]} == {53}
+    v4, v6 = (block["ipBlock"] for block in public["to"])
+    assert v4["cidr"] == "0.0.0.0/0" and "169.254.0.0/16" in v4["except"]
+    assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8"} <= set(v4["except"])
+    assert v6["cidr"] == "::/0" and {"fc00::/7", "fe80::/10"} <= set(v6["except"])
+
+
+def test_network_policy_egress_follows_the_operators_rule() -> None:
+    egress = Egress.parse("none,10.1.2.3:5432")
+    options = replace(GPU_OPTIONS, egress=egress)
+    policy = next(
+        m
+        for m in instance_manifests(options, gpu_spec(), "a1b2c3", {})
+        if m["kind"] == "NetworkPolicy"
+    )
+    rules = policy["spec"]["egress"]
+    assert not any("0.0.0.0/0" in str(rule) for rule in rules)  # no internet
+    assert {
+        "to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}],
+        "ports": [{"protocol": "TCP", "port": 5432}],
+    } in rules
 
 
 def test_long_names_stay_dns_labels_and_apart() -> None:

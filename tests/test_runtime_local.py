@@ -284,7 +284,8 @@ async def test_a_stopped_service_leaves_no_rule_interface_or_namespace(
         assert state["interface"] in interfaces
         assert rules == rules_before  # the instance's rules live in its own namespace
         # bubblewrap's outer process stays on the host; the sandbox is its child.
-        inner = Path(f"/proc/{state['pid']}/task/{state['pid']}/children").read_text().split()
+        with open(f"/proc/{state['pid']}/task/{state['pid']}/children") as f:  # noqa: ASYNC230
+            inner = f.read().split()
         namespace = os.readlink(f"/proc/{inner[0]}/ns/net")
         assert namespace != os.readlink("/proc/self/ns/net")
 

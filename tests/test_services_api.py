@@ -91,16 +91,21 @@ def test_deploy_reach_and_lab_variables(api: httpx.Client, lab_process: LabProce
     assert running["ports"][0]["path"] == "/api/projects/demo/services/echo/8091/"
 
     env = proxied(api, "demo", "echo", "env").json()
-    assert env["LAB_ENDPOINT"] == lab_process.url
+    lab_port = lab_process.url.rsplit(":", 1)[1]
+    # A sandboxed service has a network of its own: it reaches a lab on loopback at its
+    # gateway, and listens on its own port there.
+    sandboxed = env["LAB_DATA_DIR"] == "/data"
+    at_gateway = f"http://10.213.0.1:{lab_port}"
+    assert env["LAB_ENDPOINT"] == (at_gateway if sandboxed else lab_process.url)
     assert env["LAB_PROJECT"] == "demo"
     assert env["LAB_SERVICE_PATH"] == "/api/projects/demo/services/echo/"
     assert env["LAB_SERVICE_URL"] == "/api/projects/demo/services/echo/8091/"
     # Its own origin on the lab's port; together with the path, where the UI opens it.
-    lab_port = lab_process.url.rsplit(":", 1)[1]
     assert env["LAB_SERVICE_ORIGIN"] == f"http://echo--demo.localhost:{lab_port}"
     assert running["url"] == env["LAB_SERVICE_ORIGIN"] + env["LAB_SERVICE_URL"]
     assert env["GREETING"] == "hello"
-    assert env["PORT"] != "8091"  # a free port, mapped to the route's 8091
+    # Unsandboxed: a free port of the host, mapped to the route's 8091.
+    assert (env["PORT"] == "8091") if sandboxed else (env["PORT"] != "8091")
     # The service's token opens its project, and only that one.
     token = env["LAB_API_TOKEN"]
     assert token.startswith("slp_")
@@ -115,7 +120,7 @@ def test_deploy_reach_and_lab_variables(api: httpx.Client, lab_process: LabProce
         httpx.get(
             f"{lab_process.url}/api/projects/other", headers={"Authorization": f"Bearer {token}"}
         ).status_code
-        == 403
+        == 404  # as if absent: a token learns nothing of other projects
     )
     # No service listing ever shows a token, and none is left on disk.
     listing = api.get("/api/projects/demo/services").text

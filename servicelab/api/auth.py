@@ -17,12 +17,15 @@ from sqlalchemy.orm import Session
 
 from servicelab import envelope
 from servicelab.auth import (
+    FRESH_LOGIN,
+    LOGIN_SESSION,
     MAX_TOKEN_LIFETIME,
     AuthFailed,
     Forbidden,
     Identity,
     hash_password,
     hash_secret,
+    is_fresh_login,
     issue_token,
     revoke,
     revoke_member_tokens,
@@ -41,11 +44,18 @@ from .deps import (
     db_session,
     find_project,
     header_identity,
+    project_not_found,
     refuse_cross_origin,
     require_admin,
     require_user,
 )
 from .errors import ApiError
+from .member_services import (
+    SERVICES_HELP,
+    ServicesChoice,
+    end_services,
+    revoke_left_services,
+)
 from .serializers import epoch_ms, last_activity, token_out, user_out
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
@@ -78,7 +88,8 @@ class NewToken(BaseModel):
 
 class PasswordChange(BaseModel):
     password: str
-    #: Needed when you change your own password (not when an admin changes another's).
+    #: The caller's own current password: always needed for your own; for an admin
+    #: changing another's, the admin's (or a fresh log-in session instead).
     current_password: str | None = Field(default=None, alias="currentPassword")
     model_config = {"populate_by_name": True}
 
@@ -121,9 +132,13 @@ def check_credentials(session: Session, username: str, password: str, request: R
     return from_thread.run(verify_login, request, session, username, password)
 
 
-def start_session(request: Request, response: Response, session: Session, user: User) -> dict:
+def start_session(
+    request: Request, response: Response, session: Session, user: User, name: str = LOGIN_SESSION
+) -> dict:
+    """A new session and its cookie. `name` is LOGIN_SESSION only after the password was
+    checked: such a session, while fresh, stands for the password (`is_fresh_login`)."""
     ttl = request.app.state.settings.session_ttl
-    issued = issue_token(session, "session", user_id=user.id, name="log-in", expires_in=ttl)
+    issued = issue_token(session, "session", user_id=user.id, name=name, expires_in=ttl)
     set_session_cookie(request, response, issued.secret, max_age=ttl)
     return {
         "token": issued.secret,
@@ -243,7 +258,9 @@ def refresh(
 ) -> dict:
     user = session.get(User, identity.user_id)
     assert user is not None
-    return envelope.success(start_session(request, response, session, user)["token"])
+    # Not a log-in: a refreshed session never stands for the password.
+    data = start_session(request, response, session, user, name="refreshed")
+    return envelope.success(data["token"])
 
 
 def _me(request: Request, identity: Identity, session: Session) -> dict:
@@ -281,11 +298,24 @@ def users_me(
 # -- users ------------------------------------------------------------------------------
 
 
+def _user_not_found(username: str) -> ApiError:
+    return ApiError(404, f"User {username!r} was not found.", code="not_found")
+
+
 def _find_user(session: Session, username: str) -> User:
     user = session.scalar(select(User).where(User.username == username.lower()))
     if user is None:
-        raise ApiError(404, f"User {username!r} was not found.", code="not_found")
+        raise _user_not_found(username)
     return user
+
+
+def _visible_user(session: Session, identity: Identity, username: str) -> User:
+    """The user, when the caller may see them (an admin, or the user themself). Anyone
+    else gets the answer of a user who does not exist: a 403 would tell them who does."""
+    found = _find_user(session, username)
+    if not identity.is_admin and found.id != identity.user_id:
+        raise _user_not_found(username)
+    return found
 
 
 @router.get("/users", summary="All users (admin)")
@@ -336,27 +366,29 @@ def get_user(
     identity: Identity = Depends(require_user),
     session: Session = Depends(db_session, scope="function"),
 ) -> dict:
-    found = _find_user(session, user)
-    if not identity.is_admin and found.id != identity.user_id:
-        raise Forbidden("Only an admin can look at other users.")
+    found = _visible_user(session, identity, user)
     active = last_activity(session, [found.id]).get(found.id)
     return envelope.success(user_out(found, active_at=active))
 
 
-@router.delete("/users/{user}", summary="Delete a user (admin)")
+@router.delete("/users/{user}", summary="Delete a user (admin); renew or stop their services")
 def delete_user(
     user: str,
     request: Request,
+    services: ServicesChoice = Query(default="renew", description=SERVICES_HELP),
     identity: Identity = Depends(require_admin),
     session: Session = Depends(db_session, scope="function"),
 ) -> dict:
     found = _find_user(session, user)
     if found.id == identity.user_id:
         raise ApiError(400, "You cannot delete yourself.")
+    left = revoke_left_services(session, found.username)
     session.delete(found)
-    session.flush()
+    # Committed before the services restart: their new tokens must not name the user.
+    session.commit()
     authority(request).forget()
-    return envelope.success(None, message=f"User {found.username!r} deleted.")
+    done = end_services(request, left, services, labels=True)
+    return envelope.success(None, message=f"User {found.username!r} deleted; {done}.")
 
 
 @router.get(
@@ -369,46 +401,108 @@ def user_token(
     identity: Identity = Depends(require_user),
     session: Session = Depends(db_session, scope="function"),
 ) -> dict:
-    found = _find_user(session, user)
-    if not identity.is_admin and found.id != identity.user_id:
-        raise Forbidden("You can only create tokens for yourself.")
+    found = _visible_user(session, identity, user)
     issued = issue_token(session, "user", user_id=found.id, name="api token")
     return envelope.success(issued.secret, message="Keep this token: it is shown only once.")
 
 
-def _set_membership(
-    request: Request, session: Session, identity: Identity, user: str, project: str, add: bool
-) -> dict:
-    found_user = _find_user(session, user)
-    found_project = find_project(session, project)
-    if not authority(request).can_manage(identity, found_project):
+# -- members ------------------------------------------------------------------------------
+
+
+def _managed_project(request: Request, session: Session, identity: Identity, name: str) -> Project:
+    """The project, when the caller may change its members (owner or admin). A project
+    the caller cannot even open answers as if absent (see `project_not_found`)."""
+    found = find_project(session, name)
+    if not authority(request).can_open(identity, found):
+        raise project_not_found(found.name)
+    if not authority(request).can_manage(identity, found):
         raise Forbidden("Only the project's owner or an admin can change its members.")
-    existing = session.scalar(
-        select(Membership).where(
-            Membership.user_id == found_user.id, Membership.project_id == found_project.id
-        )
+    return found
+
+
+def _membership(session: Session, user: User, project: Project) -> Membership | None:
+    return session.scalar(
+        select(Membership).where(Membership.user_id == user.id, Membership.project_id == project.id)
     )
-    if add and existing is None:
+
+
+def _add_member(
+    request: Request, session: Session, identity: Identity, user: str, project: str
+) -> dict:
+    found_project = _managed_project(request, session, identity, project)
+    found_user = _find_user(session, user)
+    if _membership(session, found_user, found_project) is None:
         session.add(Membership(user_id=found_user.id, project_id=found_project.id))
-    elif not add and existing is not None:
-        session.delete(existing)
-    revoked = 0
-    keeps_access = found_user.is_admin or found_project.owner_id == found_user.id
-    if not add and not keeps_access:
-        revoked = revoke_member_tokens(session, found_user.id, found_project.id)
     # Committed before the caches are emptied: a request in between must not cache the
     # old membership again.
     session.commit()
     authority(request).forget()
-    if add:
-        return envelope.success(
-            None, message=f"{found_user.username} added to {found_project.name}."
-        )
+    return envelope.success(None, message=f"{found_user.username} added to {found_project.name}.")
+
+
+def _remove_member(
+    request: Request,
+    session: Session,
+    identity: Identity,
+    user: str,
+    project: str,
+    services: ServicesChoice,
+) -> dict:
+    """End the membership, the project tokens the user made, and the tokens of the
+    services they deployed there, in one transaction; then renew or stop those services
+    (`member_services`). Also for a user who is no member any more: calling it again
+    ends what an earlier removal left running."""
+    found_project = _managed_project(request, session, identity, project)
+    found_user = _find_user(session, user)
+    existing = _membership(session, found_user, found_project)
+    if existing is not None:
+        session.delete(existing)
+    revoked, left = 0, []
+    if not (found_user.is_admin or found_project.owner_id == found_user.id):
+        revoked = revoke_member_tokens(session, found_user.id, found_project.id)
+        left = revoke_left_services(session, found_user.username, found_project.id)
+    session.commit()
+    authority(request).forget()
+    done = end_services(request, left, services)
     return envelope.success(
         None,
         message=f"{found_user.username} removed from {found_project.name}; "
-        f"{revoked} project token(s) they made revoked.",
+        f"{revoked} project token(s) they made revoked; {done}.",
     )
+
+
+# -- passwords ----------------------------------------------------------------------------
+
+
+def _check_presence(
+    session: Session,
+    identity: Identity,
+    found: User,
+    current_password: str | None,
+    *,
+    need_current: bool,
+) -> None:
+    """A password changes only when the caller proves to be its owner's person now: by
+    their own current password, or by a fresh log-in session (`FRESH_LOGIN`). A
+    long-lived token alone (an API token, an old or refreshed session) never suffices,
+    or a leaked script token would become the account."""
+    own = found.id == identity.user_id
+    if current_password is not None:
+        caller = found if own else session.get(User, identity.user_id)
+        if caller is None or not verify_password(caller.password_hash, current_password):
+            raise ApiError(400, "Your current password is wrong.", code="wrong_password")
+        return
+    if need_current:
+        raise ApiError(
+            400, "Send your current password as 'currentPassword'.", code="wrong_password"
+        )
+    if not is_fresh_login(session, identity):
+        minutes = int(FRESH_LOGIN.total_seconds() // 60)
+        raise Forbidden(
+            "Changing a password needs your current password ('currentPassword', PUT) or "
+            f"a session from a log-in of the last {minutes} minutes (GET /api/auth/login); "
+            "an API token or an older session alone cannot."
+        )
 
 
 def _change_password(
@@ -419,21 +513,14 @@ def _change_password(
     password: str,
     current_password: str | None,
     *,
-    need_current: bool,
+    own_needs_current: bool,
 ) -> str:
     """Set a new password, end the user's other sessions, and return a fresh session
     token (ML Lab answered this route with a new token)."""
-    found = _find_user(session, user)
-    own = found.id == identity.user_id
-    if not own and not identity.is_admin:
-        raise Forbidden("You can only change your own password (an admin can change any).")
+    found = _visible_user(session, identity, user)
     _check_password(password)
-    if (
-        own
-        and need_current
-        and not (current_password and verify_password(found.password_hash, current_password))
-    ):
-        raise ApiError(400, "Your current password is wrong.", code="wrong_password")
+    need_current = own_needs_current and found.id == identity.user_id
+    _check_presence(session, identity, found, current_password, need_current=need_current)
     found.password_hash = hash_password(password)
     sessions = session.scalars(
         select(ApiToken).where(
@@ -446,7 +533,7 @@ def _change_password(
     for token in sessions:
         revoke(session, token)
     ttl = request.app.state.settings.session_ttl
-    issued = issue_token(session, "session", user_id=found.id, name="log-in", expires_in=ttl)
+    issued = issue_token(session, "session", user_id=found.id, name=LOGIN_SESSION, expires_in=ttl)
     session.flush()
     authority(request).forget()
     return issued.secret
@@ -454,7 +541,7 @@ def _change_password(
 
 @router.get(
     "/users/{user}/password",
-    summary="Change a password (ML Lab; token in the Authorization header only)",
+    summary="Change a password (ML Lab): a fresh log-in session in the Authorization header",
 )
 def change_password_get(
     user: str,
@@ -463,11 +550,19 @@ def change_password_get(
     identity: Identity = Depends(header_identity),
     session: Session = Depends(db_session, scope="function"),
 ) -> dict:
-    secret = _change_password(request, session, identity, user, password, None, need_current=False)
+    """ML Lab's client logs in (GET /api/auth/login) and calls this with that session:
+    the route has no field for the current password, so only such a session will do."""
+    secret = _change_password(
+        request, session, identity, user, password, None, own_needs_current=False
+    )
     return envelope.success(secret, message="Password changed; other sessions ended.")
 
 
-@router.put("/users/{user}/password", summary="Change a password (yours needs the current one)")
+@router.put(
+    "/users/{user}/password",
+    summary="Change a password: yours needs the current one; an admin's needs theirs or a "
+    "fresh log-in",
+)
 def change_password(
     user: str,
     body: PasswordChange,
@@ -476,7 +571,13 @@ def change_password(
     session: Session = Depends(db_session, scope="function"),
 ) -> dict:
     secret = _change_password(
-        request, session, identity, user, body.password, body.current_password, need_current=True
+        request,
+        session,
+        identity,
+        user,
+        body.password,
+        body.current_password,
+        own_needs_current=True,
     )
     return envelope.success(secret, message="Password changed; other sessions ended.")
 
@@ -492,7 +593,7 @@ def add_member_get(
     identity: Identity = Depends(header_identity),
     session: Session = Depends(db_session, scope="function"),
 ) -> dict:
-    return _set_membership(request, session, identity, user, project, add=True)
+    return _add_member(request, session, identity, user, project)
 
 
 @router.post("/users/{user}/projects/{project}", summary="Add a user to a project")
@@ -503,18 +604,22 @@ def add_member(
     identity: Identity = Depends(require_user),
     session: Session = Depends(db_session, scope="function"),
 ) -> dict:
-    return _set_membership(request, session, identity, user, project, add=True)
+    return _add_member(request, session, identity, user, project)
 
 
-@router.delete("/users/{user}/projects/{project}", summary="Remove a user from a project")
+@router.delete(
+    "/users/{user}/projects/{project}",
+    summary="Remove a user from a project; renew or stop the services they deployed there",
+)
 def remove_member(
     user: str,
     project: str,
     request: Request,
+    services: ServicesChoice = Query(default="renew", description=SERVICES_HELP),
     identity: Identity = Depends(require_user),
     session: Session = Depends(db_session, scope="function"),
 ) -> dict:
-    return _set_membership(request, session, identity, user, project, add=False)
+    return _remove_member(request, session, identity, user, project, services)
 
 
 # -- API tokens -------------------------------------------------------------------------
@@ -559,7 +664,7 @@ def create_token(
             raise ApiError(400, "A project token needs 'project'.")
         project = find_project(session, body.project)
         if not authority(request).can_open(identity, project):
-            raise Forbidden(f"You cannot open project {project.name!r}.")
+            raise project_not_found(project.name)
         project_id, project_name = project.id, project.name
     issued = issue_token(
         session,

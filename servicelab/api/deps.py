@@ -103,14 +103,20 @@ def require_admin(identity: Identity = Depends(current_identity)) -> Identity:
     return identity
 
 
+def project_not_found(name: str) -> ApiError:
+    """The one answer for a project that does not exist and for one the caller may not
+    open: a 403 for the second would tell anyone which project names exist."""
+    return ApiError(404, f"Project {name!r} was not found.", code="not_found")
+
+
 def find_project(session: Session, name: str) -> Project:
     try:
         normalized = normalize_name(name, what="project name")
     except InvalidName as exc:
-        raise ApiError(404, f"Project {name!r} was not found.", code="not_found") from exc
+        raise project_not_found(name) from exc
     project = session.scalar(select(Project).where(Project.name == normalized))
     if project is None:
-        raise ApiError(404, f"Project {normalized!r} was not found.", code="not_found")
+        raise project_not_found(normalized)
     return project
 
 
@@ -135,7 +141,7 @@ def project_context(
 ) -> ProjectContext:
     found = find_project(session, project)
     if not authority(request).can_open(identity, found):
-        raise Forbidden(f"Your token does not open project {found.name!r}.")
+        raise project_not_found(found.name)
     return ProjectContext(found, identity, session)
 
 

@@ -25,7 +25,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
 from servicelab import envelope
-from servicelab.auth import Forbidden, Identity
+from servicelab.auth import Identity
 from servicelab.code_source import DATA_KEY
 from servicelab.errors import problem
 from servicelab.files import (
@@ -91,8 +91,8 @@ def file_project(
     ref = authority(request).project(name)
     if ref is None:
         raise ApiError(404, f"Project {name!r} was not found.", code="not_found")
-    if not authority(request).can_open(identity, ref):
-        raise Forbidden(f"Your token does not open project {name!r}.")
+    if not authority(request).can_open(identity, ref):  # as if absent: names stay secret
+        raise ApiError(404, f"Project {name!r} was not found.", code="not_found")
     return ref.name
 
 
@@ -400,8 +400,9 @@ class _QuotaLeft:
     def message(self, project: str) -> str:
         return (
             f"Project {project!r} has a storage quota of {self.quota} bytes and uses "
-            f"{self.used}: this upload does not fit. Delete files (or old versions) first, "
-            "or ask an admin to raise SERVICELAB_PROJECT_QUOTA."
+            f"{self.used}, which leaves {max(0, self.left)}: this upload does not fit. "
+            "Delete files (or old versions) first, or ask an admin to raise "
+            "SERVICELAB_PROJECT_QUOTA."
         )
 
 
@@ -415,7 +416,7 @@ async def _quota_left(
     with _store_errors():
         left = _QuotaLeft(quota, await store.usage(project))
     if announced is not None and announced > left.left:
-        raise ApiError(507, left.message(project), code="insufficient_storage")
+        raise ApiError(413, left.message(project), code="quota_exceeded")
     return left
 
 

@@ -14,6 +14,7 @@ from rich.console import Console
 from servicelab.config import Settings
 from servicelab.services.leader import AnotherLabRunning
 
+from .lab_server import LabServer
 from .log_output import write_access_log
 from .redaction import RedactSecrets
 from .workers import is_worker, reuse_port_socket, run_workers
@@ -174,9 +175,16 @@ def serve(
         # A proxied response keeps its service's Date: servicelab.proxy.dates.
         date_header=False,
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=settings.keep_alive_timeout,
     )
     redact_log_handlers()
+    # A deadline for a request's headers, which uvicorn lacks (lab_server.py).
+    server = LabServer(
+        config,
+        header_timeout=settings.header_timeout,
+        max_waiting=settings.max_waiting_connections,
+    )
     if is_worker():
-        uvicorn.Server(config).run(sockets=[reuse_port_socket(settings.host, settings.port)])
+        server.run(sockets=[reuse_port_socket(settings.host, settings.port)])
     else:
-        uvicorn.Server(config).run()
+        server.run()

@@ -30,6 +30,7 @@ from servicelab.credentials import COOKIE_NAME
 from servicelab.envelope import error_bytes
 from servicelab.proxy.headers import _FORGEABLE, _TRUSTED_FORWARDED
 from servicelab.proxy.headers import FORGEABLE_PREFIXES as HEADER_PREFIXES
+from servicelab.proxy.nginx_worker import Worker, make_run_folder, run_folder
 from servicelab.proxy.origins import SECURE_SERVICE_COOKIE, SERVICE_COOKIE
 from servicelab.runtimes.base import Address
 
@@ -47,9 +48,17 @@ LAB_COOKIES = (COOKIE_NAME, SERVICE_COOKIE, SECURE_SERVICE_COOKIE)
 
 @dataclass(frozen=True)
 class NginxLayout:
-    """Where the plane keeps its files: `<data_dir>/nginx`, private to the lab's user."""
+    """Where the plane keeps its files: `<data_dir>/nginx`, private to the lab's user;
+    with a `worker` user (the lab is root), the socket and temporary folders, which the
+    workers must reach, in a run folder of their own (`nginx_worker`)."""
 
     root: Path
+    worker: Worker | None = None
+
+    @property
+    def run(self) -> Path:
+        """The folder of the socket and of `tmp/`."""
+        return run_folder(self.root) if self.worker else self.root
 
     @property
     def conf(self) -> Path:
@@ -69,14 +78,20 @@ class NginxLayout:
 
     @property
     def socket(self) -> Path:
-        """The lab listens here; only nginx (the same user) can connect."""
-        return self.root / "lab.sock"
+        """The lab listens here; only nginx (its workers' user, or the lab's) can connect."""
+        return self.run / "lab.sock"
+
+    @property
+    def tmp(self) -> Path:
+        return self.run / "tmp"
 
     def make(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o700)
-        for sub in ("tmp",):
-            (self.root / sub).mkdir(exist_ok=True)
+        if self.worker:
+            make_run_folder(self.run, self.worker)
+        else:
+            self.tmp.mkdir(exist_ok=True)
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,8 @@ class PlaneSettings:
     connect_timeout: float = 10.0
     trust_forwarded: bool = False
     workers: int = 0  # 0: one per core
+    #: Seconds a client may take to send a request's headers (`client_header_timeout`).
+    header_timeout: float = 0
 
 
 def upstream_name(address: Address) -> str:
@@ -259,11 +276,19 @@ def _timeout(seconds: float) -> str:
     return f"{int(seconds * 1000)}ms" if seconds > 0 else "365d"
 
 
+def _user_directive(worker: Worker | None) -> str:
+    """Workers as the unprivileged `worker`; as root only where the operator asked for it
+    (`SERVICELAB_NGINX_USER=root`); else nginx cannot switch and says nothing."""
+    if worker is not None:
+        return f"user {worker.user} {worker.group};\n"
+    return "user root;\n" if os.geteuid() == 0 else ""
+
+
 def nginx_conf(settings: PlaneSettings, layout: NginxLayout) -> str:
     s = settings
     listen = f"[{s.host}]:{s.port}" if ":" in s.host else f"{s.host}:{s.port}"
-    tmp = layout.root / "tmp"
-    user = "user root;\n" if os.geteuid() == 0 else ""
+    tmp = layout.tmp
+    user = _user_directive(layout.worker)
     if s.trust_forwarded:
         fwd_for = "$proxy_add_x_forwarded_for"
         fwd_proto = "$sl_fwd_proto"
@@ -303,6 +328,7 @@ http {{
   uwsgi_temp_path {tmp}/uwsgi;
   scgi_temp_path {tmp}/scgi;
   client_max_body_size 0;
+  client_header_timeout {_timeout(s.header_timeout)};
   keepalive_requests 1000000;
   keepalive_timeout 75s;
   proxy_buffering off;

@@ -11,12 +11,14 @@ from servicelab.proxy.app import ProxyApp
 from servicelab.proxy.nginx_auth import NginxAuthApp
 from servicelab.proxy.nginx_conf import NginxLayout, PlaneSettings
 from servicelab.proxy.nginx_plane import NginxPlane, load_key
+from servicelab.proxy.nginx_worker import worker_user
 from servicelab.runtimes.base import Address
 from servicelab.services import ServiceManager
 
 
 def layout_for(settings: Settings) -> NginxLayout:
-    return NginxLayout(Path(settings.data_dir).resolve() / "nginx")
+    root = Path(settings.data_dir).resolve() / "nginx"
+    return NginxLayout(root, worker_user(settings.nginx_user))
 
 
 def lab_socket(settings: Settings) -> Path:
@@ -44,6 +46,7 @@ def attach_nginx(
             read_timeout=settings.proxy_read_timeout,
             connect_timeout=settings.proxy_connect_timeout,
             trust_forwarded=settings.trust_proxy_headers,
+            header_timeout=settings.header_timeout,
         ),
         layout,
         addresses,

@@ -15,7 +15,11 @@ What a service gets, following ML Lab's rules for service images:
 - for code services from a local folder, a copy of that folder at `/workspace/code` in
   the runtime image (`docker_code`), owned by root;
 - for code services, a hardened container (`docker_hardening`): an unprivileged user, a
-  read-only root file system, no capabilities; no-new-privileges for every service;
+  read-only root file system, no capabilities; for image services no capabilities but
+  the few that let an image's root start-up hand over to its own user; no-new-privileges
+  for every service;
+- its spec's memory and CPU limits, else the lab's defaults, and the lab's process limit
+  (`limits`: `pids_limit`, `mem_limit`, `nano_cpus`);
 - its image's `HEALTHCHECK`, run by the engine, or by this runtime where the engine does
   not (Podman without systemd); the runtime image's asks the path the lab's probe would
   (`_HEALTH_PATH`).
@@ -69,6 +73,7 @@ from servicelab.runtimes.docker_rules import (
 )
 from servicelab.runtimes.docker_status import ContainerStatus
 from servicelab.runtimes.docker_usage import container_usage
+from servicelab.runtimes.limits import Limits, effective_resources
 from servicelab.runtimes.usage import Usage
 from servicelab.spec import PULL_POLICIES, Resources, ServiceSpec
 
@@ -102,6 +107,7 @@ class DockerRuntime(Runtime):
         client: docker.DockerClient | None = None,
         api_timeout: float = 60.0,
         run_health_checks: bool | None = None,
+        limits: Limits | None = None,
     ) -> None:
         """
         instance_id: the value of the `servicelab.instance` label, telling this lab's
@@ -118,7 +124,9 @@ class DockerRuntime(Runtime):
             default one from the environment (`DOCKER_HOST`...), made on first use.
         run_health_checks: True: run every HEALTHCHECK ourselves; False: never; None:
             only where the engine does not (Podman).
+        limits: the lab's default limits (by default `Limits()`'s).
         """
+        self.limits = limits or Limits()
         self.instance_id = instance_id
         self.lab_in_container = lab_in_container
         self.publish_host = publish_host
@@ -250,7 +258,7 @@ class DockerRuntime(Runtime):
         }
         if not self.lab_in_container:
             kwargs["ports"] = {f"{p}/tcp": (self.publish_host, None) for p in spec.ports}
-        kwargs.update(resource_options(spec.resources))
+        kwargs.update(await self._resource_options(spec))
         if spec.code:
             # The lab's start period and retries for the runtime image's own check.
             image_attrs = await self.engine.call(client.api.inspect_image, image)
@@ -294,6 +302,14 @@ class DockerRuntime(Runtime):
                     await self.engine.call(container.remove, v=True, force=True)
                 raise start_error(exc, spec) from exc
         return container_handle(container.attrs)
+
+    async def _resource_options(self, spec: ServiceSpec) -> dict[str, Any]:
+        """The spec's limits, else the lab's defaults (`limits.py`), and the lab's process
+        limit. A CPU default is capped at the engine's CPUs, which the engine enforces."""
+        capped = not spec.resources.cpus and self.limits.cpus
+        engine_cpus = await self.engine.cpus() if capped else 0
+        resources = effective_resources(spec.resources, self.limits, engine_cpus=engine_cpus)
+        return resource_options(resources, pids=self.limits.pids)
 
     async def _ensure_volume(self, spec: ServiceSpec) -> str:
         client = await self.engine.client()
@@ -441,9 +457,11 @@ def container_handle(attrs: dict[str, Any]) -> Handle:
     }
 
 
-def resource_options(resources: Resources) -> dict[str, Any]:
-    """`containers.create` options for a spec's CPU, memory and GPU limits."""
+def resource_options(resources: Resources, *, pids: int | None = None) -> dict[str, Any]:
+    """`containers.create` options for CPU, memory, GPU and process limits."""
     options: dict[str, Any] = {}
+    if pids:
+        options["pids_limit"] = pids
     if resources.cpus:
         options["nano_cpus"] = int(resources.cpus * 1e9)
     if resources.memory:

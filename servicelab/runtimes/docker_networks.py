@@ -1,5 +1,7 @@
 """One network per project, so that the services of a project can call each other.
 
+Its bridge is named `slb<hash>`, so that the egress rules (`docker_egress`) cover it.
+
 Made on first use and removed with the project's last container: a Docker engine has
 room for only a few dozen bridge networks. When the lab itself runs in a container, it
 joins each project network to reach the services by name.
@@ -12,6 +14,7 @@ import asyncio
 import docker.errors
 
 from servicelab.runtimes.base import RuntimeError_
+from servicelab.runtimes.docker_egress import bridge_name
 from servicelab.runtimes.docker_engine import DockerEngine
 from servicelab.runtimes.docker_rules import explain
 
@@ -57,6 +60,8 @@ class ProjectNetworks:
                     driver="bridge",
                     labels=labels,
                     check_duplicate=True,
+                    # A bridge name the egress rules know (docker_egress).
+                    options={"com.docker.network.bridge.name": bridge_name(name)},
                 )
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:  # 409: made by someone else just now

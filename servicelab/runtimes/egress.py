@@ -20,6 +20,22 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+#: Destinations no service reaches unless an operator allows them.
+BLOCKED_V4 = (
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+)
+BLOCKED_V6 = ("::1/128", "::ffff:0:0/96", "64:ff9b::/96", "fc00::/7", "fe80::/10", "ff00::/8")
+
 
 @dataclass(frozen=True)
 class Allowed:

@@ -42,6 +42,7 @@ from servicelab.runtimes.base import (
     RuntimeStatus,
     SpecError,
 )
+from servicelab.runtimes.egress import Egress
 from servicelab.runtimes.kubernetes_api import KubeApi, load_config, own_namespace
 from servicelab.runtimes.kubernetes_logs import instance_logs
 from servicelab.runtimes.kubernetes_manifests import (
@@ -64,6 +65,7 @@ from servicelab.runtimes.kubernetes_manifests import (
     secret_name,
 )
 from servicelab.runtimes.kubernetes_status import instance_status
+from servicelab.runtimes.limits import Limits
 from servicelab.spec import Phase, ServiceSpec
 
 #: `address()` runs for each proxied request: what it saw stays good this long.
@@ -110,6 +112,8 @@ class KubernetesRuntime(Runtime):
             tolerations=list(settings.kubernetes_tolerations),
             storage_class=settings.kubernetes_storage_class,
             data_size=settings.kubernetes_data_size,
+            limits=Limits.from_settings(settings),
+            egress=Egress.parse(settings.service_egress),
         )
         return cls(options, KubeApi(config))
 

@@ -8,7 +8,11 @@ One *instance* (what `Runtime.start` returns a handle for) is a revision of a se
   (`maxUnavailable: 0`: old pods stay until new ones are ready);
 - one ClusterIP Service `<instance>-<port>` per port: where the lab's proxy reaches it;
 - a NetworkPolicy `<instance>`: only the lab's pods and the pods of the same project may
-  connect, on the service's ports; other projects are kept out.
+  connect, on the service's ports; other projects are kept out. Its egress half says
+  where the pods' own connections may go, as `SERVICELAB_SERVICE_EGRESS` does on every
+  runtime (`egress.py`): the lab's pods, the cluster's DNS, the same project's pods, what
+  the operator allows and (egress `internet`) public addresses, never private or
+  link-local ranges (where the cluster's network plugin enforces NetworkPolicies).
 
 The service's `/data` is a PersistentVolumeClaim `<service>-data` shared by its
 instances and kept when they stop, until `delete_data` (a delete with purge).
@@ -29,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from servicelab.runtimes.base import DATA_DIR_ENV
+from servicelab.runtimes.egress import BLOCKED_V4, BLOCKED_V6, Egress
+from servicelab.runtimes.limits import Limits, effective_resources
 from servicelab.runtimes.runtime_image import SERVICE_HOME, SERVICE_UID
 from servicelab.spec import ServiceSpec
 
@@ -71,6 +77,11 @@ class ClusterOptions:
     tolerations: list[dict[str, Any]] = field(default_factory=list)
     storage_class: str = ""
     data_size: str = "1Gi"
+    #: The lab's default memory and CPU limits (its process limit is the kubelet's
+    #: `podPidsLimit`, the cluster operator's: a pod spec has no field for it).
+    limits: Limits = Limits()
+    #: Where the pods' own connections may go (SERVICELAB_SERVICE_EGRESS).
+    egress: Egress = Egress()
 
     def namespace_of(self, project: str) -> str:
         if self.namespace_per_project:
@@ -214,9 +225,13 @@ def probes(spec: ServiceSpec) -> dict[str, Any]:
     }
 
 
-def container_resources(spec: ServiceSpec) -> dict[str, Any]:
-    """Requests equal to limits (a guaranteed pod: it gets what it asks, no more)."""
-    r = spec.resources
+def container_resources(spec: ServiceSpec, defaults: Limits | None = None) -> dict[str, Any]:
+    """What the spec asks for is requested and limited alike (it gets what it asks, no
+    more); the lab's defaults (`limits.py`) are limits only, requested as 0: a ceiling
+    for a runaway service, not a reservation that would keep small services off a node
+    (without a request, Kubernetes would request the limit)."""
+    asked = spec.resources
+    r = effective_resources(asked, defaults or Limits())
     limits: dict[str, str] = {}
     if r.cpus:
         limits["cpu"] = f"{max(1, round(r.cpus * 1000))}m"
@@ -226,7 +241,12 @@ def container_resources(spec: ServiceSpec) -> dict[str, Any]:
         limits["nvidia.com/gpu"] = str(int(r.gpus))
     if not limits:
         return {}
-    return {"requests": dict(limits), "limits": limits}
+    requests = dict(limits)
+    if not asked.cpus and "cpu" in requests:
+        requests["cpu"] = "0"
+    if not asked.memory and "memory" in requests:
+        requests["memory"] = "0"
+    return {"requests": requests, "limits": limits}
 
 
 def deployment(options: ClusterOptions, spec: ServiceSpec, revision: str) -> Manifest:
@@ -242,7 +262,7 @@ def deployment(options: ClusterOptions, spec: ServiceSpec, revision: str) -> Man
         "securityContext": {"allowPrivilegeEscalation": False},
         **probes(spec),
     }
-    resources = container_resources(spec)
+    resources = container_resources(spec, options.limits)
     if resources:
         container["resources"] = resources
     pod: dict[str, Any] = {
@@ -351,12 +371,39 @@ def network_policy(options: ClusterOptions, spec: ServiceSpec, revision: str) ->
         "metadata": _metadata(name, options.namespace_of(spec.project), labels, spec),
         "spec": {
             "podSelector": {"matchLabels": dict(labels)},
-            "policyTypes": ["Ingress"],
+            "policyTypes": ["Ingress", "Egress"],
             "ingress": [
                 {"from": peers, "ports": [{"protocol": "TCP", "port": p} for p in spec.ports]}
             ],
+            "egress": egress_rules(options.egress, peers),
         },
     }
+
+
+#: The cluster's DNS, as kubeadm, k3s and kind label it.
+CLUSTER_DNS = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+}
+
+
+def egress_rules(egress: Egress, peers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The lab's and the project's pods, DNS, the allowed, then (with `internet`) every
+    public address: `0.0.0.0/0` and `::/0` less the blocked ranges."""
+    dns_ports = [{"protocol": proto, "port": 53} for proto in ("UDP", "TCP")]
+    rules: list[dict[str, Any]] = [{"to": peers}, {"to": [CLUSTER_DNS], "ports": dns_ports}]
+    for allowed in egress.allow:
+        rule: dict[str, Any] = {"to": [{"ipBlock": {"cidr": allowed.cidr}}]}
+        if allowed.port:
+            rule["ports"] = [{"protocol": "TCP", "port": allowed.port}]
+        rules.append(rule)
+    if egress.internet:
+        public = [
+            {"ipBlock": {"cidr": "0.0.0.0/0", "except": list(BLOCKED_V4)}},
+            {"ipBlock": {"cidr": "::/0", "except": list(BLOCKED_V6)}},
+        ]
+        rules.append({"to": public})
+    return rules
 
 
 def namespace(options: ClusterOptions, project: str) -> Manifest:

@@ -48,6 +48,7 @@ from servicelab.runtimes.base import (
     SpecError,
     Usage,
 )
+from servicelab.runtimes.limits import Limits, effective_resources
 from servicelab.runtimes.local_launch import (
     EXECUTOR_PATH,
     SAFE_KEY,
@@ -76,7 +77,7 @@ from servicelab.runtimes.local_state import (
     state_file,
     status_of,
 )
-from servicelab.runtimes.sandbox_net import allow_own_ports, forget_own_ports
+from servicelab.runtimes.sandbox_net import ServiceNetwork
 from servicelab.runtimes.sandbox_select import sandbox_note, sandbox_support
 from servicelab.runtimes.supervisor import LAUNCHER_ENV, write_json_atomic
 from servicelab.runtimes.usage import process_group_usage
@@ -120,14 +121,20 @@ class LocalRuntime(Runtime):
         uv_cache_dir: Path | None = None,
         log_max_bytes: int = 5 * 1024 * 1024,
         sandbox: str = "auto",
+        limits: Limits | None = None,
+        network: ServiceNetwork | None = None,
     ) -> None:
         self.root = Path(root)
         self.instance_id = instance_id
         self.host = host
         self.uv_cache_dir = uv_cache_dir
         self.log_max_bytes = log_max_bytes
+        #: The lab's default limits, enforced in the sandbox (cgroups, RLIMIT_NPROC).
+        self.limits = limits or Limits()
         #: "auto": sandbox when possible; "required": fail without; "off": never.
-        self.sandbox = sandbox_support(sandbox, EXECUTOR_PATH)
+        #: What sandboxed services' networks are made of (SERVICELAB_SERVICE_NETWORK...).
+        self.network = network or ServiceNetwork()
+        self.sandbox = sandbox_support(sandbox, EXECUTOR_PATH, self.network)
         #: Supervisors started by this object, reaped when they end (else: zombies).
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -157,6 +164,7 @@ class LocalRuntime(Runtime):
         if not spec.code:
             raise SpecError(f"Service {spec.name!r} has no code to run on the local runtime.")
         check_key(spec.key)
+        spec = replace(spec, resources=effective_resources(spec.resources, self.limits))
         try:
             return await asyncio.to_thread(self._start, spec, env)
         except OSError as exc:  # the contract's errors only, with a message for users
@@ -180,15 +188,20 @@ class LocalRuntime(Runtime):
 
         port = service_port(spec.env | env)
         spec_ports = list(dict.fromkeys([*spec.ports, port]))
-        ports = {str(p): free_port(self.host) for p in spec_ports}
-        proc_env = base_env(env, ports, str(port))
         if self.sandbox.tools is not None:
+            # In a network of its own, a service listens on the ports it asked for.
+            ports = {str(p): p for p in spec_ports}
+            if "LAB_ENDPOINT" in env:
+                env = env | {"LAB_ENDPOINT": self.network.lab_endpoint(env["LAB_ENDPOINT"])}
+            proc_env = base_env(env, ports, str(port))
             launch = sandboxed_launch(
                 self.sandbox.tools, spec, proc_env, code, service_dir, instance_dir
             )
-            if launch.uid is not None:
-                allow_own_ports(launch.uid, ports.values())
+            launch.max_processes = self.limits.pids or 0
+            launch.network = self.network.instance_config(proc_env.get("LAB_ENDPOINT"))
         else:
+            ports = {str(p): free_port(self.host) for p in spec_ports}
+            proc_env = base_env(env, ports, str(port))
             launch = plain_launch(proc_env, code, service_dir, self.uv_cache_dir)
 
         handle: Handle = {
@@ -271,8 +284,11 @@ class LocalRuntime(Runtime):
         real = (handle.get("ports") or {}).get(str(port))
         if real is None:
             return None
-        running = await asyncio.to_thread(self._is_running, handle)
-        return Address(self.host, int(real)) if running else None
+        state = await asyncio.to_thread(read_json, state_file(handle))
+        if state is None or not _running(state):
+            return None
+        # A sandboxed instance is at the address of its own network (see sandbox_netns).
+        return Address(str(state.get("address") or self.host), int(real))
 
     async def usage(self, handle: Handle) -> Usage | None:
         state = read_json(state_file(handle))
@@ -281,12 +297,7 @@ class LocalRuntime(Runtime):
         return await asyncio.to_thread(process_group_usage, int(state["pid"]))
 
     def _is_running(self, handle: Handle) -> bool:
-        state = read_json(state_file(handle))
-        return bool(
-            state
-            and state.get("status") in ("running", "stopping")
-            and alive(state.get("pid"), state.get("pid_start"))
-        )
+        return _running(read_json(state_file(handle)))
 
     # -- logs ------------------------------------------------------------------------
 
@@ -335,9 +346,6 @@ class LocalRuntime(Runtime):
 
     async def stop(self, handle: Handle, *, timeout: float = 10.0) -> None:
         await self._end(handle, timeout)
-        uid, ports = handle.get("uid"), (handle.get("ports") or {}).values()
-        if isinstance(uid, int) and ports:
-            await asyncio.to_thread(forget_own_ports, uid, ports)
 
     async def _end(self, handle: Handle, timeout: float) -> None:
         state_path = state_file(handle)
@@ -399,3 +407,11 @@ class LocalRuntime(Runtime):
         for pid, proc in list(self._children.items()):
             if proc.poll() is not None:
                 del self._children[pid]
+
+
+def _running(state: dict[str, Any] | None) -> bool:
+    return bool(
+        state
+        and state.get("status") in ("running", "stopping")
+        and alive(state.get("pid"), state.get("pid_start"))
+    )

@@ -101,6 +101,10 @@ class Launch:
     uid: int | None = None
     #: bubblewrap's seccomp program (see sandbox_seccomp), for sandboxed steps.
     seccomp: bytes | None = None
+    #: The sandbox's network (sandbox_net.ServiceNetwork.instance_config).
+    network: dict | None = None
+    #: RLIMIT_NPROC of a sandboxed instance (its uid is its own); 0: none.
+    max_processes: int = MAX_PROCESSES
 
     def config(self) -> dict:
         return {
@@ -108,10 +112,11 @@ class Launch:
             "cwd": self.cwd,
             "sandboxed": self.sandboxed,
             "seccomp": base64.b64encode(self.seccomp).decode() if self.seccomp else None,
+            "network": self.network,
             "pass_fds": self.pass_fds,
             "cgroups": self.cgroups,
             "cgroup_memory": self.cgroup_memory,
-            "max_processes": MAX_PROCESSES if self.sandboxed else 0,
+            "max_processes": self.max_processes if self.sandboxed else 0,
         }
 
 
@@ -156,8 +161,9 @@ def base_env(env: dict[str, str], ports: dict[str, int], port: str) -> dict[str,
     base["PYTHONUNBUFFERED"] = "1"  # log lines appear when written, not at exit
     result = base | env
     result["PORT"] = str(ports[port])
-    # Where to listen: loopback, where the proxy reaches local services (sandboxed ones
-    # share the host's network); containers listen on every address of their own.
+    # Where to listen: loopback, where the proxy reaches unsandboxed local services (a
+    # sandboxed one is reached on loopback of its own network too, see sandbox_netns);
+    # containers listen on every address of their own.
     result.setdefault("HOST", "127.0.0.1")
     for spec_port, real in ports.items():
         result[f"PORT_{spec_port}"] = str(real)

@@ -1,12 +1,14 @@
 """CPU and memory limits of a sandboxed local service, through the kernel's cgroups.
 
-With `resources.memory` or `resources.cpus` set, each instance gets a cgroup of its own
+With `resources.memory` or `resources.cpus` set (the spec's own, else the lab's defaults:
+`limits.py`; `LocalRuntime.start` fills them in), each instance gets a cgroup of its own
 (`servicelab/<key>.<instance>`) on cgroup v2 (`memory.max`, `memory.swap.max`,
 `cpu.max`) or, on a machine still on v1, in the v1 `memory` and `cpu` hierarchies
 (`memory.limit_in_bytes`, `cpu.cfs_quota_us`). The supervisor puts the sandbox into it
 before it runs anything, reads the OOM-kill count when it ends, and removes it.
 Where neither is writable, `limits_note()` says so and the limits are not enforced.
-The number of processes is bounded for every service by RLIMIT_NPROC (its uid is its own).
+The number of processes is bounded for every service by RLIMIT_NPROC (its uid is its own),
+set to the lab's process limit (`SERVICELAB_DEFAULT_PIDS`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from servicelab.runtimes.limits import DEFAULT_PIDS
 from servicelab.runtimes.supervisor import oom_kills, remove_cgroups
 from servicelab.spec import Resources
 
@@ -24,8 +27,8 @@ __all__ = ["Cgroups", "limits_note", "make_cgroups", "oom_kills", "remove_cgroup
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 GROUP = "servicelab"
 CPU_PERIOD_US = 100_000
-#: Processes (threads count too) one service may have.
-MAX_PROCESSES = 4096
+#: Processes (threads count too) one service may have, unless the lab says otherwise.
+MAX_PROCESSES = DEFAULT_PIDS
 
 
 @dataclass

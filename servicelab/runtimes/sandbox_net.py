@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from servicelab.runtimes.egress import Egress
+from servicelab.runtimes.egress import BLOCKED_V4, Egress
 
 #: Ports unsandboxed local services listen on, on the host (below Linux's ephemeral range).
 SERVICE_PORTS = (20000, 29999)
@@ -76,17 +77,70 @@ class ServiceNetwork:
 
     def instance_config(self, lab_endpoint: str | None) -> dict[str, Any]:
         """The `network` part of a supervisor's config (see sandbox_netns)."""
-        parts = urlsplit(lab_endpoint or "")
-        at_gateway = parts.hostname == self.gateway and parts.port is not None
+        lab = lab_targets(lab_endpoint or "", self.gateway)
+        for address, port in lab:
+            if address != self.gateway and address in host_addresses():
+                allow_lab_on_host(address, port)
         return {
             "setup": str(SETUP_PATH),
             "network": self.network,
             "gateway": self.gateway,
-            "lab_port": parts.port if at_gateway else 0,
+            "lab": lab,
             "nameservers": nameservers()[0],
             "internet": self.egress.internet,
+            "blocked": [*BLOCKED_V4, *connected_networks(self.network)],
             "allow": [a.to_dict() for a in self.egress.allow if ":" not in a.cidr],
         }
+
+
+def lab_targets(endpoint: str, gateway: str) -> list[tuple[str, int]]:
+    """Where a service reaches the lab's API: (IPv4 address, port) pairs of LAB_ENDPOINT,
+    which may be a public name of the lab (a front proxy on the host, a load balancer)."""
+    parts = urlsplit(endpoint)
+    if not parts.hostname:
+        return []
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if parts.hostname == gateway:
+        return [(gateway, port)]
+    try:
+        found = socket.getaddrinfo(parts.hostname, port, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return []
+    return sorted({(str(info[4][0]), port) for info in found})
+
+
+def _ip(*args: str) -> list[str]:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, check=False, timeout=30)
+    return done.stdout.splitlines()
+
+
+def host_addresses() -> set[str]:
+    return {line.split()[3].split("/")[0] for line in _ip("-4", "-o", "address", "show")}
+
+
+def connected_networks(service_network: str) -> list[str]:
+    """The networks the host is directly on (the kernel's routes for its own addresses,
+    whatever their range: its LAN may be in no private range): no service's to reach."""
+    networks = []
+    for line in _ip("-4", "route", "show", "scope", "link", "proto", "kernel"):
+        network = line.split()[0]
+        if network != service_network and "/" in network:
+            networks.append(network)
+    return networks
+
+
+_allowed_on_host: set[tuple[str, int]] = set()
+
+
+def allow_lab_on_host(address: str, port: int) -> None:
+    """Let services reach the lab's API at one of the host's own addresses (a front proxy
+    there): one rule per address and port, not per service."""
+    if (address, port) in _allowed_on_host:
+        return
+    rule = [INPUT_CHAIN, "-d", f"{address}/32", "-p", "tcp", "--dport", str(port), "-j", "ACCEPT"]
+    if _run("-C", *rule).returncode != 0:
+        _run("-I", INPUT_CHAIN, "1", *rule[1:])
+    _allowed_on_host.add((address, port))
 
 
 def nameservers() -> tuple[list[str], str]:

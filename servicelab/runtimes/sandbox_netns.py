@@ -15,9 +15,12 @@ The namespace, seen from inside:
   and a route to the gateway (the network's first address) that every namespace shares;
 - TCP that arrives on `eth0` is sent on to 127.0.0.1 inside (DNAT), so that a service
   that listens on loopback is reached as well as one that listens on every address;
-- new connections may leave only to the lab's own port on the gateway, the name servers
-  (port 53), what the operator allows, and (egress `internet`) public addresses: never
-  to loopback of the host, private, shared, link-local, multicast or reserved ranges.
+- new connections may leave only to the lab's API (its port on the gateway, or where
+  LAB_ENDPOINT names it), the name servers (port 53), what the operator allows, and
+  (egress `internet`) public addresses: never to the gateway's other ports, loopback of
+  the host, private, shared, link-local, multicast or reserved ranges, or the networks
+  of the host's own uplink;
+- no IPv6 beyond its own loopback: no link-local address on either end of the pair.
 
 The rules live in the service's own namespace, which it cannot change (it has no
 capability there), and die with it: a stopped or killed sandbox leaves no rule,
@@ -42,26 +45,6 @@ from typing import Any
 #: Host interfaces are named `slv<N>`: the name is the claim on address N of the network.
 INTERFACE_PREFIX = "slv"
 CLONE_NEWNET = 0x40000000
-
-#: Destinations no service reaches unless an operator allows them (IPv4; the namespace
-#: has no IPv6 address or route beyond its own loopback).
-BLOCKED = (
-    "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.0.0.0/24",
-    "192.168.0.0/16",
-    "198.18.0.0/15",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
-)
-
-
-def gateway_of(network: str) -> str:
-    return str(ipaddress.ip_network(network)[1])
 
 
 def _run(argv: list[str], stdin: str | None = None) -> None:
@@ -93,9 +76,13 @@ def _claim(pid: int, network: ipaddress.IPv4Network) -> tuple[str, ipaddress.IPv
     raise RuntimeError(f"no free address in {network} for the service's network")
 
 
-def _write(path: str, value: str) -> None:
-    with open(path, "w") as f:
-        f.write(value)
+def _write(path: str, value: str, *, missing_ok: bool = False) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except FileNotFoundError:
+        if not missing_ok:  # a kernel without IPv6 has nothing to turn off
+            raise
 
 
 def _enter(fd: int) -> None:
@@ -107,22 +94,25 @@ def _enter(fd: int) -> None:
 def rules(config: dict[str, Any]) -> str:
     """The namespace's iptables-restore input (see the module's docstring)."""
     gateway = config["gateway"]
+    reject = "-j REJECT --reject-with icmp-net-prohibited"
     out = [
         "-A OUTPUT -o lo -j ACCEPT",
         "-A OUTPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
-        f"-A OUTPUT -d {gateway}/32 -p tcp --dport {int(config['lab_port'])} -j ACCEPT",
     ]
+    for address, port in config.get("lab", []):  # the lab's API, where it is reached
+        out.append(f"-A OUTPUT -d {address}/32 -p tcp --dport {int(port)} -j ACCEPT")
     for server in config.get("nameservers", []):
         out += [
             f"-A OUTPUT -d {server}/32 -p {proto} --dport 53 -j ACCEPT" for proto in ("udp", "tcp")
         ]
+    # Before what an operator allows: the host sends every port of the gateway on to its
+    # loopback, so no allowed range may open more of it than the lab's port.
+    out.append(f"-A OUTPUT -d {gateway}/32 {reject}")
     for allowed in config.get("allow", []):
         port = f" -p tcp --dport {int(allowed['port'])}" if allowed.get("port") else ""
         out.append(f"-A OUTPUT -d {allowed['cidr']}{port} -j ACCEPT")
-    reject = "-j REJECT --reject-with icmp-net-prohibited"
     if config.get("internet", True):
-        out.append(f"-A OUTPUT -d {gateway}/32 {reject}")
-        out += [f"-A OUTPUT -d {cidr} {reject}" for cidr in BLOCKED]
+        out += [f"-A OUTPUT -d {cidr} {reject}" for cidr in config["blocked"]]
     else:
         out.append(f"-A OUTPUT {reject}")
     return "\n".join(
@@ -156,12 +146,16 @@ def set_up(host_ns: int, config: dict[str, Any]) -> dict[str, str]:
     own = os.open("/proc/self/ns/net", os.O_RDONLY)
     _enter(host_ns)
     name, address = _claim(os.getppid(), network)
+    # IPv4 only: no link-local IPv6 address on either end, through which the service
+    # would reach the host's services that listen on `[::]`.
+    _write(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "1", missing_ok=True)
     host_side = f"address add {gateway}/32 dev {name}\nlink set {name} up\n"
     host_side += f"route add {address}/32 dev {name} src {gateway}\n"
     _run(["ip", "-batch", "-"], host_side)
     # The gateway's DNAT sends the lab's port on to 127.0.0.1 (sandbox_net's rule).
     _write(f"/proc/sys/net/ipv4/conf/{name}/route_localnet", "1")
     _enter(own)
+    _write("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", "1", missing_ok=True)
     _write("/proc/sys/net/ipv4/conf/eth0/route_localnet", "1")
     inside = "link set lo up\nlink set eth0 up\n"
     inside += f"address add {address}/32 dev eth0\nroute add {gateway}/32 dev eth0 scope link\n"

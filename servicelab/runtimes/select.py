@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import urlsplit
 
 from servicelab.config import Settings
 from servicelab.runtimes.base import Runtime, RuntimeUnavailable
+from servicelab.runtimes.limits import Limits
+from servicelab.runtimes.sandbox_net import ServiceNetwork
 
 log = logging.getLogger("servicelab.runtimes")
 
@@ -30,16 +33,21 @@ def make_runtime(settings: Settings) -> Runtime:
         return KubernetesRuntime.from_settings(settings)
     if choice == "docker":
         from servicelab.runtimes.docker import DockerRuntime
+        from servicelab.runtimes.docker_egress import ensure_egress_rules, local_engine
 
         if settings.runtime == "docker" and not docker_answers():
             raise RuntimeUnavailable(
                 "SERVICELAB_RUNTIME=docker, but no Docker engine answers at DOCKER_HOST: "
                 "start one, or use SERVICELAB_RUNTIME=local."
             )
+        ensure_egress_rules(
+            service_network(settings).egress, urlsplit(settings.endpoint).port, local_engine()
+        )
         return DockerRuntime(
             settings.instance_id,
             lab_in_container=settings.lab_in_container,
             runtime_image=settings.runtime_image,
+            limits=Limits.from_settings(settings),
         )
     from servicelab.runtimes.local import LocalRuntime
 
@@ -48,4 +56,13 @@ def make_runtime(settings: Settings) -> Runtime:
         settings.instance_id,
         uv_cache_dir=settings.uv_cache_dir or settings.data_dir.resolve() / "cache" / "uv",
         sandbox=settings.local_sandbox,
+        limits=Limits.from_settings(settings),
+        network=service_network(settings),
     )
+
+
+def service_network(settings: Settings) -> ServiceNetwork:
+    try:
+        return ServiceNetwork.parse(settings.service_network, settings.service_egress)
+    except ValueError as exc:
+        raise RuntimeUnavailable(str(exc)) from None

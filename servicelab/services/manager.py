@@ -31,6 +31,7 @@ from .fence import FencedRuntime
 from .health import Prober
 from .leader import Leadership, SoloLeadership
 from .progress import reporting
+from .quota import check_service_quota
 from .reconcile import Reconciler, Watch
 from .replica import Replica
 from .routes import RouteTable
@@ -146,9 +147,11 @@ class ServiceManager:
         # The row exists while the runtime prepares (an image pull can take minutes), so
         # that the service's status shows the progress; the lock keeps the reconcile loop
         # from starting it meanwhile.
-        row = await self.store.insert(
-            project, spec, runtime=self.runtime.name, created_by=created_by
-        )
+        async with self._lock(f"quota {project.id}"):
+            await check_service_quota(self.store, project, self.settings.project_max_services)
+            row = await self.store.insert(
+                project, spec, runtime=self.runtime.name, created_by=created_by
+            )
         async with self._lock(row.id):
             try:
                 async with reporting(self.store, row, progress) as report:
@@ -269,6 +272,10 @@ class ServiceManager:
             await self.store.save(
                 row, desired="stopped", phase=Phase.STOPPED, healthy=None, reason=None
             )
+            # Nothing runs to hold the token: a copy of it must not outlive the instance
+            # (a start gives the next instance a new one).
+            await self.store.revoke_tokens(row.id)
+            self.authority.forget()
             await self.routes.refresh(row)
         return row
 
@@ -291,9 +298,14 @@ class ServiceManager:
         return row
 
     async def _replace_instance(self, row: ServiceRow) -> None:
+        """Stop the instance, revoke its token, start a new one with a new token. The old
+        token goes before the start, not after it: a start that fails (and is retried
+        later) must not leave it valid. A restart is how a service's token is renewed."""
         if row.handle:
             await self.runtime.stop(row.handle)
         await self.store.save(row, desired="running", handle=None)
+        await self.store.revoke_tokens(row.id)
+        self.authority.forget()
         await self.reconciler.start_instance(row)
         await self.routes.refresh(row)
 

@@ -202,7 +202,11 @@ class ServiceStore:
         def write() -> tuple[str, str]:
             with self.db.session() as session:
                 issued = issue_service_token(
-                    session, project_id=row.project_id, service_id=row.id, service_name=row.name
+                    session,
+                    project_id=row.project_id,
+                    service_id=row.id,
+                    service_name=row.name,
+                    created_by=row.created_by,
                 )
                 return issued.token.id, issued.secret
 

@@ -40,7 +40,9 @@ from servicelab.auth import AuthFailed, Forbidden, Identity
 from servicelab.db import Project
 from servicelab.errors import KNOWN, problem
 from servicelab.proxy.origins import OriginPolicy, split_host
+from servicelab.runtimes.limits import Limits, ShownLimit, shown_limits
 from servicelab.services import ServiceManager
+from servicelab.spec import Resources
 
 from .session import (
     LoginRequired,
@@ -315,15 +317,27 @@ def _web_project(
 
 @router.get("/projects/{project}")
 def project_page(request: Request, ctx: ProjectContext = Depends(_web_project)) -> Response:
+    services = _services(request, ctx.project)
     context = {
         "project": projects_api.get_project(ctx)["data"],
         "can_manage": authority(request).can_manage(ctx.identity, ctx.project),
-        "services": _services(request, ctx.project),
+        "services": services,
+        "deployed_by": _deployed_by(services),
         "files": _files(request, ctx.name),
         "data_types": _data_types(),
         "nav": "projects",
     }
     return render(request, "project.html", context, ctx.identity)
+
+
+def _deployed_by(services: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Each member's services, by name: removing a member renews or stops them, and the
+    admin must see which before confirming (docs/ui.md)."""
+    found: dict[str, list[str]] = {}
+    for service in services:
+        if service.get("createdBy"):
+            found.setdefault(service["createdBy"], []).append(service["name"])
+    return found
 
 
 def _data_types() -> list[str]:
@@ -352,13 +366,23 @@ def _service(request: Request, ctx: ProjectContext, service: str) -> dict[str, A
     return service_out(row, ctx.name, request)
 
 
+def _limits(request: Request, service: dict[str, Any]) -> list[ShownLimit]:
+    """The limits the service's instances run with: its spec's, else the lab's defaults
+    (which the page names as such: a user must know what their service may use)."""
+    asked = service.get("resources") or {}
+    resources = Resources(cpus=asked.get("cpus"), memory=asked.get("memory"))
+    return shown_limits(resources, Limits.from_settings(request.app.state.settings))
+
+
 @router.get("/projects/{project}/services/{service}")
 def service_page(
     request: Request, service: str, ctx: ProjectContext = Depends(_web_project)
 ) -> Response:
+    shown = _service(request, ctx, service)
     context = {
         "project": {"name": ctx.name},
-        "service": _service(request, ctx, service),
+        "service": shown,
+        "limits": _limits(request, shown),
         "nav": "projects",
     }
     return render(request, "service.html", context, ctx.identity)

@@ -24,7 +24,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from detect import MLFLOW, PYTHON, ModelFormat, detect_file
+from detect import MLFLOW, PYTHON, ArchiveTooLarge, ModelFormat, detect_file, open_zip, tar_members
+
+#: What is read of the model's own requirements.txt: no real one comes near it.
+REQUIREMENTS_BYTES = 1024 * 1024
 
 
 class ModelError(Exception):
@@ -111,13 +114,19 @@ def unpack(file: Path, model: ModelFormat) -> Path | None:
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir()
-    if zipfile.is_zipfile(file):
-        with zipfile.ZipFile(file) as archive:
-            archive.extractall(folder)  # zipfile drops absolute and `..` parts of names
-    else:
-        with tarfile.open(file) as archive:
-            # The "data" filter refuses links out, devices and paths outside the folder.
-            archive.extractall(folder, filter="data")
+    try:
+        if zipfile.is_zipfile(file):
+            # Within the bounds of detect.py (members, bytes, ratio), checked first.
+            with open_zip(file) as archive:
+                archive.extractall(folder)  # zipfile drops absolute and `..` parts of names
+        else:
+            with tarfile.open(file) as archive:
+                members = tar_members(archive, file.stat().st_size)
+                # The "data" filter refuses links out, devices and paths outside the folder.
+                archive.extractall(folder, members, filter="data")
+    except ArchiveTooLarge as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise ModelError(str(exc)) from None
     return folder / model.root if model.root else folder
 
 
@@ -127,7 +136,9 @@ def requirements(model: ModelFormat, folder: Path | None) -> list[str]:
     lines = list(model.requirements)
     own = folder / "requirements.txt" if folder else None
     if own is not None and own.is_file():
-        for line in own.read_text().splitlines():
+        with open(own, encoding="utf-8", errors="replace") as handle:
+            text = handle.read(REQUIREMENTS_BYTES)
+        for line in text.splitlines():
             line = line.split("#", 1)[0].strip()
             if not line:
                 continue
