@@ -64,6 +64,17 @@ class LabResolver:
         return list(self.services.routes)
 
 
+def project_not_found(project: str) -> AuthError:
+    """The one answer for a project that does not exist and for one the token may not
+    open (as the API's `project_not_found`): a 403 for the second would tell anyone with
+    any lab token which project names exist. `project` is the name asked for (lowered),
+    never the stored one, so the two answers differ in nothing the caller did not send.
+    No token of the lab is limited to some uses of a project (a token opens a project
+    wholly or not at all), so no 403 is left here; the proxy's other 403s (a foreign
+    Origin, a cookie on the wrong origin) come only after the token opened the project."""
+    return AuthError(404, f"Project {project!r} was not found.")
+
+
 class LabAuthorizer:
     def __init__(self, authority: TokenAuthority) -> None:
         self.authority = authority
@@ -119,10 +130,8 @@ class LabAuthorizer:
                 decision = await asyncio.to_thread(self.authority.decide, token, project)
             except AuthFailed as exc:
                 raise AuthError(401, str(exc)) from exc
-        if decision.project is None:
-            raise AuthError(404, f"Project {project!r} was not found.")
-        if not decision.allowed:
-            raise AuthError(403, f"Your token does not open project {project!r}.")
+        if decision.project is None or not decision.allowed:
+            raise project_not_found(project)
         identity = decision.identity
         # A project token opens the project by itself, for no one in particular: the user
         # who made it is not the one using it (it may be a script, a colleague, a service).
@@ -151,11 +160,8 @@ class LabAuthorizer:
         ):
             raise AuthError(401, "The lab session that opened this service has ended.")
         ref = self.authority.project(project)
-        if ref is None:
-            raise AuthError(404, f"Project {project!r} was not found.")
-        allowed = await asyncio.to_thread(self.authority.can_open, identity, ref)
-        if not allowed:
-            raise AuthError(403, f"You no longer have access to project {project!r}.")
+        if ref is None or not await asyncio.to_thread(self.authority.can_open, identity, ref):
+            raise project_not_found(project)
         user = None if identity.is_project_token else identity.username
         return Principal(user=user, project=ref.name, token_id=token_id)
 

@@ -613,8 +613,48 @@ def scan_archive(path: Path, kind: str, scan_limit: int | None = None) -> None:
         check_tar_members(members)
 
 
+# Bounds of archives (issue 26): a 1 MB zip can unpack to 1 GiB of spaces. The same rule
+# and values as servicelab/models/server/detect.py (`check_unpacked`), which the lab applies
+# at upload; the executor applies it again to whatever it is given, before it unpacks.
+#: Most members an archive may have.
+MAX_MEMBERS = 50_000
+#: Most bytes an archive may unpack to, however large it is itself.
+MAX_UNPACKED_BYTES = 32 * 1024**3
+#: Past RATIO_FLOOR, an archive may unpack to at most MAX_RATIO times its own size.
+MAX_RATIO = 100
+RATIO_FLOOR = 256 * 1024**2
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{n} bytes"
+
+
+def check_unpacked(kind: str, members: int, total: int, packed: int) -> None:
+    """Refuse (ExecuteError, one line naming the bound) an archive of `packed` bytes with
+    more than MAX_MEMBERS members or that unpacks to `total` bytes past the bounds."""
+    if members > MAX_MEMBERS:
+        raise ExecuteError(
+            f"this {kind} has more than {MAX_MEMBERS} members: servicelab refuses larger "
+            "lists of members. Put fewer files in it."
+        )
+    if total > MAX_UNPACKED_BYTES or (total > RATIO_FLOOR and total > MAX_RATIO * packed):
+        raise ExecuteError(
+            f"this {kind} of {_size(packed)} unpacks to {_size(total)} or more: servicelab "
+            f"refuses archives that unpack to more than {_size(MAX_UNPACKED_BYTES)}, or, past "
+            f"{_size(RATIO_FLOOR)}, to more than {MAX_RATIO} times their own size (a zip "
+            "bomb). If it really is this large, store it without compression."
+        )
+
+
 def unpack_zip(archive: Path, dest: Path) -> None:
+    """Extract a zip after its bounds and `check_zip` found nothing to refuse. zipfile never
+    unpacks a member past the size its list gives it, so checking those sizes suffices."""
     with _damaged("zip"), zipfile.ZipFile(archive) as zf:
+        infos = zf.infolist()
+        check_unpacked("zip", len(infos), sum(i.file_size for i in infos), archive.stat().st_size)
         check_zip(zf)
         zf.extractall(dest)
 
@@ -622,7 +662,13 @@ def unpack_zip(archive: Path, dest: Path) -> None:
 def unpack_tar(archive: Path, dest: Path) -> None:
     """Extract a tarball after `check_tar_members` found nothing to refuse."""
     with _damaged("tar"), tarfile.open(archive) as tf:
-        members = tf.getmembers()
+        # Listed one header at a time, refused as soon as they pass the bounds.
+        members: list[tarfile.TarInfo] = []
+        total, packed = 0, archive.stat().st_size
+        while (member := tf.next()) is not None:
+            members.append(member)
+            total += member.size
+            check_unpacked("tar", len(members), total, packed)
         check_tar_members(members)
         for member in members:
             member.mode &= 0o755  # no setuid/setgid bits, nothing writable by others

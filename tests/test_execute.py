@@ -669,3 +669,61 @@ def test_data_key_errors(data_server: Served, tmp_path: Path) -> None:
     result = execute("models/svc.py", env=lab_env(f"http://127.0.0.1:{free_port()}"))
     assert result.returncode == 1 and "failed" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _spaces(out: io.BufferedIOBase | object, total: int) -> None:
+    chunk = b" " * (1024 * 1024)
+    for _ in range(total // len(chunk)):
+        out.write(chunk)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def bombs() -> dict[str, bytes]:
+    """A zip and a tar.gz of a __main__.py and 1 GiB of spaces (each about 1 MiB)."""
+    made: dict[str, bytes] = {}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        zf.writestr("__main__.py", app("boom"))
+        with zf.open("spaces.txt", "w", force_zip64=True) as member:
+            _spaces(member, 1024**3)
+    made["zip"] = buffer.getvalue()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=9) as tf:
+        main = app("boom").encode()
+        info = tarfile.TarInfo("__main__.py")
+        info.size = len(main)
+        tf.addfile(info, io.BytesIO(main))
+        info = tarfile.TarInfo("spaces.txt")
+        info.size = 1024**3
+        reader, writer = os.pipe()
+
+        def feed() -> None:
+            with os.fdopen(writer, "wb") as sink:
+                _spaces(sink, 1024**3)
+
+        feeder = threading.Thread(target=feed)
+        feeder.start()
+        with os.fdopen(reader, "rb") as source:
+            tf.addfile(info, source)
+        feeder.join()
+    made["tar.gz"] = buffer.getvalue()
+    return made
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+def test_a_zip_bomb_is_refused_before_anything_is_unpacked(
+    data_server: Served, bombs: dict[str, bytes], tmp_path: Path, kind: str
+) -> None:
+    """Issue 26: the executor checks an archive against the lab's bounds before it unpacks
+    it, whatever reached it (a data key, a local archive), not only at upload."""
+    endpoint, files = data_server
+    files[f"models/bomb.{kind}"] = bombs[kind]
+    work = tmp_path / "w"
+    result = execute(f"models/bomb.{kind}", "--workdir", str(work), env=lab_env(endpoint))
+    assert result.returncode == 1, result.stderr
+    refusals = [line for line in result.stderr.splitlines() if "unpacks to" in line]
+    assert len(refusals) == 1, result.stderr
+    assert f"Cannot unpack models/bomb.{kind}" in refusals[0]
+    assert "1 GiB or more" in refusals[0] and "100 times their own size" in refusals[0]
+    assert "Traceback" not in result.stderr
+    assert not (work / "code").exists() or not any((work / "code").iterdir())

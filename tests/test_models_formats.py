@@ -194,3 +194,37 @@ def test_a_tarball_is_read_once_in_its_order(tmp_path: Path) -> None:
     # m297.py is the last of the 100 top-level modules; pkg/m298.py comes after it in the
     # archive but lies deeper.
     assert detect_file(path).module == "m297.py"
+
+
+@pytest.mark.parametrize(
+    ("members", "total", "packed", "too_large"),
+    [
+        (10, 1024, 512, False),
+        (50_001, 1024, 512, True),
+        (1, 300 * 1024**2, 1024**2, True),  # past the floor, 300 times its size
+        (1, 200 * 1024**2, 1024, False),  # below the floor: any ratio
+        (1, 33 * 1024**3, 1024**3, True),
+    ],
+)
+def test_the_executor_and_the_lab_bound_archives_alike(
+    members: int, total: int, packed: int, too_large: bool
+) -> None:
+    """The same rule in two files that cannot import each other (the executor is copied
+    into images alone; the model server's folder runs without servicelab): kept in step
+    here."""
+    from servicelab import execute
+    from servicelab.models.server import detect as lab_rule
+
+    for name in ("MAX_MEMBERS", "MAX_UNPACKED_BYTES", "MAX_RATIO", "RATIO_FLOOR"):
+        assert getattr(execute, name) == getattr(lab_rule, name), name
+    refused = []
+    for check, error in (
+        (execute.check_unpacked, execute.ExecuteError),
+        (lab_rule.check_unpacked, lab_rule.ArchiveTooLarge),
+    ):
+        try:
+            check("zip", members, total, packed)
+            refused.append(False)
+        except error:
+            refused.append(True)
+    assert refused == [too_large, too_large]

@@ -271,12 +271,13 @@ def test_lab_token_link_non_member_and_logout(lab: LabProcess, browser: Browser)
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
     context.close()
 
-    # A logged-in user without access to the project: 403 at the handshake.
+    # A logged-in user without access to the project: 404 at the handshake, as if the
+    # project did not exist (a 403 would tell which project names do).
     context = new_context(browser)
     page = context.new_page()
     log_in(page, lab.url, "outsider", USER_PASSWORD)
     response = page.goto(victim)
-    assert response is not None and response.status == 403
+    assert response is not None and response.status == 404
     assert "secret" in page.inner_text("body")
     context.close()
 

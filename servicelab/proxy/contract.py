@@ -64,8 +64,8 @@ class Principal:
 
 
 class AuthError(Exception):
-    """401: no, bad, expired or revoked token. 403: a valid token that does not open
-    this project."""
+    """401: no, bad, expired or revoked token. 404: a project that does not exist, or
+    that the token does not open (the same answer, so no one learns which names exist)."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -84,7 +84,7 @@ class Authorizer(Protocol):
 
     async def authorize_parent(self, token_id: str, project: str) -> Principal:
         """The same decision for the token with id `token_id` (the lab credential behind
-        a service-origin cookie): 401 once it is revoked or expired, 403 once it no
+        a service-origin cookie): 401 once it is revoked or expired, 404 once it no
         longer opens `project`."""
         ...
 

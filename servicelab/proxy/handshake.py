@@ -4,7 +4,7 @@ The handshake, for a browser that opens `https://<label>.<domain>/<route>` witho
 cookie:
 
 1. the service host redirects to the same path on the lab (`ProxySettings.lab_url`);
-2. the lab (after its log-in page if needed, and a project check: 403 for a non-member)
+2. the lab (after its log-in page if needed, and a project check: 404 for a non-member)
    redirects back to `<service origin>/_servicelab/callback?code=<one-time code>`;
 3. the service host claims the code once, sets its own cookie and redirects to the path
    the code names (the clean URL).

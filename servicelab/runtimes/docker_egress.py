@@ -7,15 +7,19 @@ one fixed set of rules covers every project network, made now or later:
     filter DOCKER-USER   -i slb+ -> SERVICELAB-EGRESS
     SERVICELAB-EGRESS    bridged (same network: the project's services, the lab's
                          container) RETURN; established RETURN; allowed RETURN;
-                         to another bridge REJECT; blocked ranges REJECT
+                         to another bridge REJECT; blocked ranges and the networks
+                         the host is on (its LAN, whatever its range) REJECT
                          (egress `none`: everything) REJECT
     filter INPUT         -i slb+ -> SERVICELAB-DOCKER-IN: established ACCEPT; DNS and
                          the lab's port ACCEPT; else REJECT (the host's other ports)
 
-`RETURN` hands the packet back to Docker's own rules. The chains are rewritten by each
-lab at start, atomically enough for what they hold (flush, then the rules), from its
-settings: labs that share an engine share its egress rule. The lab's port rules are
-kept for every lab of the machine that still listens, so that two labs on one host (on
+`RETURN` hands the packet back to Docker's own rules. Where no `DOCKER-USER` chain
+exists (Podman alone on the machine), the jump is from `FORWARD` itself, first.
+
+The chains are rewritten by each lab at start, atomically enough for what they hold
+(flush, then the rules), from its settings and the host's networks as they are then:
+labs that share an engine share its egress rule. The lab's port rules are kept for
+every lab of the machine that still listens, so that two labs on one host (on
 different ports) do not shut each other out; the ports of labs gone are removed.
 
 Applied only where the lab can: it runs as root on the engine's machine (a local
@@ -47,7 +51,8 @@ def bridge_name(network: str) -> str:
     return BRIDGE_PREFIX + hashlib.sha256(network.encode()).hexdigest()[:12]
 
 
-def egress_rules(egress: Egress) -> list[list[str]]:
+def egress_rules(egress: Egress, connected: list[str] | None = None) -> list[list[str]]:
+    """The SERVICELAB-EGRESS chain; `connected`: the networks the host is directly on."""
     bridged = ["-m", "physdev", "--physdev-is-bridged", "-j", "RETURN"]
     rules = [bridged, ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"]]
     for allowed in egress.allow:
@@ -58,9 +63,30 @@ def egress_rules(egress: Egress) -> list[list[str]]:
     rules.append(["-o", f"{BRIDGE_PREFIX}+", *REJECT])
     if egress.internet:
         rules += [["-d", cidr, *REJECT] for cidr in BLOCKED_V4]
+        rules += [["-d", cidr, *REJECT] for cidr in connected or []]
     else:
         rules.append(REJECT)
     return rules
+
+
+def connected_networks() -> list[str]:
+    """The IPv4 networks the host is directly on (the kernel's routes for its own
+    addresses), the project networks' bridges aside: its LAN may be in no private range,
+    and a service must not reach its neighbours. Read at the lab's start."""
+    done = subprocess.run(
+        ["ip", "-4", "route", "show", "scope", "link", "proto", "kernel"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    networks = []
+    for line in done.stdout.splitlines():
+        words = line.split()
+        device = words[words.index("dev") + 1] if "dev" in words else ""
+        if words and "/" in words[0] and not device.startswith(BRIDGE_PREFIX):
+            networks.append(words[0])
+    return sorted(set(networks))
 
 
 def local_engine() -> bool:
@@ -97,10 +123,12 @@ def ensure_egress_rules(egress: Egress, lab_port: int | None, local_engine: bool
         if _run("-n", "-L", chain).returncode != 0:
             _run("-N", chain)
     _run("-F", EGRESS_CHAIN)
-    for rule in egress_rules(egress):
+    for rule in egress_rules(egress, connected_networks() if shutil.which("ip") else []):
         _run("-A", EGRESS_CHAIN, *rule)
     _lab_ports(lab_port)
-    for builtin, chain in (("DOCKER-USER", EGRESS_CHAIN), ("INPUT", INPUT_CHAIN)):
+    # Docker's chain for rules of its users; without Docker (Podman alone), FORWARD.
+    forward = "DOCKER-USER" if _run("-n", "-L", "DOCKER-USER").returncode == 0 else "FORWARD"
+    for builtin, chain in ((forward, EGRESS_CHAIN), ("INPUT", INPUT_CHAIN)):
         jump = [builtin, "-i", f"{BRIDGE_PREFIX}+", "-j", chain]
         if _run("-C", *jump).returncode != 0:
             done = _run("-I", jump[0], "1", *jump[1:])
