@@ -44,7 +44,7 @@ def test_a_lab_on_loopback_is_reached_at_the_gateway() -> None:
     assert net.lab_endpoint("http://localhost:9000/") == "http://10.213.0.1:9000/"
     assert net.lab_endpoint("https://lab.example.com") == "https://lab.example.com"
     config = net.instance_config("http://10.213.0.1:8080")
-    assert config["lab_port"] == 8080 and "169.254.0.0/16" in config["blocked"]
+    assert config["lab"] == [("10.213.0.1", 8080)] and "169.254.0.0/16" in config["blocked"]
 
 
 @pytest.mark.parametrize("network", ["10.213.0.0/30", "fd00::/64", "not-a-network"])

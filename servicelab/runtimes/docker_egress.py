@@ -36,7 +36,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from servicelab.runtimes.egress import BLOCKED_V4, Egress
+from servicelab.runtimes.egress import BLOCKED_V4, Egress, connected_networks, lab_targets
 
 log = logging.getLogger("servicelab.runtimes")
 
@@ -51,10 +51,15 @@ def bridge_name(network: str) -> str:
     return BRIDGE_PREFIX + hashlib.sha256(network.encode()).hexdigest()[:12]
 
 
-def egress_rules(egress: Egress, connected: list[str] | None = None) -> list[list[str]]:
-    """The SERVICELAB-EGRESS chain; `connected`: the networks the host is directly on."""
+def egress_rules(
+    egress: Egress, connected: list[str] | None = None, lab: list[tuple[str, int]] | None = None
+) -> list[list[str]]:
+    """The SERVICELAB-EGRESS chain; `connected`: the networks the host is directly on;
+    `lab`: where services reach the lab's API (allowed whatever its range)."""
     bridged = ["-m", "physdev", "--physdev-is-bridged", "-j", "RETURN"]
     rules = [bridged, ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"]]
+    for address, lab_port in lab or []:
+        rules.append(["-d", f"{address}/32", "-p", "tcp", "--dport", str(lab_port), "-j", "RETURN"])
     for allowed in egress.allow:
         if ":" in allowed.cidr:
             continue  # IPv4 rules; project networks have no IPv6
@@ -67,26 +72,6 @@ def egress_rules(egress: Egress, connected: list[str] | None = None) -> list[lis
     else:
         rules.append(REJECT)
     return rules
-
-
-def connected_networks() -> list[str]:
-    """The IPv4 networks the host is directly on (the kernel's routes for its own
-    addresses), the project networks' bridges aside: its LAN may be in no private range,
-    and a service must not reach its neighbours. Read at the lab's start."""
-    done = subprocess.run(
-        ["ip", "-4", "route", "show", "scope", "link", "proto", "kernel"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=30,
-    )
-    networks = []
-    for line in done.stdout.splitlines():
-        words = line.split()
-        device = words[words.index("dev") + 1] if "dev" in words else ""
-        if words and "/" in words[0] and not device.startswith(BRIDGE_PREFIX):
-            networks.append(words[0])
-    return sorted(set(networks))
 
 
 def local_engine() -> bool:
@@ -111,7 +96,7 @@ def listening_ports() -> set[int]:
     return ports
 
 
-def ensure_egress_rules(egress: Egress, lab_port: int | None, local_engine: bool) -> None:
+def ensure_egress_rules(egress: Egress, lab_endpoint: str, local_engine: bool) -> None:
     """Install the rules (see the module's docstring); log once when they cannot be."""
     if not local_engine or os.geteuid() != 0 or not shutil.which("iptables"):
         log.warning(
@@ -123,9 +108,12 @@ def ensure_egress_rules(egress: Egress, lab_port: int | None, local_engine: bool
         if _run("-n", "-L", chain).returncode != 0:
             _run("-N", chain)
     _run("-F", EGRESS_CHAIN)
-    for rule in egress_rules(egress, connected_networks() if shutil.which("ip") else []):
+    # A container's 127.0.0.1 is its own: a lab on the host's loopback is no target.
+    lab = [(a, port) for a, port in lab_targets(lab_endpoint) if not a.startswith("127.")]
+    connected = [net for net, device in connected_networks() if not device.startswith("slb")]
+    for rule in egress_rules(egress, connected, lab):
         _run("-A", EGRESS_CHAIN, *rule)
-    _lab_ports(lab_port)
+    _lab_ports(lab[0][1] if lab else None)
     # Docker's chain for rules of its users; without Docker (Podman alone), FORWARD.
     forward = "DOCKER-USER" if _run("-n", "-L", "DOCKER-USER").returncode == 0 else "FORWARD"
     for builtin, chain in ((forward, EGRESS_CHAIN), ("INPUT", INPUT_CHAIN)):

@@ -18,7 +18,10 @@ local sandbox).
 from __future__ import annotations
 
 import ipaddress
+import socket
+import subprocess
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 #: Destinations no service reaches unless an operator allows them.
 BLOCKED_V4 = (
@@ -86,3 +89,36 @@ def _port(word: str, text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise ValueError(f"SERVICELAB_SERVICE_EGRESS: {word!r} has no valid port.")
     return int(text)
+
+
+def lab_targets(endpoint: str) -> list[tuple[str, int]]:
+    """Where a service reaches the lab's API: the (IPv4 address, port) pairs of
+    LAB_ENDPOINT, which may name the lab publicly (a front proxy, a load balancer)."""
+    parts = urlsplit(endpoint)
+    if not parts.hostname:
+        return []
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        found = socket.getaddrinfo(parts.hostname, port, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return []
+    return sorted({(str(info[4][0]), port) for info in found})
+
+
+def connected_networks() -> list[tuple[str, str]]:
+    """The IPv4 networks the host is directly on, and their interfaces (the kernel's
+    routes for its own addresses): the host's LAN may be in no private range, and no
+    service may reach its neighbours. Each runtime leaves out its own networks."""
+    done = subprocess.run(
+        ["ip", "-4", "route", "show", "scope", "link", "proto", "kernel"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    networks = []
+    for line in done.stdout.splitlines():
+        words = line.split()
+        if words and "/" in words[0] and "dev" in words:
+            networks.append((words[0], words[words.index("dev") + 1]))
+    return sorted(set(networks))

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from servicelab.runtimes.egress import BLOCKED_V4, Egress
+from servicelab.runtimes.egress import BLOCKED_V4, Egress, connected_networks, lab_targets
 
 #: Ports unsandboxed local services listen on, on the host (below Linux's ephemeral range).
 SERVICE_PORTS = (20000, 29999)
@@ -77,7 +76,7 @@ class ServiceNetwork:
 
     def instance_config(self, lab_endpoint: str | None) -> dict[str, Any]:
         """The `network` part of a supervisor's config (see sandbox_netns)."""
-        lab = lab_targets(lab_endpoint or "", self.gateway)
+        lab = lab_targets(lab_endpoint or "")
         for address, port in lab:
             if address != self.gateway and address in host_addresses():
                 allow_lab_on_host(address, port)
@@ -88,25 +87,12 @@ class ServiceNetwork:
             "lab": lab,
             "nameservers": nameservers()[0],
             "internet": self.egress.internet,
-            "blocked": [*BLOCKED_V4, *connected_networks(self.network)],
+            "blocked": [
+                *BLOCKED_V4,
+                *(net for net, _ in connected_networks() if net != self.network),
+            ],
             "allow": [a.to_dict() for a in self.egress.allow if ":" not in a.cidr],
         }
-
-
-def lab_targets(endpoint: str, gateway: str) -> list[tuple[str, int]]:
-    """Where a service reaches the lab's API: (IPv4 address, port) pairs of LAB_ENDPOINT,
-    which may be a public name of the lab (a front proxy on the host, a load balancer)."""
-    parts = urlsplit(endpoint)
-    if not parts.hostname:
-        return []
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    if parts.hostname == gateway:
-        return [(gateway, port)]
-    try:
-        found = socket.getaddrinfo(parts.hostname, port, socket.AF_INET, socket.SOCK_STREAM)
-    except OSError:
-        return []
-    return sorted({(str(info[4][0]), port) for info in found})
 
 
 def _ip(*args: str) -> list[str]:
@@ -116,17 +102,6 @@ def _ip(*args: str) -> list[str]:
 
 def host_addresses() -> set[str]:
     return {line.split()[3].split("/")[0] for line in _ip("-4", "-o", "address", "show")}
-
-
-def connected_networks(service_network: str) -> list[str]:
-    """The networks the host is directly on (the kernel's routes for its own addresses,
-    whatever their range: its LAN may be in no private range): no service's to reach."""
-    networks = []
-    for line in _ip("-4", "route", "show", "scope", "link", "proto", "kernel"):
-        network = line.split()[0]
-        if network != service_network and "/" in network:
-            networks.append(network)
-    return networks
 
 
 _allowed_on_host: set[tuple[str, int]] = set()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from urllib.parse import urlsplit
 
 from servicelab.config import Settings
 from servicelab.runtimes.base import Runtime, RuntimeUnavailable
@@ -40,9 +39,7 @@ def make_runtime(settings: Settings) -> Runtime:
                 "SERVICELAB_RUNTIME=docker, but no Docker engine answers at DOCKER_HOST: "
                 "start one, or use SERVICELAB_RUNTIME=local."
             )
-        ensure_egress_rules(
-            service_network(settings).egress, urlsplit(settings.endpoint).port, local_engine()
-        )
+        ensure_egress_rules(service_network(settings).egress, settings.endpoint, local_engine())
         return DockerRuntime(
             settings.instance_id,
             lab_in_container=settings.lab_in_container,

@@ -370,7 +370,7 @@ def test_podman_project_networks_are_on_bridges_the_rule_covers() -> None:
         asyncio.run(networks.ensure("attack"))
         (info,) = json.loads(run("podman", "network", "inspect", name))
         assert info["network_interface"] == bridge_name(name)
-        ensure_egress_rules(Egress(), None, local_engine=True)
+        ensure_egress_rules(Egress(), "", local_engine=True)
         # Podman makes the bridge with the network's first container.
         container = client.containers.run(
             PODMAN_IMAGE, ["sleep", "600"], network=name, detach=True, labels={LABEL_INSTANCE: tag}
