@@ -38,7 +38,7 @@ from servicelab.spec import (
 )
 
 from .deploy_policy import check_deploy
-from .deps import ProjectContext, project_context
+from .deps import ProjectContext, authority, project_context
 from .errors import ApiError
 from .files import check_code_source
 from .serializers import browser_base, epoch_ms, source_out
@@ -372,6 +372,27 @@ def merged_spec(old: ServiceSpec, update: SpecIn) -> SpecIn:
     return SpecIn.model_validate(data)
 
 
+async def check_may_change(request: Request, ctx: ProjectContext, name: str) -> None:
+    """Changing what an existing service runs is for whoever deployed it, the project's
+    owner and admins: another member's new code would run with its environment (the
+    deployer's secrets) and its token, and stay running when that member is removed."""
+    try:
+        row = await manager(request).get(ctx.project, name)
+    except NotFound:
+        return
+    identity = ctx.identity
+    if row.created_by in (None, identity.username) or authority(request).can_manage(
+        identity, ctx.project
+    ):
+        return
+    raise ApiError(
+        403,
+        f"Service {row.name!r} was deployed by {row.created_by!r}: only they, the project's "
+        "owner or an admin may change what it runs. Ask one of them, or deploy a service of "
+        "your own under another name.",
+    )
+
+
 async def deploy_checked(
     request: Request,
     ctx: ProjectContext,
@@ -385,6 +406,8 @@ async def deploy_checked(
     # Runtime isolation (issue 12): host paths and unsandboxed runtimes, see deploy_policy.
     runtime = manager(request).runtime
     check_deploy(request.app.state.settings, runtime, ctx.identity, spec, lab_code=lab_code)
+    if replace_existing:
+        await check_may_change(request, ctx, spec.name)
     if spec.code:
         await check_code_source(request, ctx.name, spec.code)
     return await manager(request).deploy(

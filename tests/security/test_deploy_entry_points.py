@@ -85,3 +85,47 @@ def test_a_member_cannot_replace_an_admins_service_by_the_models_route(
     after = lab.get(f"{SERVICES}/summer").json()["data"]
     assert after["modifiedAt"] == before["modifiedAt"]
     assert "MARK" not in after["configuration"]
+
+
+@pytest.fixture
+def members_deploy(tmp_path: Path) -> Iterator[tuple[Lab, str, Path]]:
+    """A lab on which members deploy (unsandboxed, allowed by the operator: what is
+    checked here is who may change whose service, not isolation)."""
+    roots = tmp_path / "roots"
+    shutil.copytree(ECHO, roots / "ok")
+    settings = make_settings(
+        tmp_path / "data",
+        local_sandbox="off",
+        allow_unsandboxed_members=True,
+        code_roots=str(roots),
+    )
+    for lab in open_lab(settings):
+        token = lab.create_user("member")
+        lab.create_project(PROJECT)
+        assert lab.post(f"/api/auth/users/member/projects/{PROJECT}").status_code in (200, 201)
+        yield lab, token, roots / "ok"
+    stop_local_services(tmp_path / "data")
+
+
+def test_a_member_cannot_take_over_another_users_service(
+    members_deploy: tuple[Lab, str, Path],
+) -> None:
+    """Held-out attack pass: a member PUT her own code into the admin's service, which then
+    ran with the admin's secrets and token and outlived her removal."""
+    lab, token, code = members_deploy
+    r = lab.post(
+        SERVICES, params={"name": "admsec"}, json={"EXECUTE_CODE": str(code), "DB_PASSWORD": "s3"}
+    )
+    assert r.status_code == 201, r.text
+    before = r.json()["data"]
+    r = lab.put(f"{SERVICES}/admsec", token, json={"code": str(code), "env": {"X": "1"}})
+    assert r.status_code == 403, r.text
+    message = r.json()["errors"]["message"]
+    assert "deployed by 'admin'" in message and "owner or an admin" in message
+    after = lab.get(f"{SERVICES}/admsec").json()["data"]
+    assert after["modifiedAt"] == before["modifiedAt"] and "X" not in after["configuration"]
+    # Her own service stays hers to change; the admin may change any.
+    r = lab.post(SERVICES, token, params={"name": "mine"}, json={"EXECUTE_CODE": str(code)})
+    assert r.status_code == 201, r.text
+    assert lab.put(f"{SERVICES}/mine", token, json={"env": {"Y": "2"}}).status_code == 200
+    assert lab.put(f"{SERVICES}/mine", json={"env": {"Z": "3"}}).status_code == 200
