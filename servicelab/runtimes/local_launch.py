@@ -27,6 +27,7 @@ from pathlib import Path
 from servicelab.code_source import CodeFolder, is_remote, local_code_path, open_code_folder
 from servicelab.runtimes.base import DATA_DIR_ENV, SpecError
 from servicelab.runtimes.sandbox import (
+    INSIDE_CACHE,
     INSIDE_CODE,
     INSIDE_DATA,
     INSIDE_VENV,
@@ -225,7 +226,8 @@ def sandboxed_launch(
     )
     serve = sandbox_argv(tools, paths, EXECUTOR_PATH, ["--code-only", *common], install=False)
     launch = Launch(
-        [Step(install, install_env() | env), Step(serve, env)],
+        # The cache is mounted for the install step alone.
+        [Step(install, install_env() | env | {"UV_CACHE_DIR": INSIDE_CACHE}), Step(serve, env)],
         str(service_dir),
         sandboxed=True,
         pass_fds=[opened.fd] if opened else [],

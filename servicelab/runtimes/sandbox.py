@@ -280,7 +280,6 @@ def sandbox_env(base: dict[str, str]) -> dict[str, str]:
         "HOME": INSIDE_TMP,
         "TMPDIR": INSIDE_TMP,
         "PATH": SANDBOX_PATH,
-        "UV_CACHE_DIR": INSIDE_CACHE,
         "USER": "service",
         "LOGNAME": "service",
     }

@@ -33,6 +33,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProcess]:
         "SERVICELAB_LOCAL_SANDBOX": "required",
         # Members may deploy the test services from the checkout.
         "SERVICELAB_CODE_ROOTS": str(SERVICES),
+        # A package-index setting of the lab's, as an operator's credentials would be.
+        "UV_NO_PROGRESS": "1",
     }
     process = LabProcess(data_dir, env=env).start()
     try:
@@ -109,6 +111,9 @@ def test_the_services_own_view(lab: LabProcess) -> None:
     assert env["LAB_DATA_DIR"] == "/data"
     assert env["HOME"] == "/tmp"
     assert not any(k.startswith("SERVICELAB_") for k in env)
+    # The lab's package-index settings (UV_NO_PROGRESS here; credentials, often) go to the
+    # install step only: the running service does not get them (issue 26).
+    assert not any(k.startswith(("UV_", "PIP_")) for k in env), sorted(env)
     with httpx.Client(timeout=10) as client:
         state = instance_state(lab.data_dir, "victim--vault")
         port = state["handle"]["ports"]["8091"]
