@@ -36,7 +36,7 @@ from pathlib import Path
 from servicelab.runtimes.sandbox_ids import SandboxIds
 from servicelab.runtimes.sandbox_net import ServiceNetwork, ensure_host_rules, nameservers
 from servicelab.runtimes.sandbox_seccomp import UnsupportedMachine, program
-from servicelab.runtimes.supervisor import ENV_FD, LAUNCHER_ENV, SECCOMP_FD
+from servicelab.runtimes.supervisor import ENV_FD, LAUNCHER_ENV, SECCOMP_FD, memfd
 
 INSIDE = "/opt/servicelab"
 INSIDE_CODE = f"{INSIDE}/code"
@@ -134,10 +134,8 @@ def _trial(tools: SandboxTools, executor: Path) -> subprocess.CompletedProcess[s
         "import ctypes, os; assert os.getuid() == 65534; "
         "assert ctypes.CDLL(None, use_errno=True).unshare(0x10000000) == -1"
     )
-    seccomp = os.memfd_create("servicelab-seccomp", 0)
+    seccomp = memfd("servicelab-seccomp", program())
     try:
-        os.write(seccomp, program())
-        os.lseek(seccomp, 0, os.SEEK_SET)
         return subprocess.run(
             [
                 *_system_args(tools),

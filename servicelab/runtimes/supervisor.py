@@ -349,7 +349,8 @@ class Supervisor:
                     self.stderr_tail.append(text[:500])
 
 
-def _memfd(name: str, data: bytes) -> int:
+def memfd(name: str, data: bytes) -> int:
+    """An inheritable memfd holding `data`, read from its start."""
     fd = os.memfd_create(name, 0)
     os.write(fd, data)
     os.lseek(fd, 0, os.SEEK_SET)
@@ -370,9 +371,9 @@ class Descriptors:
 
     def fill(self, argv: list[str], env: dict[str, str], seccomp: str | None) -> list[str]:
         """The command with its placeholders replaced by the descriptors made for it."""
-        names = {ENV_FD: self._pass(_memfd("servicelab-env", json.dumps(env).encode()))}
+        names = {ENV_FD: self._pass(memfd("servicelab-env", json.dumps(env).encode()))}
         if seccomp is not None:
-            names[SECCOMP_FD] = self._pass(_memfd("servicelab-seccomp", base64.b64decode(seccomp)))
+            names[SECCOMP_FD] = self._pass(memfd("servicelab-seccomp", base64.b64decode(seccomp)))
         return [names.get(arg, arg) for arg in argv]
 
     def _pass(self, fd: int) -> str:

@@ -4,9 +4,7 @@ route alike; and a member's `update=true` on the models route replaces nothing."
 
 from __future__ import annotations
 
-import io
 import shutil
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,20 +12,12 @@ import pytest
 
 from ..conftest import Lab, make_settings, open_lab
 from ..labtools import stop_local_services
-from ..modeltools import PYTHON_MODEL
+from ..modeltools import PYTHON_MODEL, zip_of
 from .attack import ECHO
 
 PROJECT = "proj1"
 SERVICES = f"/api/projects/{PROJECT}/services"
 MODELS = f"/api/projects/{PROJECT}/files/models/deploy"
-
-
-def zip_of(files: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, text in files.items():
-            archive.writestr(name, text)
-    return buffer.getvalue()
 
 
 @pytest.fixture
