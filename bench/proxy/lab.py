@@ -7,6 +7,7 @@ proxy plane.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -30,8 +31,8 @@ import os, shutil, tempfile
 port, tmp = os.environ["PORT"], tempfile.gettempdir()
 www = os.path.dirname(os.path.abspath(__file__))
 conf = os.path.join(tmp, "service-nginx.conf")
-with open(os.path.join(os.environ["LAB_DATA_DIR"], "address"), "w") as f:
-    f.write(f"127.0.0.1:{port}")
+with open(os.path.join(os.environ["LAB_DATA_DIR"], "port"), "w") as f:
+    f.write(port)
 with open(conf, "w") as f:
     f.write(f'''
 worker_processes 1; daemon off; pid {tmp}/service-nginx.pid; error_log stderr warn;
@@ -146,6 +147,11 @@ def service_code(tmp: Path) -> Path:
 
 
 def service_address(tmp: Path, plane: str) -> str:
-    """host:port of a lab's benchmark service (it writes it into its /data)."""
-    found = tmp / f"lab-{plane}" / "services" / "bench--upstream" / "data" / "address"
-    return found.read_text().strip()
+    """host:port of a lab's benchmark service: its port (it writes it into its /data) at
+    the address of its instance's own network (sandboxed; see sandbox_netns), else on
+    127.0.0.1."""
+    service = tmp / f"lab-{plane}" / "services" / "bench--upstream"
+    port = (service / "data" / "port").read_text().strip()
+    states = sorted((service / "instances").glob("*/state.json"))
+    state = json.loads(states[-1].read_text()) if states else {}
+    return f"{state.get('address') or '127.0.0.1'}:{port}"

@@ -96,33 +96,13 @@ def running(cmd: list[str], **kwargs: object) -> Iterator[subprocess.Popen[bytes
             proc.wait()
 
 
-def fresh_port_rule() -> bool:
-    """Apply the lab's packet-filter rule again (what every lab does at its start), and
-    say whether the jump of older labs, for every packet, had come back: labs of older
-    versions on the same machine add it again when they start, and with it every packet
-    on 127.0.0.1 walks the sandbox's chain (see servicelab/runtimes/sandbox_net.py)."""
-    if os.geteuid() != 0 or not shutil.which("iptables"):
-        return False
-    sys.path.insert(0, str(ROOT))
-    from servicelab.runtimes.sandbox_net import CHAIN, ensure_port_rule
-
-    search = ["iptables", "-w", "10", "-C", "OUTPUT", "-j", CHAIN]
-    back = subprocess.run(search, capture_output=True, check=False).returncode == 0
-    ensure_port_rule()
-    return back
-
-
 def wrk(
     name: str, url: str, connections: int, duration: int, token: str, pid: int | None = None
 ) -> WrkResult:
-    """bench/wrk.py's run, with the packet filter's rule applied again before it and the
-    jump of older labs looked for after it."""
-    fresh_port_rule()
+    """bench/wrk.py's run."""
     # 1 s of warm-up: every target is warm after its first round; this fills the pools
     # again after the other targets' turns.
-    result = run_wrk(name, url, connections, duration, token, [pid] if pid else None, warmup=1)
-    result.disturbed = fresh_port_rule()
-    return result
+    return run_wrk(name, url, connections, duration, token, [pid] if pid else None, warmup=1)
 
 
 def peak_rss_mib(pid: int) -> float:
