@@ -298,10 +298,24 @@ class DockerRuntime(Runtime):
                 await self.engine.call(container.start)
                 await self.engine.call(container.reload)
             except docker.errors.APIError as exc:
+                if await self._exited_at_once(container, exc):
+                    return container_handle(container.attrs)
                 with contextlib.suppress(docker.errors.APIError):
                     await self.engine.call(container.remove, v=True, force=True)
                 raise start_error(exc, spec) from exc
         return container_handle(container.attrs)
+
+    async def _exited_at_once(self, container: Any, exc: docker.errors.APIError) -> bool:
+        """Podman's start fails with "open /proc/<pid>/cgroup: no such process" when the
+        command exited before Podman read its cgroup: the container did start and ended,
+        and its exit code is the service's to report, as on Docker."""
+        if "no such process" not in explain(exc).lower():
+            return False
+        try:
+            await self.engine.call(container.reload)
+        except docker.errors.APIError:
+            return False
+        return container.status in ("exited", "stopped", "dead")
 
     async def _resource_options(self, spec: ServiceSpec) -> dict[str, Any]:
         """The spec's limits, else the lab's defaults (`limits.py`), and the lab's process

@@ -6,7 +6,8 @@ one fixed set of rules covers every project network, made now or later:
 
     filter DOCKER-USER   -i slb+ -> SERVICELAB-EGRESS
     SERVICELAB-EGRESS    bridged (same network: the project's services, the lab's
-                         container) RETURN; established RETURN; allowed RETURN;
+                         container) RETURN; established RETURN; the lab's API and the
+                         host's name servers (port 53) RETURN; allowed RETURN;
                          to another bridge REJECT; blocked ranges and the networks
                          the host is on (its LAN, whatever its range) REJECT
                          (egress `none`: everything) REJECT
@@ -37,6 +38,7 @@ import subprocess
 from pathlib import Path
 
 from servicelab.runtimes.egress import BLOCKED_V4, Egress, connected_networks, lab_targets
+from servicelab.runtimes.sandbox_net import nameservers
 
 log = logging.getLogger("servicelab.runtimes")
 
@@ -60,6 +62,10 @@ def egress_rules(
     rules = [bridged, ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"]]
     for address, lab_port in lab or []:
         rules.append(["-d", f"{address}/32", "-p", "tcp", "--dport", str(lab_port), "-j", "RETURN"])
+    # Docker's embedded DNS asks the host's name servers from the container's network.
+    for server in nameservers()[0]:
+        for proto in ("udp", "tcp"):
+            rules.append(["-d", f"{server}/32", "-p", proto, "--dport", "53", "-j", "RETURN"])
     for allowed in egress.allow:
         if ":" in allowed.cidr:
             continue  # IPv4 rules; project networks have no IPv6
