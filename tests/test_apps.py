@@ -31,11 +31,15 @@ INSTALL_TIMEOUT = 900
 expect.set_options(timeout=60_000)
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProcess]:
-    data_dir = tmp_path_factory.mktemp("apps-lab") / "data"
+@pytest.fixture(scope="module", params=["embedded", "nginx"])
+def lab(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LabProcess]:
+    """A lab on each proxy plane (the apps live in sandboxes with networks of their own)."""
+    data_dir = tmp_path_factory.mktemp(f"apps-lab-{request.param}") / "data"
     data_dir.mkdir()
-    started = LabProcess(data_dir, env={"SERVICELAB_RUNTIME": "local"}).start()
+    env = {"SERVICELAB_RUNTIME": "local", "SERVICELAB_PROXY": request.param}
+    started = LabProcess(data_dir, env=env).start()
     yield started
     started.stop()
     stop_local_services(data_dir)
