@@ -146,7 +146,7 @@ http {{
   keepalive_requests 10000000;
   client_body_temp_path {tmp}/pbody; proxy_temp_path {tmp}/pproxy;
   fastcgi_temp_path {tmp}/pfcgi; uwsgi_temp_path {tmp}/puwsgi; scgi_temp_path {tmp}/pscgi;
-  upstream up {{ server 127.0.0.1:{up}; keepalive 16; }}
+  upstream up {{ server {up}; keepalive 16; }}
   server {{
     listen 127.0.0.1:{port};
     location / {{
@@ -161,11 +161,11 @@ http {{
 """
 
 
-def proxy_pass(tmp: Path, up_port: int) -> tuple[list[str], int]:
+def proxy_pass(tmp: Path, up: str) -> tuple[list[str], int]:
     """Plain nginx `proxy_pass` to the upstream: what nginx costs with no lab at all."""
     port = free_port()
     conf = tmp / "pass.conf"
-    conf.write_text(PROXY_PASS_CONF.format(tmp=tmp, up=up_port, port=port))
+    conf.write_text(PROXY_PASS_CONF.format(tmp=tmp, up=up, port=port))
     nginx = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
     assert nginx
     return [nginx, "-c", str(conf), "-e", str(tmp / "pass-error.log")], port
@@ -248,7 +248,6 @@ def main() -> None:
             # that the lab's local runtime started (sandboxed) the lab's normal way. The
             # nginx lab's service is the same program, measured directly as a check.
             up = service_address(tmp, "embedded")
-            up_port = int(up.rpartition(":")[2])
             chp_port, chp_api = free_port(), free_port()
             chp_cmd = [
                 str(chp),
@@ -265,8 +264,8 @@ def main() -> None:
                 "--log-level",
                 "warn",
             ]
-            serve = [sys.executable, str(HERE / "serve.py"), str(up_port), TOKEN]
-            pass_cmd, pass_port = proxy_pass(tmp, up_port)
+            serve = [sys.executable, str(HERE / "serve.py"), up, TOKEN]
+            pass_cmd, pass_port = proxy_pass(tmp, up)
             with (
                 running(chp_cmd, stdout=subprocess.DEVNULL) as chp_proc,
                 running(serve, stdout=subprocess.PIPE) as lab,

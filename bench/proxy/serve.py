@@ -1,5 +1,6 @@
 """servicelab's ProxyApp alone, for the benchmark: one uvicorn process (uvloop, httptools)
-routing /api/projects/bench/services/up/80/ to the upstream given on the command line.
+routing /api/projects/bench/services/up/80/ to the upstream (host:port) given on the
+command line.
 
     python bench/proxy/serve.py UPSTREAM_PORT TOKEN [WORKERS]
 
@@ -33,8 +34,9 @@ from servicelab.runtimes.base import Address  # noqa: E402
 
 
 class OneRoute:
-    def __init__(self, port: int) -> None:
-        self.upstream = Upstream(Address("127.0.0.1", port), strip_prefix=True)
+    def __init__(self, upstream: str) -> None:
+        host, _, port_text = upstream.rpartition(":")
+        self.upstream = Upstream(Address(host, int(port_text)), strip_prefix=True)
 
     async def resolve(self, project: str, service: str, port: int) -> Upstream:
         if (project, service, port) != ("bench", "up", 80):
@@ -63,7 +65,7 @@ async def not_found(scope: MutableMapping[str, Any], receive: Any, send: Any) ->
 
 
 def main() -> None:
-    upstream_port, token = int(sys.argv[1]), sys.argv[2]
+    upstream, token = sys.argv[1], sys.argv[2]
     workers = int(sys.argv[3]) if len(sys.argv) > 3 else 1
     if workers > 1:
         run_workers(workers)
@@ -77,7 +79,7 @@ def main() -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         sock.listen(2048)
-    app = ProxyApp(not_found, OneRoute(upstream_port), OneToken(token), ProxySettings())
+    app = ProxyApp(not_found, OneRoute(upstream), OneToken(token), ProxySettings())
     config = uvicorn.Config(
         app,
         loop="uvloop",
