@@ -196,10 +196,10 @@ build_image "$PYTHON_IMAGE" "$python_hash" "$python_ctx"
 python_id=$(docker image inspect --format '{{.Id}}' "$PYTHON_IMAGE")
 
 # 2c. the runtime image. Its build context is the repository root (see .dockerignore),
-# because it needs servicelab/execute.py.
-if [ -f "$ROOT/servicelab/execute.py" ]; then
+# because it needs servicelab/execute/.
+if [ -f "$ROOT/servicelab/execute/__init__.py" ]; then
     build_image "$RUNTIME_IMAGE" \
-        "$(inputs_hash "$python_id" images/runtime servicelab/execute.py .dockerignore)" \
+        "$(inputs_hash "$python_id" images/runtime servicelab/execute .dockerignore)" \
         -f "$ROOT/images/runtime/Dockerfile" --build-arg "BASE_IMAGE=$PYTHON_IMAGE" "$ROOT"
     # servicelab's default runtime image (SERVICELAB_RUNTIME_IMAGE) is :latest; give it
     # this build unless someone else's image holds that tag (it has no hash label then).
@@ -212,7 +212,7 @@ if [ -f "$ROOT/servicelab/execute.py" ]; then
     fi
 else
     # Written by another part of the project; until it exists there is no runtime image.
-    log "warning: servicelab/execute.py is missing; skipped $RUNTIME_IMAGE"
+    log "warning: servicelab/execute/ is missing; skipped $RUNTIME_IMAGE"
 fi
 
 # 2d. the FastAPI example.

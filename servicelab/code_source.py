@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from servicelab.execute import ExecuteError, parse_vcs_url
-from servicelab.runtimes.base import SpecError
+from servicelab.runtime_errors import SpecError
 from servicelab.spec import CODE_SERVICE_PORT
 
 #: pip-style VCS URLs; the executor checks them out.

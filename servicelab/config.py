@@ -7,7 +7,8 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ByteSize, Field, SecretStr
+from pydantic import ByteSize, Field, SecretStr, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,8 +24,12 @@ class Settings(BaseSettings):
     database_url: str = ""
     #: Password of the `admin` user created at first start; generated and printed when empty.
     admin_password: SecretStr | None = None
-    #: "auto" picks Docker when an engine answers, else local processes.
-    runtime: Literal["auto", "local", "docker", "kubernetes"] = "auto"
+    #: "auto" picks Docker when an engine answers, else local processes; otherwise the
+    #: name of a runtime in the entry-point group `servicelab.runtimes` ("local",
+    #: "docker", "kubernetes", or one another package provides).
+    runtime: str = "auto"
+    authenticator: str = "password"  #: a name in the entry-point group servicelab.authenticators
+    file_store: str = "local"  #: a name in the entry-point group servicelab.file_stores
     #: The URL services use to reach the lab (their LAB_ENDPOINT). Defaults to the bind address.
     public_url: str = ""
     #: Session tokens from a login expire after this many seconds.
@@ -126,6 +131,23 @@ class Settings(BaseSettings):
     #: (the first address is every namespace's gateway). Pick one no host route uses.
     service_network: str = "10.213.0.0/16"
     log_level: str = "info"
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, name: str) -> str:
+        """An unknown runtime stops the lab at start, with the registry's own message
+        (which lists the names installed packages provide)."""
+        from servicelab.registry import RUNTIMES, UnknownImplementation
+
+        if name == "auto" or name in RUNTIMES.names():
+            return name
+        try:
+            RUNTIMES.load(name, object)  # not found: raises, naming the known runtimes
+        except UnknownImplementation as exc:
+            # Said as it is, without pydantic's "Value error, " before it.
+            message = {"message": str(exc)}
+            raise PydanticCustomError("unknown_runtime", "{message}", message) from None
+        return name  # declared since `names()` looked (a package installed just now)
 
     @property
     def resolved_database_url(self) -> str:

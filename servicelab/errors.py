@@ -52,6 +52,11 @@ class UpdateFailed(LabError):
     """A valid change that did not work (an update whose new version never got healthy)."""
 
 
+class Interrupted(LabError):
+    """The lab process running a command stopped before it finished (another process
+    gave the command and waited for it: see services/commands.py)."""
+
+
 class ApiError(Exception):
     """An error the API layer raises with its status itself (a missing parameter...)."""
 
@@ -99,6 +104,7 @@ TABLE: tuple[tuple[type[Exception], int, str], ...] = (
     (QuotaExceeded, 413, "quota_exceeded"),
     (LimitReached, 429, "quota_exceeded"),
     (NotRunnable, 400, "invalid_code"),
+    (Interrupted, 503, "interrupted"),
     (RuntimeUnavailable, 503, "runtime_unavailable"),
     # What the backend refused for another reason (a port taken on the host...): the
     # lab works, its backend did not.

@@ -406,30 +406,7 @@ def _check_final_stage(stage: Stage, doc: Dockerfile, emit: _Emit) -> None:
         if keyword == "ARG":
             env.update({k: v if v is not None else env.get(k) for k, v in parse_arg(args).items()})
         elif keyword == "ENV":
-            for key, value in parse_env(args).items():
-                env[key] = expand(value, env)
-                if key.upper() in BUILD_ONLY_VARIABLES:
-                    emit(
-                        "SL010",
-                        instruction.line,
-                        f"ENV {key} stays set in every container; "
-                        f"use ARG {key}={value} for build-time settings",
-                    )
-                elif key.upper().startswith("LAB_"):
-                    emit(
-                        "SL011",
-                        instruction.line,
-                        f"ENV {key}: servicelab sets the LAB_* "
-                        "variables when it deploys the service; do not give them defaults",
-                    )
-                elif _looks_internal(key, value):
-                    emit(
-                        "SL007",
-                        instruction.line,
-                        f"ENV {key} looks like an internal path; "
-                        f"prefix internal variables with an underscore (_{key}) so users know "
-                        "not to change them",
-                    )
+            _check_env(instruction, env, emit)
         elif keyword == "EXPOSE":
             exposed = exposed or bool(args.split())
         elif keyword == "HEALTHCHECK":
@@ -437,17 +414,7 @@ def _check_final_stage(stage: Stage, doc: Dockerfile, emit: _Emit) -> None:
         elif keyword in ("CMD", "ENTRYPOINT"):
             commands.append(instruction)
         elif keyword == "VOLUME":
-            form = instruction.exec_form()
-            paths = form if form is not None else _words(args)
-            for path in paths:
-                target = expand(path, env).rstrip("/") or "/"
-                if target != "/data" and not target.startswith("/data/"):
-                    emit(
-                        "SL008",
-                        instruction.line,
-                        f"VOLUME {target}: persisted data belongs "
-                        "in /data, the folder servicelab mounts and keeps",
-                    )
+            _check_volume(instruction, env, emit)
 
     if not exposed:
         emit(
@@ -471,6 +438,54 @@ def _check_final_stage(stage: Stage, doc: Dockerfile, emit: _Emit) -> None:
             "add one so servicelab can tell whether the service is healthy",
         )
 
+    _check_commands(commands, emit)
+    _check_parameters([*commands, *([healthcheck] if healthcheck else [])], env, emit)
+    _check_base(chain[0], doc, emit)
+
+
+def _check_env(instruction: Instruction, env: dict[str, str | None], emit: _Emit) -> None:
+    """Record an ENV's values in `env`; report build-time, LAB_* and internal variables."""
+    for key, value in parse_env(instruction.args).items():
+        env[key] = expand(value, env)
+        if key.upper() in BUILD_ONLY_VARIABLES:
+            emit(
+                "SL010",
+                instruction.line,
+                f"ENV {key} stays set in every container; "
+                f"use ARG {key}={value} for build-time settings",
+            )
+        elif key.upper().startswith("LAB_"):
+            emit(
+                "SL011",
+                instruction.line,
+                f"ENV {key}: servicelab sets the LAB_* "
+                "variables when it deploys the service; do not give them defaults",
+            )
+        elif _looks_internal(key, value):
+            emit(
+                "SL007",
+                instruction.line,
+                f"ENV {key} looks like an internal path; "
+                f"prefix internal variables with an underscore (_{key}) so users know "
+                "not to change them",
+            )
+
+
+def _check_volume(instruction: Instruction, env: dict[str, str | None], emit: _Emit) -> None:
+    form = instruction.exec_form()
+    paths = form if form is not None else _words(instruction.args)
+    for path in paths:
+        target = expand(path, env).rstrip("/") or "/"
+        if target != "/data" and not target.startswith("/data/"):
+            emit(
+                "SL008",
+                instruction.line,
+                f"VOLUME {target}: persisted data belongs "
+                "in /data, the folder servicelab mounts and keeps",
+            )
+
+
+def _check_commands(commands: list[Instruction], emit: _Emit) -> None:
     for instruction in commands:
         if instruction.exec_form() is None:
             hint = (
@@ -486,9 +501,13 @@ def _check_final_stage(stage: Stage, doc: Dockerfile, emit: _Emit) -> None:
                 "process gets the stop signal and logs go straight to stdout",
             )
 
-    # Parameters: a variable the service's command uses needs a default in the Dockerfile.
+
+def _check_parameters(
+    instructions: list[Instruction], env: dict[str, str | None], emit: _Emit
+) -> None:
+    """A variable the service's command uses needs a default in the Dockerfile."""
     reported: set[str] = set()
-    for instruction in [*commands, *([healthcheck] if healthcheck else [])]:
+    for instruction in instructions:
         for name, has_default in referenced_variables(instruction.args):
             if has_default or name in env or name in RUNTIME_VARIABLES or name in reported:
                 continue
@@ -499,8 +518,6 @@ def _check_final_stage(stage: Stage, doc: Dockerfile, emit: _Emit) -> None:
                 f"{instruction.keyword} uses ${name}, which has no "
                 f"default: add `ENV {name}=<default>` so the image runs without parameters",
             )
-
-    _check_base(chain[0], doc, emit)
 
 
 def lint_text(text: str, path: str = "Dockerfile", ignore: Iterable[str] = ()) -> list[Finding]:

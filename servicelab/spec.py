@@ -12,6 +12,8 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from servicelab.service_route import service_path
+
 #: ML Lab's rule for a given name; names are lower-cased and cut to 63 characters.
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-]+[a-zA-Z0-9]$")
 MAX_NAME_LENGTH = 63
@@ -36,6 +38,10 @@ MAX_HEALTH_SECONDS = 24 * 3600
 MAX_HEALTH_RETRIES = 1000
 MAX_ENV_VALUE = 128 * 1024
 MAX_HEALTH_PATH = 2048
+MAX_PORTS = 100
+#: Below this no service starts (the runtime image's own processes need about 6 MiB).
+MIN_MEMORY = 6 * 2**20
+MIN_CPUS = 0.01
 
 
 class InvalidName(ValueError):
@@ -81,12 +87,18 @@ def name_from_code(code: str) -> str:
     return name_from_image(last or "code")
 
 
+def is_port(value: object) -> bool:
+    """The one rule for a TCP port (1-65535), given as an int or a string of digits:
+    every entry point and runtime asks this, so a port is refused with the same words."""
+    text = str(value).strip()
+    return not isinstance(value, bool) and text.isdigit() and 0 < int(text) < 65536
+
+
 def parse_port(value: object, *, what: str = "port") -> int:
     """A TCP port from an int or a string of digits; InvalidSpec otherwise."""
-    text = str(value).strip()
-    if isinstance(value, bool) or not text.isdigit() or not 0 < int(text) < 65536:
+    if not is_port(value):
         raise InvalidSpec(f"{what} must be a port number (1-65535), not {value!r}.")
-    return int(text)
+    return int(str(value).strip())
 
 
 def code_port(env: dict[str, str]) -> int:
@@ -313,16 +325,22 @@ class ServiceSpec:
         return f"{service_path(self.project, self.name)}{port}{path}"
 
 
-def service_path(project: str, service: str) -> str:
-    """LAB_SERVICE_PATH: the route prefix to which a service appends `<port>/`."""
-    return f"/api/projects/{project}/services/{service}/"
-
-
 def _check_number(value: float | None, what: str, low: float, high: float) -> None:
     if value is None:
         return
     if value != value or not low <= value <= high:  # NaN, too small, too large
-        raise InvalidSpec(f"{what} must be between {low:g} and {high:g}, not {value!r}.")
+        # A float as the user wrote it (JSON's 0 arrives as 0.0): the same words for 0
+        # from every entry point.
+        shown = f"{value:g}" if isinstance(value, float) else repr(value)
+        raise InvalidSpec(f"{what} must be between {low:g} and {high:g}, not {shown}.")
+
+
+def _check_memory(value: int | None) -> None:
+    if value is not None and not MIN_MEMORY <= value <= MAX_MEMORY:
+        raise InvalidSpec(
+            f"memory must be between {MIN_MEMORY // 2**20} MiB ({MIN_MEMORY} bytes) and "
+            f"1 PiB ({MAX_MEMORY} bytes), not {value!r} bytes."
+        )
 
 
 def _check_text(*fields: tuple[str, object]) -> None:
@@ -358,6 +376,8 @@ def normalize(spec: ServiceSpec) -> ServiceSpec:
     project = normalize_name(spec.project, what="project name") if spec.project else ""
     env = {str(k): str(v) for k, v in spec.env.items()}
     check_env(env)
+    if len(spec.ports) > MAX_PORTS:
+        raise InvalidSpec(f"Give at most {MAX_PORTS} ports, not {len(spec.ports)}.")
     ports = [parse_port(p) for p in spec.ports]
     connection = None if spec.connection_port is None else parse_port(spec.connection_port)
     if spec.code:
@@ -367,8 +387,8 @@ def normalize(spec: ServiceSpec) -> ServiceSpec:
     if connection is not None and connection not in ports:
         ports.append(connection)
     r = spec.resources
-    _check_number(r.cpus, "cpus", 0.01, MAX_CPUS)
-    _check_number(r.memory, "memory (bytes)", 6 * 2**20, MAX_MEMORY)
+    _check_number(r.cpus, "cpus", MIN_CPUS, MAX_CPUS)
+    _check_memory(r.memory)
     _check_number(r.gpus, "gpus", 0, MAX_GPUS)
     h = spec.health
     check_health_path(h.path)

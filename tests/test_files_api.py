@@ -42,7 +42,7 @@ def flab(tmp_path: Path) -> Iterator[Lab]:
         r = client.get("/api/auth/login", auth=("admin", ADMIN_PASSWORD))
         assert r.status_code == 200, r.text
         client.cookies.clear()
-        lab = Lab(client, app.app.state.settings, str(r.json()["data"]))
+        lab = Lab(client, app.app.state.lab.settings, str(r.json()["data"]))
         lab.create_project("demo")
         yield lab
 

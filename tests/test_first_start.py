@@ -91,5 +91,6 @@ def test_bad_settings_are_a_one_line_error(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 2
-    assert "runtime: Input should be 'auto', 'local', 'docker' or 'kubernetes'" in result.stderr
+    assert "runtime: SERVICELAB_RUNTIME='bogus': no installed package" in result.stderr
+    assert "(known: docker, kubernetes, local, memory)" in result.stderr
     assert "Traceback" not in result.stderr

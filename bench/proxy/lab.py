@@ -49,12 +49,17 @@ os.execv(nginx, [nginx, "-c", conf, "-e", "stderr"])
 
 
 @contextlib.contextmanager
-def whole_lab(tmp: Path, plane: str, port: int) -> Iterator[tuple[int, str]]:
-    """A running lab on `port`; yields (the pid of its process, a project token)."""
+def whole_lab(tmp: Path, plane: str, port: int, root: Path = ROOT) -> Iterator[tuple[int, str]]:
+    """A running lab on `port`; yields (the pid of its process, a project token).
+
+    `root` is the checkout whose code the lab runs (bench/proxy/compare.py: a worktree of
+    an older commit); its own source goes first on the path, ahead of the editable
+    install, which points at this checkout."""
     data = tmp / f"lab-{plane}"
     code = service_code(tmp)
     env = {
         **os.environ,
+        **({"PYTHONPATH": str(root)} if root != ROOT else {}),
         "SERVICELAB_DATA_DIR": str(data),
         "SERVICELAB_PORT": str(port),
         "SERVICELAB_HOST": "127.0.0.1",
@@ -69,7 +74,7 @@ def whole_lab(tmp: Path, plane: str, port: int) -> Iterator[tuple[int, str]]:
         env=env,
         stdout=log,
         stderr=log,
-        cwd=ROOT,
+        cwd=root,
         # Out of the terminal's process group: a Ctrl-C reaches the benchmark only, which
         # then deletes the service (a lab leaves its services running when it stops).
         start_new_session=True,
@@ -134,13 +139,14 @@ def nginx_pids(tmp: Path, plane: str) -> list[int]:
 
 
 def service_code(tmp: Path) -> Path:
-    """The service's code folder: its `__main__.py` and the files it serves (1 KB and a
-    sparse GiB)."""
+    """The service's code folder: its `__main__.py` and the files it serves (1 KB, 64 KB
+    and a sparse GiB)."""
     code = tmp / "service"
     if not code.exists():
         code.mkdir(mode=0o755)
         (code / "__main__.py").write_text(SERVICE_MAIN)
         (code / "1k.html").write_bytes(b"x" * 1024)
+        (code / "64k.bin").write_bytes(b"x" * 65536)
         with (code / "big.bin").open("wb") as f:
             f.truncate(1 << 30)  # sparse: no GiB written to disk
     return code

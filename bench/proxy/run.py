@@ -2,6 +2,7 @@
 JupyterHub's configurable-http-proxy (CHP), all on 127.0.0.1, with `wrk`.
 
     python bench/proxy/run.py [--duration 3] [--rounds 12] [--connections 1,32]
+    python -m bench.proxy.run --before REV [--rounds 20 --duration 2]   # compare.py
 
 Every path reaches one upstream: an nginx serving 1 KB, started as a service of the
 embedded lab by its local runtime. Needs `wrk`, `curl`, `nginx` with its Lua module, node
@@ -210,8 +211,22 @@ def main() -> None:
     parser.add_argument(
         "--seed", type=int, default=None, help="for the rounds' orders (default: random)"
     )
+    parser.add_argument(
+        "--before",
+        metavar="REV",
+        help="measure a worktree of REV and this checkout, interleaved round by round "
+        "(bench/proxy/compare.py)",
+    )
+    parser.add_argument(
+        "--before-dir", default="/tmp/bench-before", help="the worktree of --before"
+    )
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 32)
+    if args.before:
+        from bench.proxy.compare import compare
+
+        compare(args, seed)
+        return
     # A shuffled order per round: no target always follows the same one (or always runs
     # first, after the pause), so that what a target leaves behind (a busy upstream, a
     # warm cache) falls on all of them alike.

@@ -18,7 +18,9 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+# Appended, not first: with PYTHONPATH naming another checkout (bench/proxy/compare.py),
+# that checkout's servicelab is the one measured.
+sys.path.append(str(Path(__file__).resolve().parents[2]))
 
 import uvicorn  # noqa: E402
 

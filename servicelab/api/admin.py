@@ -14,7 +14,7 @@ from servicelab import envelope
 from servicelab.auth import Identity
 from servicelab.db import Membership, Project
 
-from .deps import current_identity, db_session
+from .deps import current_identity, db_session, lab
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 
@@ -40,7 +40,7 @@ def lab_info(
     identity: Identity = Depends(current_identity),
     session: Session = Depends(db_session, scope="function"),
 ) -> dict:
-    runtime = request.app.state.services.runtime.name
+    runtime = lab(request).runtime.name
     database = session.get_bind().dialect.name
     return envelope.success(
         {

@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 
 from servicelab.auth import Forbidden, Identity, TokenAuthority
 from servicelab.credentials import TokenSource, find_token
-from servicelab.db import Database, Project
+from servicelab.db import Project
+from servicelab.lab import Lab
 from servicelab.proxy.origins import from_own_origin
 from servicelab.spec import InvalidName, normalize_name
 
@@ -31,14 +32,19 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "x-csrf-token"
 
 
+def lab(request: Request) -> Lab:
+    """The lab this request is served by (built once by `servicelab.app.build_lab`)."""
+    found: Lab = request.app.state.lab
+    return found
+
+
 def db_session(request: Request) -> Iterator[Session]:
-    database: Database = request.app.state.db
-    with database.session() as session:
+    with lab(request).db.session() as session:
         yield session
 
 
 def authority(request: Request) -> TokenAuthority:
-    return request.app.state.authority
+    return lab(request).authority
 
 
 def csrf_token_for(secret_key: bytes, token_id: str) -> str:
@@ -48,7 +54,7 @@ def csrf_token_for(secret_key: bytes, token_id: str) -> str:
 def lab_origins(request: Request) -> set[str]:
     """The origins the lab's pages are served from: this request's scheme and host, the
     public URL, and the configured extra origins."""
-    settings = request.app.state.settings
+    settings = lab(request).settings
     own = {f"{request.url.scheme}://{request.headers.get('host', '')}".lower()}
     if settings.public_url:
         parts = urlsplit(settings.public_url)
@@ -82,7 +88,7 @@ def current_identity(request: Request) -> Identity:
 
 
 def check_csrf(request: Request, identity: Identity) -> None:
-    expected = csrf_token_for(request.app.state.secret_key, identity.token_id)
+    expected = csrf_token_for(lab(request).secret_key, identity.token_id)
     given = request.headers.get(CSRF_HEADER, "")
     if not hmac.compare_digest(given, expected):
         raise Forbidden(

@@ -30,7 +30,8 @@ from sqlalchemy.orm import Session
 from servicelab.auth import revoke_service_tokens
 from servicelab.db import Project, Service, notify
 from servicelab.errors import KNOWN, problem
-from servicelab.services import ServiceManager
+
+from .deps import lab
 
 #: What happens to the services of a user who loses a project.
 ServicesChoice = Literal["renew", "stop"]
@@ -49,6 +50,21 @@ class LeftService:
     @property
     def label(self) -> str:
         return f"{self.project.name}/{self.name}"
+
+
+def deployed_by(session: Session, project: Project) -> dict[str, list[str]]:
+    """Each user's services in `project`, by name: what removing them from the project
+    renews or stops, which the admin sees before confirming (the web UI, docs/ui.md)."""
+    query = (
+        select(Service.created_by, Service.name)
+        .where(Service.project_id == project.id, Service.created_by.is_not(None))
+        .order_by(Service.name)
+    )
+    found: dict[str, list[str]] = {}
+    for username, name in session.execute(query).all():
+        if username:
+            found.setdefault(username, []).append(name)
+    return found
 
 
 def revoke_left_services(
@@ -81,7 +97,7 @@ def end_services(
     or stopped is named with the reason: its old token is revoked all the same."""
     if not left:
         return "no services of theirs to renew or stop"
-    manager: ServiceManager = request.app.state.services
+    manager = lab(request).manager
     done: list[str] = []
     failed: list[str] = []
     for item in left:

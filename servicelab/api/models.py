@@ -14,12 +14,12 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from servicelab import envelope
+from servicelab.deploy import check_may_deploy
 from servicelab.files import FileNotFound, InvalidKey
 from servicelab.models.deploy import NotAModel, detect, model_spec, name_from_file
-from servicelab.spec import normalize_name
+from servicelab.spec import check_env, code_port, normalize_name
 
-from .deploy_policy import check_may_deploy
-from .deps import ProjectContext, project_context
+from .deps import ProjectContext, lab, project_context
 from .errors import ApiError
 from .services import _env_value, deploy_checked, manager, service_out
 
@@ -41,15 +41,15 @@ async def deploy_model(
     ctx: ProjectContext = Depends(project_context),
 ) -> JSONResponse:
     env = {str(k): _env_value(k, v) for k, v in (body or {}).items()}
-    port = env.get("PORT", "8091")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ApiError(400, f"PORT={port!r} is not a port number.")
+    # A bad name, environment or $PORT is a 400 before any work, in normalize's words.
+    check_env(env)
+    code_port(env)
     if name:
-        normalize_name(name, what="service name")  # a bad name is a 400 before any work
+        normalize_name(name, what="service name")
     # Who may deploy at all, before the lab reads a byte of the caller's file.
-    check_may_deploy(request.app.state.settings, manager(request).runtime, ctx.identity)
+    check_may_deploy(lab(request).settings, manager(request).runtime, ctx.identity)
     try:
-        info, found = await detect(request.app.state.files, ctx.name, file_key)
+        info, found = await detect(lab(request).files, ctx.name, file_key)
     except InvalidKey as exc:
         raise ApiError(400, str(exc), code="invalid_key") from None
     except FileNotFound as exc:

@@ -19,6 +19,7 @@ from .deps import (
     current_identity,
     db_session,
     header_identity,
+    lab,
     project_context,
     require_user,
 )
@@ -131,7 +132,7 @@ def delete_project(request: Request, ctx: ProjectContext = Depends(project_conte
     name = ctx.project.name
     # Services and files live outside the database: remove them first, so that a failure
     # leaves a project that can be deleted again rather than orphans.
-    for cleanup in request.app.state.project_cleanups:
+    for cleanup in lab(request).project_cleanups:
         from_thread.run(cleanup, name)
     ctx.session.delete(ctx.project)
     ctx.session.flush()

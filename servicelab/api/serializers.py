@@ -18,6 +18,8 @@ from servicelab.db import ApiToken, Project, User
 from servicelab.execute import is_vcs_url, redact_url
 from servicelab.proxy.origins import OriginPolicy
 
+from .deps import lab
+
 
 def epoch_ms(value: datetime | None) -> int | None:
     """ML Lab's timestamp: epoch milliseconds as an int (its clients read int64)."""
@@ -99,7 +101,7 @@ def browser_base(request: Request, project: str, service: str) -> str:
     """Where browsers open a service: its own origin (`scheme://<service>--<project>.
     <domain>[:port]`) as this request's client sees the lab, or, when none can be formed,
     the lab itself (the path route, served sandboxed)."""
-    settings = request.app.state.settings
+    settings = lab(request).settings
     host = request.headers.get("host", "")
     if settings.trust_proxy_headers and request.headers.get("x-forwarded-host"):
         host = request.headers["x-forwarded-host"].split(",")[0].strip()

@@ -14,20 +14,11 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from servicelab import envelope
 from servicelab.proxy.metrics import HISTORY_SECONDS, service_series
-from servicelab.runtimes.usage import UsageHistory
 
-from .deps import ProjectContext, project_context
+from .deps import ProjectContext, lab, project_context
 from .services import find_service, manager
 
 router = APIRouter(prefix="/api/projects/{project}/services", tags=["services"])
-
-
-def usage_history(request: Request) -> UsageHistory:
-    state = request.app.state
-    if getattr(state, "usage_history", None) is None:
-        state.usage_history = UsageHistory()
-    history: UsageHistory = state.usage_history
-    return history
 
 
 @router.get("/{service}/metrics", summary="Traffic, latency, errors, CPU and memory over time")
@@ -41,7 +32,7 @@ async def service_metrics(
     services = manager(request)
     row = await find_service(request, ctx, service)
     now = time.time()
-    history = usage_history(request)
+    history = lab(request).usage
     key = row.spec.key
     if row.handle and history.due(key, now):
         usage = await services.runtime.usage(row.handle)

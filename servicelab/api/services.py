@@ -1,8 +1,9 @@
 """Services of a project, on ML Lab's `/api/projects/{project}/services` paths and beyond.
 
-Every entry point ends in one `ServiceSpec` handed to the `ServiceManager`:
-ML Lab's `POST ?image=&name=` with the environment as body, and `PUT .../{service}` with a
-whole spec (create or update, idempotent).
+Every entry point ends in one `ServiceSpec` handed to the deploy pipeline
+(`servicelab.deploy`), which checks it and hands it to the `ServiceManager`: ML Lab's
+`POST ?image=&name=` with the environment as body, and `PUT .../{service}` with a whole
+spec (create or update, idempotent). The routes only parse and answer.
 """
 
 from __future__ import annotations
@@ -18,15 +19,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from servicelab import envelope
+from servicelab.deploy import Deployer
 from servicelab.errors import NotFound
 from servicelab.services import ServiceManager, ServiceRow, service_path, service_url_env
 from servicelab.spec import (
-    MAX_CPUS,
-    MAX_GPUS,
-    MAX_HEALTH_RETRIES,
-    MAX_HEALTH_SECONDS,
-    MAX_MEMORY,
-    MAX_REPLICAS,
+    MAX_PORTS,
+    MIN_CPUS,
+    MIN_MEMORY,
+    PULL_POLICIES,
+    RESTART_POLICIES,
     HealthCheck,
     Resources,
     ServiceSpec,
@@ -37,10 +38,8 @@ from servicelab.spec import (
     same_image,
 )
 
-from .deploy_policy import check_deploy
-from .deps import ProjectContext, authority, project_context
+from .deps import ProjectContext, authority, lab, project_context
 from .errors import ApiError
-from .files import check_code_source
 from .serializers import browser_base, epoch_ms, source_out
 
 router = APIRouter(prefix="/api/projects/{project}/services", tags=["services"])
@@ -49,7 +48,7 @@ MASK = "********"
 
 
 def manager(request: Request) -> ServiceManager:
-    return request.app.state.services
+    return lab(request).manager
 
 
 # -- input ------------------------------------------------------------------------------
@@ -59,25 +58,31 @@ _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
 def parse_memory(value: str | int | None) -> int | None:
-    """Bytes from `536870912`, `"512m"`, `"512MiB"` or `"1g"`."""
+    """Bytes from `536870912`, `"512m"`, `"512MiB"` or `"1g"`. Only the unit is read
+    here; the bounds are `spec.normalize`'s, the same for every entry point."""
     if value is None or value == "":
         return None
     if isinstance(value, int):
-        size = value
-    else:
-        match = _MEMORY.match(value)
-        if not match:
-            raise ValueError(f"memory {value!r} is not a size such as 512m or 2g")
-        size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-    if not 0 < size <= MAX_MEMORY:
-        raise ValueError(f"memory must be more than 0 and at most {MAX_MEMORY} bytes (1 PiB)")
-    return size
+        return value
+    match = _MEMORY.match(value)
+    if not match:
+        raise ValueError(f"memory {value!r} is not a size such as 512m or 2g")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+# The request models below check types only: defaults come from spec.py's dataclasses and
+# every bound from `spec.normalize` (run first by the deploy pipeline), so a bad value gets
+# the same 400 with the same words through POST, PUT, the models route and the CLI.
+_HEALTH = HealthCheck()
+_SPEC = ServiceSpec(project="", name="")
 
 
 class ResourcesIn(BaseModel):
-    cpus: float | None = Field(default=None, gt=0, le=MAX_CPUS)
-    memory: int | str | None = Field(default=None, description="Bytes, or a size like 512m")
-    gpus: int | None = Field(default=None, ge=0, le=MAX_GPUS)
+    cpus: float | None = Field(default=None, description=f"At least {MIN_CPUS}")
+    memory: int | str | None = Field(
+        default=None, description=f"Bytes, or a size like 512m (at least {MIN_MEMORY} bytes)"
+    )
+    gpus: int | None = None
 
     @field_validator("memory")
     @classmethod
@@ -87,13 +92,14 @@ class ResourcesIn(BaseModel):
 
 class HealthIn(BaseModel):
     path: str | None = Field(
-        default="/", description="A path answering below 400, such as /health; null: TCP check"
+        default=_HEALTH.path,
+        description="A path answering below 400, such as /health; null: TCP check",
     )
-    port: int | None = Field(default=None, ge=1, le=65535)
-    interval: float = Field(default=2.0, gt=0, le=MAX_HEALTH_SECONDS)
-    timeout: float = Field(default=2.0, gt=0, le=MAX_HEALTH_SECONDS)
-    retries: int = Field(default=3, ge=1, le=MAX_HEALTH_RETRIES)
-    start_period: float = Field(default=60.0, ge=0, le=MAX_HEALTH_SECONDS, alias="startPeriod")
+    port: int | None = _HEALTH.port
+    interval: float = _HEALTH.interval
+    timeout: float = _HEALTH.timeout
+    retries: int = _HEALTH.retries
+    start_period: float = Field(default=_HEALTH.start_period, alias="startPeriod")
     model_config = ConfigDict(populate_by_name=True)
 
 
@@ -103,26 +109,18 @@ class SpecIn(BaseModel):
     image: str | None = None
     code: str | None = Field(default=None, description="Local path, VCS URL or data key")
     env: dict[str, str] = Field(default_factory=dict)
-    ports: list[int] = Field(default_factory=list, max_length=100)
-    connection_port: int | None = Field(default=None, alias="connectionPort", ge=1, le=65535)
+    ports: list[int] = Field(default_factory=list, description=f"At most {MAX_PORTS}")
+    connection_port: int | None = Field(default=None, alias="connectionPort")
     resources: ResourcesIn = Field(default_factory=ResourcesIn)
-    replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS)
+    replicas: int = _SPEC.replicas
     health: HealthIn = Field(default_factory=HealthIn)
-    restart: str = Field(default="on-failure", pattern="^(on-failure|always|no)$")
-    strip_prefix: bool = Field(default=True, alias="stripPrefix")
+    restart: str = Field(default=_SPEC.restart, description=" | ".join(RESTART_POLICIES))
+    strip_prefix: bool = Field(default=_SPEC.strip_prefix, alias="stripPrefix")
     secret_keys: list[str] = Field(default_factory=list, alias="secretKeys")
     pull_policy: str = Field(
-        default="if-not-present", alias="pullPolicy", pattern="^(if-not-present|always|never)$"
+        default=_SPEC.pull_policy, alias="pullPolicy", description=" | ".join(PULL_POLICIES)
     )
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
-
-    @field_validator("ports")
-    @classmethod
-    def _ports(cls, ports: list[int]) -> list[int]:
-        for port in ports:
-            if not 0 < port < 65536:
-                raise ValueError(f"port {port} is not between 1 and 65535")
-        return ports
 
     def to_spec(self, project: str, name: str) -> ServiceSpec:
         env = dict(self.env)
@@ -168,9 +166,9 @@ def _name_for(name: str | None, image: str | None, code: str | None) -> str:
 def service_out(row: ServiceRow, project: str, request: Request) -> dict[str, Any]:
     """The service object: ML Lab's field names beside servicelab's own; secrets masked."""
     spec = row.spec
-    settings = request.app.state.settings
+    settings = lab(request).settings
     base = service_path(project, row.name)
-    configuration = {
+    configuration: dict[str, Any] = {
         "LAB_ENDPOINT": settings.endpoint,
         "LAB_API_TOKEN": MASK,
         "LAB_PROJECT": project,
@@ -314,7 +312,7 @@ def _flag(key: str, value: str) -> bool:
 
 
 def _runs_code(request: Request, image: str, env: dict[str, str]) -> bool:
-    settings = request.app.state.settings
+    settings = lab(request).settings
     runtime = manager(request).runtime.name
     if not is_code_runner_image(image, runtime_image=settings.runtime_image, runtime=runtime):
         return False
@@ -372,25 +370,10 @@ def merged_spec(old: ServiceSpec, update: SpecIn) -> SpecIn:
     return SpecIn.model_validate(data)
 
 
-async def check_may_change(request: Request, ctx: ProjectContext, name: str) -> None:
-    """Changing what an existing service runs is for whoever deployed it, the project's
-    owner and admins: another member's new code would run with its environment (the
-    deployer's secrets) and its token, and stay running when that member is removed."""
-    try:
-        row = await manager(request).get(ctx.project, name)
-    except NotFound:
-        return
-    identity = ctx.identity
-    if row.created_by in (None, identity.username) or authority(request).can_manage(
-        identity, ctx.project
-    ):
-        return
-    raise ApiError(
-        403,
-        f"Service {row.name!r} was deployed by {row.created_by!r}: only they, the project's "
-        "owner or an admin may change what it runs. Ask one of them, or deploy a service of "
-        "your own under another name.",
-    )
+def deployer(request: Request) -> Deployer:
+    """The deploy pipeline with this lab's parts (see servicelab.deploy)."""
+    state = lab(request)
+    return Deployer(manager(request), state.settings, state.files, authority(request))
 
 
 async def deploy_checked(
@@ -401,20 +384,9 @@ async def deploy_checked(
     replace_existing: bool,
     lab_code: bool = False,
 ) -> tuple[ServiceRow, bool]:
-    """The one way a request creates or changes a service: the deploy policy, the code
-    source's check, then the manager. Every route that deploys goes through here."""
-    # Runtime isolation (issue 12): host paths and unsandboxed runtimes, see deploy_policy.
-    runtime = manager(request).runtime
-    check_deploy(request.app.state.settings, runtime, ctx.identity, spec, lab_code=lab_code)
-    if replace_existing:
-        await check_may_change(request, ctx, spec.name)
-    if spec.code:
-        await check_code_source(request, ctx.name, spec.code)
-    return await manager(request).deploy(
-        ctx.project,
-        spec,
-        created_by=ctx.identity.username,
-        replace_existing=replace_existing,
+    """Every route that deploys goes through here, into `servicelab.deploy`'s pipeline."""
+    return await deployer(request).deploy(
+        ctx.identity, ctx.project, spec, replace_existing=replace_existing, lab_code=lab_code
     )
 
 

@@ -18,6 +18,7 @@ from rich.progress import (
 )
 
 from lab_client.environment import zip_folder
+from servicelab.files.keys import DATA_TYPES
 
 from .common import (
     CliError,
@@ -36,7 +37,6 @@ from .common import (
 
 app = typer.Typer(help="The project's data: versioned files under keys.", no_args_is_help=True)
 
-DATA_TYPES = ("datasets", "models", "experiments", "backups")
 KeyArg = Annotated[str, typer.Argument(help="A key: datasets/a.csv (latest) or datasets/a.csv.v2.")]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import uvicorn
 from pydantic import ValidationError
 from rich.console import Console
 
@@ -95,15 +96,11 @@ def serve(
     ] = 1,
 ) -> None:
     """Run the lab: API, web UI and the authenticating proxy for services."""
-    import uvicorn
-
-    from servicelab.app import create_app
     from servicelab.bootstrap import LAB_UMASK
 
     # Before anything is created: the database, its journal, the secret key, project
     # files and service logs then are readable by the lab's user only.
     os.umask(LAB_UMASK)
-
     overrides: dict[str, Any] = {
         k: v
         for k, v in {
@@ -116,17 +113,38 @@ def serve(
         }.items()
         if v is not None
     }
+    settings = parse_settings(overrides)
+    set_up_logging(settings)
+    check_workers(workers, settings)
+    app = build_app(settings)
+    if workers > 1:
+        del app  # the parent only migrated the database and created the admin
+        settings_env = {f"SERVICELAB_{k.upper()}": str(v) for k, v in overrides.items()}
+        raise typer.Exit(run_workers(workers, settings_env))
+    run(app, settings)
+
+
+def parse_settings(overrides: dict[str, Any]) -> Settings:
+    """The settings from the environment and the command line's options; a bad value is
+    a usage error that names it."""
     try:
-        settings = Settings(**overrides)
+        return Settings(**overrides)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise typer.BadParameter(problems) from None
+
+
+def set_up_logging(settings: Settings) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
     quicker_log_records()
     write_access_log(LOG_FORMAT)
+
+
+def check_workers(workers: int, settings: Settings) -> None:
+    """Refuse `--workers` where several lab processes cannot work."""
     if workers > 1 and not settings.resolved_database_url.startswith("postgresql"):
         raise typer.BadParameter(
             "--workers needs PostgreSQL (SERVICELAB_DATABASE_URL=postgresql+psycopg://...): "
@@ -139,18 +157,41 @@ def serve(
             "own workers already use every core.",
             param_hint="--workers",
         )
+
+
+def build_app(settings: Settings) -> Any:
+    """Build the lab and its ASGI app; on the very first start, print how to log in
+    with the generated admin password (shown this once)."""
+    from servicelab.app import build_lab, create_app
+
+    generated: list[str] = []
     try:
-        generated: list[str] = []
-        app = create_app(settings, on_admin_password=generated.append)
+        lab = build_lab(settings, on_admin_password=generated.append)
     except AnotherLabRunning as exc:
         raise typer.BadParameter(str(exc), param_hint="SERVICELAB_DATA_DIR") from None
     if not is_worker():
         _print_first_login(settings, generated[0] if generated else None)
     generated.clear()
-    if workers > 1:
-        del app  # the parent only migrated the database and created the admin
-        settings_env = {f"SERVICELAB_{k.upper()}": str(v) for k, v in overrides.items()}
-        raise typer.Exit(run_workers(workers, settings_env))
+    return create_app(lab)
+
+
+def run(app: Any, settings: Settings) -> None:
+    """Serve `app` with uvicorn until the lab is stopped."""
+    config = uvicorn_config(app, settings)
+    redact_log_handlers()
+    # A deadline for a request's headers, which uvicorn lacks (lab_server.py).
+    server = LabServer(
+        config,
+        header_timeout=settings.header_timeout,
+        max_waiting=settings.max_waiting_connections,
+    )
+    if is_worker():
+        server.run(sockets=[reuse_port_socket(settings.host, settings.port)])
+    else:
+        server.run()
+
+
+def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
     listen: dict[str, Any] = {"host": settings.host, "port": settings.port}
     if settings.proxy == "nginx":
         from servicelab.proxy.nginx_lab import lab_socket
@@ -160,7 +201,7 @@ def serve(
         socket_path = lab_socket(settings)
         socket_path.unlink(missing_ok=True)
         listen = {"uds": str(socket_path), "forwarded_allow_ips": "*"}
-    config = uvicorn.Config(
+    return uvicorn.Config(
         app,
         **listen,
         loop="uvloop",
@@ -177,14 +218,3 @@ def serve(
         timeout_graceful_shutdown=10,
         timeout_keep_alive=settings.keep_alive_timeout,
     )
-    redact_log_handlers()
-    # A deadline for a request's headers, which uvicorn lacks (lab_server.py).
-    server = LabServer(
-        config,
-        header_timeout=settings.header_timeout,
-        max_waiting=settings.max_waiting_connections,
-    )
-    if is_worker():
-        server.run(sockets=[reuse_port_socket(settings.host, settings.port)])
-    else:
-        server.run()

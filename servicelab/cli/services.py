@@ -17,6 +17,7 @@ import typer
 
 from lab_client import Environment, LabApiError, Record
 from servicelab.code_source import DATA_KEY, VCS_PREFIXES
+from servicelab.spec import is_port
 
 from .common import (
     CliError,
@@ -118,6 +119,30 @@ def build_spec(
     return spec
 
 
+def check_usage(image: str | None, code: str | None, ports: list[int]) -> None:
+    """What the command line itself can tell is wrong; the lab checks the rest."""
+    if bool(image) == bool(code):
+        raise CliError("Give either --image IMAGE or --code PATH|URL|KEY.", Exit.USAGE)
+    for port in ports:
+        if not is_port(port):  # spec.py's one rule for a port
+            raise CliError(f"--port {port}: give a port between 1 and 65535.", Exit.USAGE)
+
+
+def refuse_existing(lab: Environment, project: str, name: str) -> None:
+    """Without --update, deploying over an existing service is a mistake to point out."""
+    try:
+        lab.lab_handler.lab_api.get_service(project, name)
+    except LabApiError as exc:
+        if exc.status != 404:
+            raise
+    else:
+        raise CliError(
+            f"Service {name!r} exists in project {project!r}: add --update to change "
+            "it, or choose another --name.",
+            Exit.API_ERROR,
+        )
+
+
 @app.command()
 def deploy(
     image: Annotated[
@@ -176,29 +201,14 @@ def deploy(
     as_json: JsonOpt = False,
 ) -> None:
     """Deploy an image or code as a service and wait until it is healthy."""
-    if bool(image) == bool(code):
-        raise CliError("Give either --image IMAGE or --code PATH|URL|KEY.", Exit.USAGE)
-    for port in ports or []:
-        if not 0 < port < 65536:
-            raise CliError(f"--port {port}: give a port between 1 and 65535.", Exit.USAGE)
+    check_usage(image, code, ports or [])
     source = code_source(code) if code else None
     env_values = parse_env(env_pairs or [])
     service_name = name or derive_name(image, source)
     lab = environment(project)
     proj = project_of(lab)
-    api = lab.lab_handler.lab_api
     if not update:
-        try:
-            api.get_service(proj, service_name)
-        except LabApiError as exc:
-            if exc.status != 404:
-                raise
-        else:
-            raise CliError(
-                f"Service {service_name!r} exists in project {proj!r}: add --update to change "
-                "it, or choose another --name.",
-                Exit.API_ERROR,
-            )
+        refuse_existing(lab, proj, service_name)
     spec = build_spec(image, source, env_values, list(ports or []), cpus, memory, gpus, keep_prefix)
     service = put_with_progress(lab, proj, service_name, spec, quiet=as_json)
     if not no_wait:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from servicelab.files import FileInfo, FileStore
 from servicelab.models.server.detect import ModelFormat, UnknownFormat, detect_file
-from servicelab.spec import CODE_SERVICE_PORT, HealthCheck, ServiceSpec, name_from_image
+from servicelab.spec import HealthCheck, ServiceSpec, code_port, name_from_image
 
 #: The model server: a folder with __main__.py, run by the executor like any code service.
 SERVER_DIR = Path(__file__).resolve().parent / "server"
@@ -73,8 +73,8 @@ def model_spec(
         MODEL_FORMAT=found.format,
         MODEL_FRAMEWORK=found.framework,
     )
-    values.setdefault("PORT", str(CODE_SERVICE_PORT))
-    port = int(values["PORT"])
+    port = code_port(values)  # $PORT, else ML Lab's 8091: the one rule, in spec.py
+    values["PORT"] = str(port)
     return ServiceSpec(
         project=project,
         name=name,

@@ -42,16 +42,14 @@ from servicelab.proxy.headers import (
 )
 from servicelab.proxy.hosts import HostMap
 from servicelab.proxy.metrics import UNROUTED, record, stats_for
-from servicelab.proxy.origins import (
+from servicelab.proxy.replies import Reply, error, send_reply
+from servicelab.service_origins import (
     CALLBACK_PATH,
     OriginPolicy,
 )
-from servicelab.proxy.replies import Reply, error, send_reply
+from servicelab.service_route import ROUTE, ROUTE_START
 
 logger = logging.getLogger("servicelab.proxy")
-
-_ROUTE_START = b"/api/projects/"
-_ROUTE = re.compile(rb"/api/projects/([^/]+)/services/([^/]+)/([0-9]{1,5})(/.*)?", re.DOTALL)
 
 
 class ProxyApp:
@@ -123,8 +121,8 @@ class ProxyApp:
             if site is not None:
                 await self._service_host(scope, receive, send, raw_path, site)
                 return
-            if raw_path.startswith(_ROUTE_START):
-                match = _ROUTE.fullmatch(raw_path)
+            if raw_path.startswith(ROUTE_START):
+                match = ROUTE.fullmatch(raw_path)
                 if match is not None:
                     if kind == "http":
                         await self._http(scope, receive, send, match, raw_path)
@@ -142,7 +140,7 @@ class ProxyApp:
         """A service host answers its service's routes and the handshake's callback only:
         nothing of the lab (API, UI, other services) is reachable on it."""
         kind = scope["type"]
-        match = _ROUTE.fullmatch(raw_path) if raw_path.startswith(_ROUTE_START) else None
+        match = ROUTE.fullmatch(raw_path) if raw_path.startswith(ROUTE_START) else None
         if (
             match is not None
             and site.project

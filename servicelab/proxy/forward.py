@@ -14,11 +14,16 @@ from typing import Any
 from servicelab.credentials import TokenSource
 from servicelab.proxy.admission import Route, request_scheme
 from servicelab.proxy.asgi import Receive, Scope, Send
-from servicelab.proxy.client import UpstreamError, UpstreamPool, UpstreamTimeout
+from servicelab.proxy.client import (
+    UpstreamError,
+    UpstreamPool,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
 from servicelab.proxy.handshake import drop_lab_set_cookies
 from servicelab.proxy.headers import response_headers
-from servicelab.proxy.origins import SANDBOX_CSP
 from servicelab.proxy.replies import error, send_reply
+from servicelab.service_origins import SANDBOX_CSP
 
 logger = logging.getLogger("servicelab.proxy")
 
@@ -81,8 +86,24 @@ async def forward_http(
 ) -> int:
     """Send the admitted request on to its service and its answer back; the status the
     client was told."""
+    response = await _send_request(pool, scope, receive, send, route, exchange)
+    if isinstance(response, int):
+        return response
+    try:
+        return await _relay(response, receive, send, route, exchange)
+    except BaseException:
+        response.close()
+        raise
+    finally:
+        response.release()
+
+
+def _request_head(
+    scope: Scope, route: Route, receive: Receive, exchange: Exchange
+) -> tuple[bytes, AsyncIterator[bytes] | None, bool]:
+    """The request line and headers for the service, the body to stream after them
+    (None: none), and whether it goes chunked (the client sent no length)."""
     address = route.upstream.address
-    method: str = scope["method"]
     headers = upstream_headers(scope, route)
     req = route.req
     body = None
@@ -95,21 +116,36 @@ async def forward_http(
             headers.append((b"transfer-encoding", b"chunked"))
     if req.host is None:
         headers.append((b"host", f"{address.host}:{address.port}".encode()))
-    head = [method.encode(), b" ", route.path]
+    head = [scope["method"].encode(), b" ", route.path]
     if route.query:
         head += (b"?", route.query)
     head.append(_HTTP11)
     for name, value in headers:
         head += (name, b": ", value, b"\r\n")
     head.append(b"\r\n")
+    return b"".join(head), body, chunked
+
+
+async def _send_request(
+    pool: UpstreamPool,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    route: Route,
+    exchange: Exchange,
+) -> UpstreamResponse | int:
+    """The service's response, or the status the client was told when there is none
+    (the proxy's own 502/504, or 499 for a client that left)."""
+    address = route.upstream.address
+    head, body, chunked = _request_head(scope, route, receive, exchange)
     try:
-        response = await pool.request(
+        return await pool.request(
             address.host,
             address.port,
-            b"".join(head),
+            head,
             body,
             chunked=chunked,
-            head_only=method == "HEAD",
+            head_only=scope["method"] == "HEAD",
         )
     except _ClientGone:
         exchange.client_gone = True
@@ -129,55 +165,66 @@ async def forward_http(
         )
         await send_reply(send, reply)
         return 502
-    try:
-        host = (route.req.forwarded_host or route.req.host or b"").lower()
-        origin = address.url.lower().encode()
-        out_headers = response_headers(
-            response.headers,
-            (origin, b"http://" + host, b"https://" + host),
-            route.prefix,
-            route.upstream.strip_prefix,
-        )
-        out_headers = drop_lab_set_cookies(out_headers)
-        if route.sandbox:
-            out_headers.append((b"content-security-policy", SANDBOX_CSP))
-        await send(
-            {"type": "http.response.start", "status": response.status, "headers": out_headers}
-        )
-        exchange.status = response.status
-        chunk = await response.read()
-        if response.at_eof():
-            # The whole body is here (the usual small response): no watcher needed.
-            exchange.bytes_out += len(chunk)
-            exchange.finished = True
-            await send({"type": "http.response.body", "body": chunk, "more_body": False})
-            return response.status
+
+
+def _client_headers(response: UpstreamResponse, route: Route) -> list[tuple[bytes, bytes]]:
+    """The response headers the client gets: redirects back under the route prefix, no
+    lab cookie set by the service, the sandbox where the route has no origin."""
+    host = (route.req.forwarded_host or route.req.host or b"").lower()
+    origin = route.upstream.address.url.lower().encode()
+    headers = response_headers(
+        response.headers,
+        (origin, b"http://" + host, b"https://" + host),
+        route.prefix,
+        route.upstream.strip_prefix,
+    )
+    headers = drop_lab_set_cookies(headers)
+    if route.sandbox:
+        headers.append((b"content-security-policy", SANDBOX_CSP))
+    return headers
+
+
+async def _relay(
+    response: UpstreamResponse, receive: Receive, send: Send, route: Route, exchange: Exchange
+) -> int:
+    """The service's answer to the client, streamed; its status."""
+    headers = _client_headers(response, route)
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    exchange.status = response.status
+    chunk = await response.read()
+    if response.at_eof():
+        # The whole body is here (the usual small response): no watcher needed.
         exchange.bytes_out += len(chunk)
-        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        # A long response (a download, SSE): stop reading the service once the client
-        # is gone, since the ASGI server drops our sends silently after that.
-        watcher = None
-        task = asyncio.current_task()
-        if exchange.body_done and task is not None:
-            watcher = asyncio.create_task(_watch_disconnect(receive, task, exchange))
-        try:
-            while True:
-                chunk = await response.read()
-                if not chunk:
-                    break
-                exchange.bytes_out += len(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            exchange.finished = True
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            if watcher is not None:
-                watcher.cancel()
+        exchange.finished = True
+        await send({"type": "http.response.body", "body": chunk, "more_body": False})
         return response.status
-    except BaseException:
-        response.close()
-        raise
+    exchange.bytes_out += len(chunk)
+    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await _stream_rest(response, receive, send, exchange)
+    return response.status
+
+
+async def _stream_rest(
+    response: UpstreamResponse, receive: Receive, send: Send, exchange: Exchange
+) -> None:
+    """A long response (a download, SSE): stop reading the service once the client is
+    gone, since the ASGI server drops our sends silently after that."""
+    watcher = None
+    task = asyncio.current_task()
+    if exchange.body_done and task is not None:
+        watcher = asyncio.create_task(_watch_disconnect(receive, task, exchange))
+    try:
+        while True:
+            chunk = await response.read()
+            if not chunk:
+                break
+            exchange.bytes_out += len(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        exchange.finished = True
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
-        response.release()
+        if watcher is not None:
+            watcher.cancel()
 
 
 async def _request_body(receive: Receive, exchange: Exchange) -> AsyncIterator[bytes]:

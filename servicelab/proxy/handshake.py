@@ -24,14 +24,14 @@ from servicelab.credentials import COOKIE_NAME
 from servicelab.proxy.contract import AuthError, Authorizer, CodeStore, Principal, ProxySettings
 from servicelab.proxy.grants import CODE_TTL, GRANT_TTL, Grant, code_digest, sign, verify
 from servicelab.proxy.headers import IncomingRequest
-from servicelab.proxy.origins import (
+from servicelab.proxy.replies import Reply, error, redirect
+from servicelab.service_origins import (
     CALLBACK_PATH,
     SECURE_SERVICE_COOKIE,
     SERVICE_COOKIE,
     from_own_origin,
     split_host,
 )
-from servicelab.proxy.replies import Reply, error, redirect
 
 #: Cookies only the lab sets: a service's `Set-Cookie` for one of them is dropped.
 LAB_COOKIES = frozenset(

@@ -10,7 +10,7 @@ from servicelab.proxy.asgi import Scope
 from servicelab.proxy.contract import RouteResolver
 from servicelab.proxy.handshake import Site
 from servicelab.proxy.headers import IncomingRequest
-from servicelab.proxy.origins import OriginPolicy, parse_label
+from servicelab.service_origins import OriginPolicy, parse_label
 
 _UNKNOWN = object()
 _MAX_CACHED = 4096

@@ -17,10 +17,11 @@ from typing import Any
 
 from servicelab.credentials import TokenSource
 from servicelab.proxy.admission import route_name
-from servicelab.proxy.app import _ROUTE, _ROUTE_START, ProxyApp
+from servicelab.proxy.app import ProxyApp
 from servicelab.proxy.asgi import ASGIApp, Receive, Scope, Send
 from servicelab.proxy.nginx_conf import AUTH_PATH, upstream_name
 from servicelab.proxy.replies import Reply
+from servicelab.service_route import ROUTE, ROUTE_START
 
 logger = logging.getLogger("servicelab.proxy")
 
@@ -90,7 +91,7 @@ class NginxAuthApp:
 
     async def _admit(self, scope: dict[str, Any], raw_path: bytes, ws: bool) -> Reply:
         proxy = self.proxy
-        match = _ROUTE.fullmatch(raw_path) if raw_path.startswith(_ROUTE_START) else None
+        match = ROUTE.fullmatch(raw_path) if raw_path.startswith(ROUTE_START) else None
         if match is None:
             return _TO_LAB
         site = proxy.hosts.site(scope)

@@ -30,9 +30,17 @@ from servicelab.credentials import COOKIE_NAME
 from servicelab.envelope import error_bytes
 from servicelab.proxy.headers import _FORGEABLE, _TRUSTED_FORWARDED
 from servicelab.proxy.headers import FORGEABLE_PREFIXES as HEADER_PREFIXES
+from servicelab.proxy.nginx_template import (
+    ConfContext,
+    ErrorReply,
+    LuaContext,
+    RouteTokens,
+    render_conf,
+)
 from servicelab.proxy.nginx_worker import Worker, make_run_folder, run_folder
-from servicelab.proxy.origins import SECURE_SERVICE_COOKIE, SERVICE_COOKIE
 from servicelab.runtimes.base import Address
+from servicelab.service_origins import SECURE_SERVICE_COOKIE, SERVICE_COOKIE
+from servicelab.service_route import nginx_quote, nginx_regexes
 
 #: The lab's endpoint for nginx's decision subrequests; refused to anyone without the key.
 AUTH_PATH = "/_servicelab/nginx-auth"
@@ -148,9 +156,10 @@ DECISION_TTL = 1.0
 DECISIONS_KEPT = 10_000
 
 
-def _lua_library(trust_forwarded: bool) -> str:
-    """The plane's Lua, loaded once when nginx starts (`init_by_lua_block`): functions the
-    phases call, so that a request runs one Lua handler before it is proxied, not two.
+def _lua_context(trust_forwarded: bool) -> LuaContext:
+    """The values of the plane's Lua (templates/sl.lua.j2), loaded once when nginx starts
+    (`init_by_lua_block`): functions the phases call, so that a request runs one Lua
+    handler before it is proxied, not two.
 
     - `sl.strip_headers()`: remove request headers by pattern (the embedded plane's rule,
       headers.py `is_forgeable`; `X-Sl-*` are the names nginx and the lab talk in).
@@ -162,88 +171,26 @@ def _lua_library(trust_forwarded: bool) -> str:
       and date a response the service sent without `Date` (nginx does not, with
       `proxy_pass_header Date`; see servicelab.proxy.dates).
     """
-    exact = ", ".join(f'["{n}"] = true' for n in FORGEABLE_EXACT)
     keep = ", ".join(f'["{n}"] = true' for n in TRUSTED_FORWARDED) if trust_forwarded else ""
-    prefixes = ", ".join(f'"{p}"' for p in FORGEABLE_PREFIXES)
-    fields = ", ".join(f'"sl_{f}"' for f in _FIELDS)
-    headers = ", ".join(f'"x-sl-{f}"' for f in _FIELDS)
-    lab_cookies = ", ".join(f'["{n.lower()}"] = true' for n in LAB_COOKIES)
-    return f"""
-  init_by_lua_block {{
-    sl = {{}}
-    local exact = {{ {exact} }}
-    local keep = {{ {keep} }}
-    local prefixes = {{ {prefixes} }}
-    local fields = {{ {fields} }}
-    local headers = {{ {headers} }}
-    local lab_cookies = {{ {lab_cookies} }}
-    local decisions = require("resty.lrucache").new({DECISIONS_KEPT})
-
-    function sl.strip_headers()
-      for name, _ in pairs(ngx.req.get_headers(0)) do
-        if not keep[name] then
-          local forged = exact[name] or string.find(name, "_", 1, true) ~= nil
-          if not forged then
-            for _, p in ipairs(prefixes) do
-              if string.sub(name, 1, #p) == p then forged = true break end
-            end
-          end
-          if forged then ngx.req.clear_header(name) end
-        end
-      end
-    end
-
-    function sl.decide()
-      local key = ngx.var.sl_key
-      local values = decisions:get(key)
-      if values == nil then
-        local res = ngx.location.capture("/_sl_auth", {{ copy_all_vars = true }})
-        if res.status == 401 then return ngx.exec("@sl_lab") end
-        if res.status ~= 200 then return ngx.exec("@sl_lab_down") end
-        values = {{}}
-        for i, name in ipairs(headers) do
-          local v = res.header[name]
-          if type(v) == "table" then v = v[1] end
-          values[i] = v or ""
-        end
-        decisions:set(key, values, {DECISION_TTL})
-      end
-      local var = ngx.var
-      for i, name in ipairs(fields) do var[name] = values[i] end
-    end
-
-    function sl.service_headers()
-      local header = ngx.header
-      if header["Date"] == nil then header["Date"] = ngx.http_time(ngx.time()) end
-      local cookies = header["Set-Cookie"]
-      if cookies then
-        if type(cookies) == "string" then cookies = {{ cookies }} end
-        local kept = {{}}
-        for _, c in ipairs(cookies) do
-          local name = string.lower((string.match(c, "^%s*([^=]*)") or ""):gsub("%s+$", ""))
-          if not lab_cookies[name] then kept[#kept + 1] = c end
-        end
-        if #kept ~= #cookies then
-          header["Set-Cookie"] = #kept > 0 and kept or nil
-        end
-      end
-    end
-  }}
-  rewrite_by_lua_block {{ sl.strip_headers() }}"""
+    return LuaContext(
+        exact=", ".join(f'["{n}"] = true' for n in FORGEABLE_EXACT),
+        keep=keep,
+        prefixes=", ".join(f'"{p}"' for p in FORGEABLE_PREFIXES),
+        fields=", ".join(f'"sl_{f}"' for f in _FIELDS),
+        headers=", ".join(f'"x-sl-{f}"' for f in _FIELDS),
+        lab_cookies=", ".join(f'["{n.lower()}"] = true' for n in LAB_COOKIES),
+        decisions_kept=DECISIONS_KEPT,
+        decision_ttl=DECISION_TTL,
+    )
 
 
-def _error_return(status: int, message: str, retry_after: int | None = None) -> str:
+def _error_reply(status: int, message: str, retry_after: int | None = None) -> ErrorReply:
     """The lab's error envelope as nginx's own reply, its time (epoch ms) filled in by
     nginx (a fixed one would also change the configuration at every lab start)."""
     envelope = json.loads(error_bytes(status, message))
     envelope["metadata"]["time"] = "@NOW@"
     body = json.dumps(envelope).replace('"@NOW@"', "$sl_now")
-    extra = f"add_header Retry-After {retry_after} always;\n      " if retry_after else ""
-    return (
-        "default_type application/json;\n"
-        "      set_by_lua_block $sl_now { return string.format('%d', ngx.now() * 1000) }\n"
-        f"      {extra}return {status} {_quote(body)};"
-    )
+    return ErrorReply(status, _quote(body), retry_after)
 
 
 #: Everything the lab's decision reads, so that a cached decision is the one the lab
@@ -265,9 +212,22 @@ _DECISION_KEY = "|".join(
         "$http_x_forwarded_proto",
     )
 )
-#: An absolute path in a `Location` that the service did not put under a route prefix
-#: itself: it gets the prefix when the service's prefix is stripped.
-_ABSOLUTE_PATH = "~^(/(?!/)(?!api/projects/[^/]+/services/[^/]+/[0-9]+(?:[/?#]|$)).*)$"
+
+
+def _route_tokens() -> RouteTokens:
+    """The service route's regexes (servicelab.service_route) as nginx tokens. The
+    `location` matches nginx's `$uri` (percent-decoded), the maps `$request_uri` (as
+    sent); `foreign_path` is an absolute path in a `Location` that the service did not
+    put under a route prefix itself: it gets the prefix when the service's is stripped."""
+    route = nginx_regexes()
+    return RouteTokens(
+        location="~ " + nginx_quote(route.location),
+        prefix=nginx_quote("~" + route.prefix),
+        rest=nginx_quote("~" + route.rest),
+        foreign_path=nginx_quote("~" + route.foreign_path),
+    )
+
+
 _REFUSED = "The service refused the connection; it may still be starting or have stopped."
 
 
@@ -284,145 +244,40 @@ def _user_directive(worker: Worker | None) -> str:
     return "user root;\n" if os.geteuid() == 0 else ""
 
 
-def nginx_conf(settings: PlaneSettings, layout: NginxLayout) -> str:
+def _conf_context(settings: PlaneSettings, layout: NginxLayout) -> ConfContext:
     s = settings
-    listen = f"[{s.host}]:{s.port}" if ":" in s.host else f"{s.host}:{s.port}"
-    tmp = layout.tmp
-    user = _user_directive(layout.worker)
     if s.trust_forwarded:
-        fwd_for = "$proxy_add_x_forwarded_for"
-        fwd_proto = "$sl_fwd_proto"
-        fwd_host = "$sl_fwd_host"
-        trusted_maps = """
-  map $http_x_forwarded_proto $sl_fwd_proto { "" $scheme; ~^\\s*(?<p>[^,\\s]+) $p; }
-  map $http_x_forwarded_host $sl_fwd_host { "" $http_host; ~^\\s*(?<h>[^,\\s]+) $h; }"""
+        forwarded = ("$proxy_add_x_forwarded_for", "$sl_fwd_proto", "$sl_fwd_host")
     else:
-        fwd_for, fwd_proto, fwd_host, trusted_maps = "$remote_addr", "$scheme", "$http_host", ""
-    common = f"""proxy_http_version 1.1;
-      proxy_set_header Host $http_host;
-      proxy_set_header Upgrade $http_upgrade;
-      proxy_set_header Connection $sl_connection;
-      proxy_set_header X-Forwarded-For {fwd_for};
-      proxy_set_header X-Forwarded-Proto {fwd_proto};
-      proxy_set_header X-Forwarded-Host {fwd_host};"""
-    lab_location = f"""{common}
-      proxy_pass http://sl_lab;
-      error_page 502 504 = @sl_lab_down;"""
-    return f"""# Generated by servicelab (SERVICELAB_PROXY=nginx); rewritten at every lab start.
-load_module {MODULES}/ndk_http_module.so;
-load_module {MODULES}/ngx_http_lua_module.so;
-{user}worker_processes {s.workers or "auto"};
-# The route location, the maps of the prefix and `proxy_redirect` match regular
-# expressions on every request: compiled, not interpreted.
-pcre_jit on;
-pid {layout.pid};
-error_log {layout.error_log} warn;
-events {{ worker_connections 8192; }}
+        forwarded = ("$remote_addr", "$scheme", "$http_host")
+    return ConfContext(
+        modules=MODULES,
+        user=_user_directive(layout.worker),
+        workers=s.workers or "auto",
+        pid=layout.pid,
+        error_log=layout.error_log,
+        tmp=layout.tmp,
+        socket=layout.socket,
+        routes=layout.routes,
+        listen=f"[{s.host}]:{s.port}" if ":" in s.host else f"{s.host}:{s.port}",
+        header_timeout=_timeout(s.header_timeout),
+        read_timeout=_timeout(s.read_timeout),
+        connect_timeout=_timeout(s.connect_timeout),
+        trust_forwarded=s.trust_forwarded,
+        fwd_for=forwarded[0],
+        fwd_proto=forwarded[1],
+        fwd_host=forwarded[2],
+        auth_path=AUTH_PATH,
+        key=_quote(s.key),
+        decision_key=_DECISION_KEY,
+        route=_route_tokens(),
+        lab_down=_error_reply(503, "The lab is restarting: try again in a moment.", 2),
+        refused=_error_reply(502, _REFUSED),
+        timeout=_error_reply(504, "The service did not answer in time."),
+        lua=_lua_context(s.trust_forwarded),
+    )
 
-http {{
-  access_log off;
-  server_tokens off;
-  client_body_temp_path {tmp}/body;
-  proxy_temp_path {tmp}/proxy;
-  fastcgi_temp_path {tmp}/fastcgi;
-  uwsgi_temp_path {tmp}/uwsgi;
-  scgi_temp_path {tmp}/scgi;
-  client_max_body_size 0;
-  client_header_timeout {_timeout(s.header_timeout)};
-  keepalive_requests 1000000;
-  keepalive_timeout 75s;
-  proxy_buffering off;
-  proxy_request_buffering off;
-  proxy_read_timeout {_timeout(s.read_timeout)};
-  proxy_send_timeout {_timeout(s.read_timeout)};
-  proxy_connect_timeout {_timeout(s.connect_timeout)};
-  lua_package_path "/usr/share/lua/5.1/?.lua;;";
 
-  map $http_upgrade $sl_connection {{ default upgrade; "" ""; }}
-  map $request_uri $sl_prefix_of_uri {{
-    ~^(?<r>/api/projects/[^/?]+/services/[^/?]+/[0-9]+)/ $r;
-    default "";
-  }}
-  map $request_uri $sl_rest {{
-    ~^/api/projects/[^/?]+/services/[^/?]+/[0-9]+(?<r>/[^?]*) $r;
-    default /;
-  }}
-  map $request_uri $sl_fullpath {{ ~^(?<p>[^?]*) $p; }}
-  map $sl_strip $sl_path {{ "1" $sl_rest; default $sl_fullpath; }}
-  map $sl_strip $sl_location {{ "1" $sl_prefix; default ""; }}{trusted_maps}
-
-  upstream sl_lab {{ server unix:{layout.socket}; keepalive 64; }}
-  include {layout.routes};
-{_lua_library(s.trust_forwarded)}
-
-  server {{
-    listen {listen} reuseport;
-
-    # The lab: API, UI, the handshake's callback, and every request it serves itself.
-    location / {{
-      {lab_location}
-    }}
-    location @sl_lab {{
-      {lab_location}
-    }}
-    location @sl_lab_down {{
-      {_error_return(503, "The lab is restarting: try again in a moment.", 2)}
-    }}
-    location = {AUTH_PATH} {{ return 404; }}
-
-    # A service route: the lab decides, nginx forwards.
-    location ~ ^/api/projects/[^/]+/services/[^/]+/[0-9]+/ {{
-      set $sl_prefix $sl_prefix_of_uri;
-      set $sl_uri $request_uri;
-      set $sl_key "{_DECISION_KEY}";
-      set $sl_method $request_method;
-      set $sl_upstream "";
-      set $sl_address "";
-      set $sl_strip "";
-      set $sl_query "";
-      set $sl_cookie "";
-      set $sl_authorization "";
-      set $sl_user "";
-      set $sl_project "";
-      rewrite_by_lua_block {{ sl.strip_headers() sl.decide() }}
-      {common}
-      proxy_set_header Cookie $sl_cookie;
-      proxy_set_header Authorization $sl_authorization;
-      proxy_set_header X-Forwarded-Prefix $sl_prefix;
-      proxy_set_header X-Lab-User $sl_user;
-      proxy_set_header X-Lab-Project $sl_project;
-      proxy_pass_header Server;
-      proxy_pass_header Date;
-      proxy_redirect http://$sl_address $sl_location;
-      proxy_redirect http://$http_host $sl_location;
-      proxy_redirect https://$http_host $sl_location;
-      proxy_redirect {_ABSOLUTE_PATH} $sl_location$1;
-      proxy_pass http://$sl_target$sl_path$sl_query;
-      error_page 502 = @sl_refused;
-      error_page 504 = @sl_timeout;
-      header_filter_by_lua_block {{ sl.service_headers() }}
-    }}
-    location @sl_refused {{
-      {_error_return(502, _REFUSED)}
-    }}
-    location @sl_timeout {{
-      {_error_return(504, "The service did not answer in time.")}
-    }}
-    location = /_sl_auth {{
-      internal;
-      proxy_http_version 1.1;
-      proxy_buffering on;
-      proxy_pass http://sl_lab{AUTH_PATH};
-      proxy_pass_request_body off;
-      proxy_set_header Content-Length "";
-      proxy_set_header Connection "";
-      proxy_set_header Host $http_host;
-      proxy_set_header X-Sl-Key {_quote(s.key)};
-      proxy_set_header X-Sl-Uri $sl_uri;
-      proxy_set_header X-Sl-Method $sl_method;
-      proxy_set_header X-Sl-Scheme $scheme;
-      proxy_set_header X-Sl-Upgrade $http_upgrade;
-    }}
-  }}
-}}
-"""
+def nginx_conf(settings: PlaneSettings, layout: NginxLayout) -> str:
+    """nginx.conf for the plane (templates/nginx.conf.j2)."""
+    return render_conf(_conf_context(settings, layout))

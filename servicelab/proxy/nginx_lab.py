@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from servicelab.config import Settings
 from servicelab.proxy.app import ProxyApp
@@ -13,7 +13,23 @@ from servicelab.proxy.nginx_conf import NginxLayout, PlaneSettings
 from servicelab.proxy.nginx_plane import NginxPlane, load_key
 from servicelab.proxy.nginx_worker import worker_user
 from servicelab.runtimes.base import Address
-from servicelab.services import ServiceManager
+
+
+class _Route(Protocol):
+    @property
+    def addresses(self) -> Mapping[int, Address]: ...
+
+
+class _RouteTable(Protocol):
+    def values(self) -> Iterable[_Route]: ...
+
+
+class RoutedServices(Protocol):
+    """What the plane reads of the lab's `ServiceManager`: its route table. A protocol, so
+    that the proxy does not import the service manager, which imports the proxy's rules."""
+
+    @property
+    def routes(self) -> _RouteTable: ...
 
 
 def layout_for(settings: Settings) -> NginxLayout:
@@ -27,7 +43,7 @@ def lab_socket(settings: Settings) -> Path:
 
 
 def attach_nginx(
-    app: Any, proxy: ProxyApp, settings: Settings, services: ServiceManager
+    app: Any, proxy: ProxyApp, settings: Settings, services: RoutedServices
 ) -> NginxAuthApp:
     """Start (or reload) nginx with the lab and keep its routes current; the returned
     app answers nginx's auth subrequests besides everything `proxy` serves."""
@@ -51,7 +67,8 @@ def attach_nginx(
         layout,
         addresses,
     )
-    app.state.nginx = plane
-    app.state.on_startup.append(plane.start)
-    app.state.on_shutdown.append(plane.close)
+    lab = app.state.lab  # servicelab.lab.Lab, untyped here: the proxy does not import it
+    lab.nginx = plane
+    lab.on_startup.append(plane.start)
+    lab.on_shutdown.append(plane.close)
     return NginxAuthApp(proxy, key)

@@ -17,10 +17,28 @@ import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from servicelab.runtime_errors import RuntimeError_, RuntimeUnavailable, SpecError
 from servicelab.runtimes.usage import Usage
-from servicelab.spec import InvalidSpec, Phase, ServiceSpec
+from servicelab.spec import Phase, ServiceSpec
+
+if TYPE_CHECKING:  # config imports nothing of runtimes, but a runtime needs no Settings to run
+    from servicelab.config import Settings
+
+__all__ = [
+    "DATA_DIR_ENV",
+    "Address",
+    "AdoptedInstance",
+    "Handle",
+    "ProgressCallback",
+    "Runtime",
+    "RuntimeError_",
+    "RuntimeStatus",
+    "RuntimeUnavailable",
+    "SpecError",
+    "Usage",
+]
 
 #: A JSON-serialisable description of one started instance (pid, container id, ports...).
 Handle = dict[str, Any]
@@ -31,26 +49,6 @@ ProgressCallback = Callable[[str], None]
 #: The environment variable that tells a service where its persistent data folder is.
 #: `/data` in containers, a folder under the lab's data directory for local processes.
 DATA_DIR_ENV = "LAB_DATA_DIR"
-
-
-class RuntimeError_(Exception):
-    """Base for runtime errors; `str()` is a message fit for users.
-
-    A runtime raises only these (SpecError, RuntimeUnavailable, or this class for what
-    the backend refused): `servicelab.errors` maps each to an HTTP status, and the
-    reconcile loop records them on the service instead of failing its pass.
-    """
-
-
-class SpecError(RuntimeError_, InvalidSpec):
-    """The spec cannot run on this runtime (bad image, missing __main__.py, no port...).
-
-    The API turns it into a 4xx with this message.
-    """
-
-
-class RuntimeUnavailable(RuntimeError_):
-    """The backend (Docker engine, cluster) does not answer."""
 
 
 @dataclass(frozen=True)
@@ -89,15 +87,37 @@ class AdoptedInstance:
 
 
 class Runtime(abc.ABC):
-    """Runs services. One module per backend: local processes, Docker, Kubernetes."""
+    """Runs services. One module per backend: local processes, Docker, Kubernetes.
 
-    #: "local", "docker", "kubernetes"
+    A backend is found by its name in the entry-point group `servicelab.runtimes`
+    (`servicelab.registry.RUNTIMES`) and built with `from_settings`. What it can do is
+    declared here, as attributes with defaults, so that callers read them plainly
+    (`runtime.supports_images`) and a wrapper (the fence) passes each one on by name.
+    """
+
+    #: "local", "docker", "kubernetes": the name of its entry point, shown to users.
     name: ClassVar[str]
 
     #: Whether this runtime can run `image` specs (False: code specs only).
     supports_images: ClassVar[bool] = False
     #: Whether this runtime runs several replicas of a service (False: replicas=1 only).
     supports_replicas: ClassVar[bool] = False
+    #: Whether a member's code is kept from the lab and from other services (containers
+    #: do; local processes only in their sandbox). Where it is False, only admins deploy
+    #: unless SERVICELAB_ALLOW_UNSANDBOXED_MEMBERS says otherwise (api/deploy_policy.py).
+    #: An instance attribute, since it may depend on the machine (the local sandbox).
+    isolates_code: bool = True
+    #: One line on this runtime's isolation, said at start and shown by the UI; above all
+    #: why code is not isolated when `isolates_code` is False. Empty: nothing to say.
+    isolation_note: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Runtime:
+        """Build this runtime from the lab's settings (SERVICELAB_*): what
+        `SERVICELAB_RUNTIME=<name>` calls. Raises RuntimeUnavailable when the backend
+        cannot be used (no engine answers). A runtime that needs no settings keeps this
+        default, which calls the class with no arguments."""
+        return cls()
 
     async def prepare(
         self, spec: ServiceSpec, progress: ProgressCallback | None = None

@@ -38,7 +38,7 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import docker
 import docker.errors
@@ -53,19 +53,21 @@ from servicelab.runtimes.base import (
     Runtime,
     RuntimeError_,
     RuntimeStatus,
+    RuntimeUnavailable,
     SpecError,
 )
 from servicelab.runtimes.docker_code import CODE_MOUNT, code_archive, code_mount, resolved_code
+from servicelab.runtimes.docker_create import create_container, exited_at_once
+from servicelab.runtimes.docker_egress import ensure_egress_rules, local_engine
 from servicelab.runtimes.docker_engine import DockerEngine, contract_errors
 from servicelab.runtimes.docker_hardening import code_service_options, image_service_options
 from servicelab.runtimes.docker_health import code_service_healthcheck
 from servicelab.runtimes.docker_images import ensure_image
 from servicelab.runtimes.docker_logs import container_logs
 from servicelab.runtimes.docker_networks import LABEL_INSTANCE, LABEL_PROJECT, ProjectNetworks
+from servicelab.runtimes.docker_ports import with_ports
 from servicelab.runtimes.docker_rules import (
     check_resources,
-    choose_connection_port,
-    code_port,
     docker_name,
     explain,
     exposed_ports,
@@ -73,12 +75,16 @@ from servicelab.runtimes.docker_rules import (
 )
 from servicelab.runtimes.docker_status import ContainerStatus
 from servicelab.runtimes.docker_usage import container_usage
+from servicelab.runtimes.docker_volumes import LABEL_KEY, DataVolumes
 from servicelab.runtimes.limits import Limits, effective_resources
+from servicelab.runtimes.service_network import service_network
 from servicelab.runtimes.usage import Usage
 from servicelab.spec import PULL_POLICIES, Resources, ServiceSpec
 
+if TYPE_CHECKING:
+    from servicelab.config import Settings
+
 LABEL_SERVICE = "servicelab.service"
-LABEL_KEY = "servicelab.key"
 
 #: Where the service's volume is mounted, as ML Lab's best practices say.
 DATA_MOUNT = "/data"
@@ -141,11 +147,30 @@ class DockerRuntime(Runtime):
             self.name_prefix,
             lab_container if lab_in_container else None,
         )
+        self.volumes = DataVolumes(self.engine, instance_id, self.name_prefix)
         self.containers = ContainerStatus(
             self.engine,
             lab_in_container=lab_in_container,
             publish_host=publish_host,
             run_health_checks=run_health_checks,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DockerRuntime:
+        """SERVICELAB_RUNTIME=docker: refused when no engine answers (rather than failing
+        every start later); the egress rules of the services' networks installed first."""
+        if not asyncio.run(cls.available(timeout=2.0)):
+            raise RuntimeUnavailable(
+                "SERVICELAB_RUNTIME=docker, but no Docker engine answers at DOCKER_HOST: "
+                "start one, or use SERVICELAB_RUNTIME=local."
+            )
+        egress = service_network(settings).egress
+        ensure_egress_rules(egress, settings.endpoint, local_engine())
+        return cls(
+            settings.instance_id,
+            lab_in_container=settings.lab_in_container,
+            runtime_image=settings.runtime_image,
+            limits=Limits.from_settings(settings),
         )
 
     @classmethod
@@ -159,9 +184,7 @@ class DockerRuntime(Runtime):
         return self.networks.name(project)
 
     def volume_name(self, spec: ServiceSpec) -> str:
-        # The key (`<project>--<service>`) and not `<project>-<service>`: project "a-b"
-        # with service "c" and project "a" with service "b-c" must not share data.
-        return f"{self.name_prefix}-{spec.key}-data"
+        return self.volumes.name(spec)
 
     def _container_name(self, spec: ServiceSpec) -> str:
         suffix = secrets.token_hex(3)
@@ -201,30 +224,7 @@ class DockerRuntime(Runtime):
             spec = replace(spec, code=await asyncio.to_thread(resolved_code, spec.code))
         image = spec.image or self.runtime_image
         attrs = await ensure_image(self.engine, image, spec.pull_policy, progress)
-        if spec.code:
-            # Code services listen on $PORT, by default 8091 (ML Lab's workspace),
-            # whatever else the runtime image exposes.
-            port = code_port(spec)
-            ports = list(spec.ports) or [port]
-            connection = spec.connection_port or port
-        else:
-            exposed = exposed_ports(attrs.get("Config"))
-            ports = list(dict.fromkeys([*spec.ports, *exposed]))
-            given = spec.connection_port or (spec.ports[0] if spec.ports else None)
-            chosen = choose_connection_port(given, exposed)
-            if chosen is None:
-                raise SpecError(
-                    f"Image {image} exposes no port and no port was given: add an EXPOSE "
-                    "line for the HTTP port of the service to its Dockerfile, or give the "
-                    "port when deploying."
-                )
-            connection = chosen
-        if connection not in ports:
-            ports.append(connection)
-        for port in ports:
-            if not 0 < port < 65536:
-                raise SpecError(f"Port {port} is not a valid TCP port (1-65535).")
-        return replace(spec, ports=ports, connection_port=connection)
+        return with_ports(spec, image, attrs.get("Config"))
 
     # --- start ----------------------------------------------------------------------
 
@@ -246,7 +246,7 @@ class DockerRuntime(Runtime):
         if health_port is not None:
             # The runtime image's HEALTHCHECK asks what the lab's probe would ("": TCP).
             environment.setdefault(HEALTH_PATH_ENV, spec.probe_path(health_port) or "")
-        volume = await self._ensure_volume(spec)
+        volume = await self.volumes.ensure(spec, self._labels(spec))
         volumes = {volume: {"bind": DATA_MOUNT, "mode": "rw"}}
         kwargs: dict[str, Any] = {
             "name": self._container_name(spec),
@@ -270,24 +270,8 @@ class DockerRuntime(Runtime):
                 kwargs["healthcheck"] = check
 
         async with self.networks.lock(spec.project):
-            network = await self.networks.ensure(spec.project)
-            kwargs["network"] = network
-            try:
-                try:
-                    container = await self.engine.call(client.containers.create, image, **kwargs)
-                except docker.errors.NotFound as exc:
-                    if "network" not in explain(exc).lower():
-                        raise
-                    # Another lab on this engine removed the project's network just now.
-                    await self.networks.ensure(spec.project)
-                    container = await self.engine.call(client.containers.create, image, **kwargs)
-            except docker.errors.ImageNotFound:
-                raise SpecError(
-                    f"Image {image} not found on the Docker engine (removed since it was "
-                    "checked?): deploy again to pull it."
-                ) from None
-            except docker.errors.APIError as exc:
-                raise start_error(exc, spec) from exc
+            kwargs["network"] = await self.networks.ensure(spec.project)
+            container = await create_container(self.engine, self.networks, spec, image, kwargs)
             try:
                 if mount:  # issue 12: host code is copied in, never bind-mounted
                     await self.engine.call(
@@ -298,24 +282,12 @@ class DockerRuntime(Runtime):
                 await self.engine.call(container.start)
                 await self.engine.call(container.reload)
             except docker.errors.APIError as exc:
-                if await self._exited_at_once(container, exc):
+                if await exited_at_once(self.engine, container, exc):
                     return container_handle(container.attrs)
                 with contextlib.suppress(docker.errors.APIError):
                     await self.engine.call(container.remove, v=True, force=True)
                 raise start_error(exc, spec) from exc
         return container_handle(container.attrs)
-
-    async def _exited_at_once(self, container: Any, exc: docker.errors.APIError) -> bool:
-        """Podman's start fails with "open /proc/<pid>/cgroup: no such process" when the
-        command exited before Podman read its cgroup: the container did start and ended,
-        and its exit code is the service's to report, as on Docker."""
-        if "no such process" not in explain(exc).lower():
-            return False
-        try:
-            await self.engine.call(container.reload)
-        except docker.errors.APIError:
-            return False
-        return container.status in ("exited", "stopped", "dead")
 
     async def _resource_options(self, spec: ServiceSpec) -> dict[str, Any]:
         """The spec's limits, else the lab's defaults (`limits.py`), and the lab's process
@@ -324,15 +296,6 @@ class DockerRuntime(Runtime):
         engine_cpus = await self.engine.cpus() if capped else 0
         resources = effective_resources(spec.resources, self.limits, engine_cpus=engine_cpus)
         return resource_options(resources, pids=self.limits.pids)
-
-    async def _ensure_volume(self, spec: ServiceSpec) -> str:
-        client = await self.engine.client()
-        name = self.volume_name(spec)
-        try:
-            await self.engine.call(client.volumes.get, name)
-        except docker.errors.NotFound:
-            await self.engine.call(client.volumes.create, name=name, labels=self._labels(spec))
-        return name
 
     # --- status, address, logs ------------------------------------------------------
 
@@ -392,32 +355,11 @@ class DockerRuntime(Runtime):
 
     @contract_errors
     async def delete_data(self, spec: ServiceSpec) -> None:
-        client = await self.engine.client()
-        name = self.volume_name(spec)
-        try:
-            volume = await self.engine.call(client.volumes.get, name)
-            await self.engine.call(volume.remove)
-        except docker.errors.NotFound:
-            return
-        except docker.errors.APIError as exc:
-            if exc.status_code == 409:
-                raise RuntimeError_(
-                    f"The data of service {spec.name} (volume {name}) is still in use by a "
-                    "container: stop the service first."
-                ) from exc
-            raise RuntimeError_(f"Could not delete volume {name}: {explain(exc)}") from exc
+        await self.volumes.delete(spec)
 
     @contract_errors
     async def kept_data(self) -> list[str]:
-        client = await self.engine.client()
-        label = f"{LABEL_INSTANCE}={self.instance_id}"
-        volumes = await self.engine.call(client.volumes.list, filters={"label": label})
-        containers = await self.engine.call(
-            client.containers.list, all=True, filters={"label": label}
-        )
-        with_container = {(c.labels or {}).get(LABEL_KEY) for c in containers}
-        keys = {(v.attrs.get("Labels") or {}).get(LABEL_KEY) for v in volumes}
-        return sorted(k for k in keys if k and k not in with_container)
+        return await self.volumes.kept()
 
     @contract_errors
     async def adopt(self) -> list[AdoptedInstance]:

@@ -23,6 +23,8 @@ import subprocess
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from servicelab.spec import is_port
+
 #: Destinations no service reaches unless an operator allows them.
 BLOCKED_V4 = (
     "0.0.0.0/8",
@@ -86,7 +88,7 @@ def _allowed(word: str) -> Allowed:
 
 
 def _port(word: str, text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not is_port(text):
         raise ValueError(f"SERVICELAB_SERVICE_EGRESS: {word!r} has no valid port.")
     return int(text)
 

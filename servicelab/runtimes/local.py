@@ -30,12 +30,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from servicelab.runtimes.base import (
     Address,
@@ -65,10 +64,7 @@ from servicelab.runtimes.local_logs import STAMP_LEN, LogReader, format_since, p
 from servicelab.runtimes.local_state import (
     adoptable,
     alive,
-    exited_or_gone,
     kept_keys,
-    kill_quietly,
-    last_line,
     live_handles,
     prune_instances,
     read_json,
@@ -77,11 +73,16 @@ from servicelab.runtimes.local_state import (
     state_file,
     status_of,
 )
+from servicelab.runtimes.local_wait import wait_exited, wait_started
 from servicelab.runtimes.sandbox_net import ServiceNetwork
 from servicelab.runtimes.sandbox_select import sandbox_note, sandbox_support
+from servicelab.runtimes.service_network import service_network
 from servicelab.runtimes.supervisor import LAUNCHER_ENV, write_json_atomic
 from servicelab.runtimes.usage import process_group_usage
 from servicelab.spec import ServiceSpec
+
+if TYPE_CHECKING:
+    from servicelab.config import Settings
 
 __all__ = ["EXECUTOR_PATH", "LocalRuntime"]
 
@@ -100,15 +101,6 @@ FOLLOW_INTERVAL = 0.2
 
 class LocalRuntime(Runtime):
     """Runs code services as supervised local processes listening on 127.0.0.1."""
-
-    @property
-    def isolates_code(self) -> bool:
-        """Whether a member's code is kept from the lab and other services here."""
-        return self.sandbox.active
-
-    @property
-    def isolation_note(self) -> str:
-        return sandbox_note(self.sandbox)
 
     name: ClassVar[str] = "local"
     supports_images: ClassVar[bool] = False
@@ -135,8 +127,24 @@ class LocalRuntime(Runtime):
         #: What sandboxed services' networks are made of (SERVICELAB_SERVICE_NETWORK...).
         self.network = network or ServiceNetwork()
         self.sandbox = sandbox_support(sandbox, EXECUTOR_PATH, self.network)
+        # Code is kept from the lab and other services only in the sandbox.
+        self.isolates_code = self.sandbox.active
+        self.isolation_note = sandbox_note(self.sandbox)
         #: Supervisors started by this object, reaped when they end (else: zombies).
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalRuntime:
+        """SERVICELAB_RUNTIME=local: services under `<data dir>/services`."""
+        data_dir = settings.data_dir.resolve()
+        return cls(
+            data_dir / "services",
+            settings.instance_id,
+            uv_cache_dir=settings.uv_cache_dir or data_dir / "cache" / "uv",
+            sandbox=settings.local_sandbox,
+            limits=Limits.from_settings(settings),
+            network=service_network(settings),
+        )
 
     # -- prepare ---------------------------------------------------------------------
 
@@ -244,35 +252,13 @@ class LocalRuntime(Runtime):
             close_fds(launch)
         self._children[proc.pid] = proc
 
-        state = self._wait_started(proc, instance_dir)
+        state = wait_started(proc, instance_dir, START_TIMEOUT)
         handle.update(
             supervisor_pid=proc.pid,
             pid=state.get("pid"),
             started_at=state.get("started_at") or state.get("finished_at"),
         )
         return handle
-
-    def _wait_started(self, proc: subprocess.Popen[bytes], instance_dir: Path) -> dict[str, Any]:
-        """Wait until the supervisor has started the command (or failed to)."""
-        state_path = instance_dir / "state.json"
-        deadline = time.monotonic() + START_TIMEOUT
-        delay = 0.002
-        while True:
-            state = read_json(state_path)
-            if state and state.get("status") != "starting":
-                return state
-            if proc.poll() is not None:
-                raise RuntimeError_(
-                    "The service's supervisor process ended before starting the service: "
-                    + last_line(instance_dir / "supervisor.log")
-                )
-            if time.monotonic() > deadline:
-                kill_quietly(proc.pid, signal.SIGKILL)
-                raise RuntimeError_(
-                    f"The service's supervisor did not start it within {START_TIMEOUT:.0f} s."
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
 
     # -- status, address -------------------------------------------------------------
 
@@ -355,34 +341,18 @@ class LocalRuntime(Runtime):
         sup = (state.get("supervisor_pid"), state.get("supervisor_start"))
         child = (state.get("pid"), state.get("pid_start"))
         if await asyncio.to_thread(signal_if_alive, *sup, signal.SIGTERM):
-            if await self._wait_exited(state_path, sup, timeout):
+            if await wait_exited(state_path, sup, timeout, self._reap):
                 return
             # The service ignored SIGTERM: kill its process group; the supervisor
             # notices, records "killed by signal SIGKILL" and exits.
             await asyncio.to_thread(signal_if_alive, *child, signal.SIGKILL, group=True)
-            if await self._wait_exited(state_path, sup, 5.0):
+            if await wait_exited(state_path, sup, 5.0, self._reap):
                 return
             await asyncio.to_thread(signal_if_alive, *sup, signal.SIGKILL)
         # No supervisor (it was killed): end the service ourselves and record its end.
         await asyncio.to_thread(signal_if_alive, *child, signal.SIGKILL, group=True)
         await asyncio.to_thread(record_end, state_path, "stopped without its supervisor")
         self._reap()
-
-    async def _wait_exited(
-        self, state_path: Path, sup: tuple[int | None, int | None], timeout: float
-    ) -> bool:
-        """Poll until the supervisor records the end (True) or is gone or time is up."""
-        deadline = time.monotonic() + timeout
-        delay = 0.005
-        while True:
-            self._reap()
-            exited, sup_alive = await asyncio.to_thread(exited_or_gone, state_path, sup)
-            if exited:
-                return True
-            if not sup_alive or time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
 
     # -- adopt, data -----------------------------------------------------------------
 

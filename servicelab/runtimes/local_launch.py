@@ -44,7 +44,8 @@ from servicelab.runtimes.sandbox_net import SERVICE_PORTS
 from servicelab.runtimes.sandbox_seccomp import program as seccomp_program
 from servicelab.spec import InvalidSpec, ServiceSpec, code_port
 
-EXECUTOR_PATH = Path(__file__).resolve().parent.parent / "execute.py"
+#: The executor (a standard-library package) and the file that runs it by path.
+EXECUTOR_PATH = Path(__file__).resolve().parent.parent / "execute" / "run_execute.py"
 
 #: Folder names must be safe whatever a caller puts in a spec.
 SAFE_KEY = re.compile(r"^[a-z0-9][a-z0-9-]*[a-z0-9]$")

@@ -44,7 +44,9 @@ INSIDE_VENV = f"{INSIDE}/venv"
 INSIDE_WORK = f"{INSIDE}/work"
 INSIDE_CACHE = f"{INSIDE}/cache"
 INSIDE_BIN = f"{INSIDE}/bin"
-INSIDE_EXECUTOR = f"{INSIDE}/execute.py"
+#: The executor's folder (servicelab/execute, bound read-only) and the file run in it.
+INSIDE_EXECUTOR_DIR = f"{INSIDE}/execute"
+INSIDE_EXECUTOR = f"{INSIDE_EXECUTOR_DIR}/run_execute.py"
 INSIDE_DATA = "/data"
 INSIDE_TMP = "/tmp"
 SANDBOX_PATH = f"{INSIDE_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -140,8 +142,8 @@ def _trial(tools: SandboxTools, executor: Path) -> subprocess.CompletedProcess[s
             [
                 *_system_args(tools),
                 "--ro-bind",
-                str(executor),
-                INSIDE_EXECUTOR,
+                str(executor.parent),
+                INSIDE_EXECUTOR_DIR,
                 "--seccomp",
                 str(seccomp),
                 "--",
@@ -246,8 +248,8 @@ def sandbox_argv(
     args = [
         *_system_args(tools),
         "--ro-bind",
-        str(executor),
-        INSIDE_EXECUTOR,
+        str(executor.parent),
+        INSIDE_EXECUTOR_DIR,
         "--bind",
         str(paths.data),
         INSIDE_DATA,

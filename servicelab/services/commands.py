@@ -6,7 +6,9 @@ That keeps one rule true on any number of processes: only the leader calls the
 runtime's start and stop (the others' runtime is fenced: see `fence.py`), and the leader
 does so under its per-service locks, as one process. The caller waits for the row to be
 done (NOTIFY "done <id>", or reading the row each second), then answers its client as
-if it had done the work. An error is passed on as its HTTP status, code and message.
+if it had done the work. A command is a typed dataclass (`command_types.py`); an error
+is passed on as the same domain error (`error_codec.py`), which the caller's process
+maps to a status as it maps its own.
 """
 
 from __future__ import annotations
@@ -21,20 +23,21 @@ from typing import Any
 from sqlalchemy import delete, select, update
 
 from servicelab.db import Database, LabCommand, utcnow
-from servicelab.errors import ApiError, problem
+from servicelab.errors import Interrupted
+
+from .command_types import Command, from_json, to_json
+from .error_codec import CommandFailed, decode_error, encode_error, internal_error
+
+__all__ = ["CommandFailed", "CommandQueue", "Executor"]
 
 log = logging.getLogger("servicelab.commands")
 
-#: Runs one command on the leader: (kind, args) -> result.
-Executor = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+#: Runs one command on the leader (`dispatch.py`): its result, JSON values only.
+Executor = Callable[[Command], Awaitable[dict[str, Any]]]
 #: A caller reads its command's row at least this often (seconds), NOTIFY or not.
 POLL_INTERVAL = 1.0
 #: Finished commands are removed after this long.
 KEEP_FINISHED = timedelta(hours=1)
-
-
-class CommandFailed(Exception):
-    """A command the leader could not run for an unexpected reason (a bug: 500)."""
 
 
 class CommandQueue:
@@ -46,8 +49,9 @@ class CommandQueue:
 
     # -- the caller's side (any process) --------------------------------------------------
 
-    async def call(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Have the leader run `kind(**args)`; its result, or its error raised here."""
+    async def call(self, order: Command) -> dict[str, Any]:
+        """Have the leader run `order`; its result, or its error raised here."""
+        kind, args = to_json(order)
         command = LabCommand(kind=kind, args=args, state="pending", created_at=utcnow())
 
         def insert() -> str:
@@ -74,10 +78,7 @@ class CommandQueue:
             self._waiters.pop(command_id, None)
         if found.state == "done":
             return dict(found.result or {})
-        error = found.error or {}
-        if error.get("status"):
-            raise ApiError(int(error["status"]), str(error.get("message")), code=error.get("code"))
-        raise CommandFailed(str(error.get("message") or f"command {kind} failed"))
+        raise decode_error(found.error or {"message": f"command {kind} failed"})
 
     def _read(self, command_id: str) -> LabCommand | None:
         with self.db.session() as session:
@@ -122,12 +123,12 @@ class CommandQueue:
                 .values(
                     state="failed",
                     finished_at=utcnow(),
-                    error={
-                        "status": 503,
-                        "code": "interrupted",
-                        "message": "The lab process running this command stopped: the "
-                        "service's status shows where it got to; try again if needed.",
-                    },
+                    error=encode_error(
+                        Interrupted(
+                            "The lab process running this command stopped: the service's "
+                            "status shows where it got to; try again if needed."
+                        )
+                    ),
                 )
             )
             old = utcnow() - KEEP_FINISHED
@@ -151,17 +152,16 @@ class CommandQueue:
     async def _run(self, command: LabCommand, execute: Executor) -> None:
         values: dict[str, Any] = {"finished_at": utcnow()}
         try:
-            values.update(state="done", result=await execute(command.kind, dict(command.args)))
+            order = from_json(command.kind, dict(command.args))
+            values.update(state="done", result=await execute(order))
         except asyncio.CancelledError:
             raise  # this process stopped leading: the next leader fails it
         except Exception as exc:
-            found = problem(exc)
-            if found is None:
+            error = encode_error(exc)
+            if error is None:
                 log.exception("command %s failed", command.kind)
-                values.update(state="failed", error={"message": f"internal error: {exc!r}"})
-            else:
-                error = {"status": found.status, "code": found.code, "message": found.message}
-                values.update(state="failed", error=error)
+                error = internal_error(exc)
+            values.update(state="failed", error=error)
 
         def write() -> None:
             with self.db.session() as session:

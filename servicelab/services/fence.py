@@ -52,14 +52,13 @@ class FencedRuntime(Runtime):
         self.name = runtime.name  # type: ignore[misc]
         self.supports_images = runtime.supports_images  # type: ignore[misc]
         self.supports_replicas = runtime.supports_replicas  # type: ignore[misc]
+        # The runtime's isolation is its own to say (read by the deploy policy): every
+        # capability of the contract is passed on by name, nothing reached by getattr.
+        self.isolates_code = runtime.isolates_code
+        self.isolation_note = runtime.isolation_note
         self._is_leader = is_leader
         #: Starts whose caller stopped waiting: each removes what it started, once started.
         self._undoing: set[asyncio.Task[None]] = set()
-
-    def __getattr__(self, name: str) -> object:
-        # What the fence does not wrap is the runtime's own to say: its isolation
-        # (`isolates_code`, `isolation_note`, read by the deploy policy) above all.
-        return getattr(self.inner, name)
 
     def _check(self, what: str) -> None:
         if not self._is_leader():

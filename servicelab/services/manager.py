@@ -7,7 +7,8 @@ service keeps a command and the reconcile loop from acting on one service at onc
 Several lab processes may share one database (docs/replicas.md): only the leader
 reconciles and starts or stops instances (its runtime is fenced, `fence.py`). A command
 given to another process goes to the leader through the database (`commands.py`) and
-comes back as the same result or error.
+comes back as the same result or error: each command is a dataclass
+(`command_types.py`), run on the leader by `dispatch.py`.
 """
 
 from __future__ import annotations
@@ -21,19 +22,30 @@ from typing import Any
 
 from servicelab.auth import TokenAuthority
 from servicelab.config import Settings
-from servicelab.db import Database, Project, utcnow
-from servicelab.errors import Conflict, Invalid, NotFound, UpdateFailed
+from servicelab.db import Database, Project
+from servicelab.errors import Conflict, Invalid, NotFound
 from servicelab.runtimes.base import ProgressCallback, Runtime
 from servicelab.spec import InvalidName, Phase, ServiceSpec, normalize, normalize_name
 
+from .command_types import (
+    Command,
+    Delete,
+    DeleteProject,
+    Deploy,
+    PurgeKeptData,
+    Restart,
+    Start,
+    Stop,
+)
 from .commands import CommandQueue
 from .fence import FencedRuntime
 from .health import Prober
 from .leader import Leadership, SoloLeadership
 from .progress import reporting
 from .quota import check_service_quota
-from .reconcile import Reconciler, Watch
+from .reconcile import Reconciler
 from .replica import Replica
+from .rollout import roll_out
 from .routes import RouteTable
 from .store import ServiceRow, ServiceStore
 
@@ -87,15 +99,21 @@ class ServiceManager:
         """Whether commands run in this process (the leader) or go to the leader."""
         return self.leadership.is_leader
 
-    async def _on_leader(
-        self, kind: str, project: Project, **args: Any
+    async def _on_leader(self, command: Command) -> dict[str, Any]:
+        """Have the leader run `command` (`dispatch.py`), as it would have run here: its
+        result, or its domain error raised here. Every command given while this process
+        does not lead goes this way."""
+        return await self.commands.call(command)
+
+    async def _service_on_leader(
+        self, command: Command, name: str
     ) -> tuple[ServiceRow, dict[str, Any]]:
-        """Have the leader run a command (`Replica.execute`): the row it names afterwards,
-        and its result."""
-        result = await self.commands.call(kind, {"project": project.name, **args})
+        """`_on_leader` for a command about one service: its row afterwards, and the
+        command's result."""
+        result = await self._on_leader(command)
         row = await self.store.get(str(result.get("id")))
         if row is None:
-            raise NotFound(f"Service {args.get('name')!r} was just deleted.")
+            raise NotFound(f"Service {name!r} was just deleted.")
         return row, result
 
     def _lock(self, service_id: str) -> asyncio.Lock:
@@ -122,14 +140,8 @@ class ServiceManager:
 
         Returns the service and whether it was created."""
         if not self.here:
-            row, result = await self._on_leader(
-                "deploy",
-                project,
-                name=spec.name,
-                spec=spec.to_dict(),
-                created_by=created_by,
-                replace_existing=replace_existing,
-            )
+            command = Deploy(project.name, spec, created_by, replace_existing)
+            row, result = await self._service_on_leader(command, spec.name)
             return row, bool(result["created"])
         spec = normalize(replace(spec, project=project.name))
         if spec.replicas != 1 and not self.runtime.supports_replicas:
@@ -175,53 +187,11 @@ class ServiceManager:
         *,
         progress: ProgressCallback | None = None,
     ) -> ServiceRow:
-        """Move a service to a new spec without downtime.
-
-        The new instance starts beside the old one; only once it is healthy are the new
-        spec and handle stored (together, so a kill at any moment leaves one consistent
-        pair), the route switched and the old instance stopped. If it never becomes
-        healthy, the old one keeps serving and the service's reason says why.
-        """
+        """Move a service to a new spec without downtime (see `rollout.py`)."""
         if spec == row.spec and row.desired == "running" and row.handle:
             return row  # idempotent: nothing changed
         async with self._lock(row.id):
-            fresh = await self.store.get(row.id)
-            if fresh is None:
-                raise Conflict(f"Service {row.name!r} was just deleted.")
-            row = fresh
-            old_handle = row.handle
-            # The old instance keeps its token until the new one serves in its place.
-            env, token_id = await self.reconciler.environment(row, spec)
-            try:
-                new_handle = await self.runtime.start(spec, env, progress)
-            except BaseException:
-                await self.store.revoke_tokens(row.id, only=token_id)
-                raise
-            healthy, detail = await self.prober.wait_healthy(new_handle, spec)
-            if not healthy:
-                await self.runtime.stop(new_handle)
-                await self.store.revoke_tokens(row.id, only=token_id)
-                reason = f"update failed, the previous version keeps serving: {detail}"
-                await self.store.save(row, reason=reason)
-                raise UpdateFailed(reason)
-            await self.store.save(
-                row,
-                spec=spec,
-                handle=new_handle,
-                desired="running",
-                phase=Phase.RUNNING,
-                healthy=True,
-                reason=None,
-                modified_at=utcnow(),
-                started_at=utcnow(),
-            )
-            await self.routes.refresh(row)
-            if old_handle:
-                await self.runtime.stop(old_handle)
-            await self.store.revoke_tokens(row.id, keep=token_id)
-            self.authority.forget()
-            self.reconciler.watches[row.id] = Watch(ever_healthy=True)
-        return row
+            return await roll_out(self, row, spec, progress)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -265,7 +235,7 @@ class ServiceManager:
 
     async def stop(self, project: Project, name: str) -> ServiceRow:
         if not self.here:
-            return (await self._on_leader("stop", project, name=name))[0]
+            return (await self._service_on_leader(Stop(project.name, name), name))[0]
         async with self._locked(project, name) as row:
             if row.handle:
                 await self.runtime.stop(row.handle)
@@ -281,7 +251,7 @@ class ServiceManager:
 
     async def start_service(self, project: Project, name: str) -> ServiceRow:
         if not self.here:
-            return (await self._on_leader("start", project, name=name))[0]
+            return (await self._service_on_leader(Start(project.name, name), name))[0]
         async with self._locked(project, name) as row:
             if row.desired == "running" and row.phase is not Phase.FAILED:
                 return row
@@ -291,7 +261,7 @@ class ServiceManager:
 
     async def restart(self, project: Project, name: str) -> ServiceRow:
         if not self.here:
-            return (await self._on_leader("restart", project, name=name))[0]
+            return (await self._service_on_leader(Restart(project.name, name), name))[0]
         async with self._locked(project, name) as row:
             await self._replace_instance(row)
         self.wake()
@@ -311,9 +281,7 @@ class ServiceManager:
 
     async def delete(self, project: Project, name: str, *, purge: bool = False) -> None:
         if not self.here:
-            await self.commands.call(
-                "delete", {"project": project.name, "name": name, "purge": purge}
-            )
+            await self._on_leader(Delete(project.name, name, purge))
             return
         async with self._locked(project, name) as row:
             if row.handle:
@@ -332,7 +300,7 @@ class ServiceManager:
         if project is None:
             return
         if not self.here:
-            await self.commands.call("delete_project", {"project": project_name})
+            await self._on_leader(DeleteProject(project_name))
             return
         for row in await self.list_services(project):
             await self.delete(project, row.name, purge=True)
@@ -350,7 +318,7 @@ class ServiceManager:
 
     async def purge_kept_data(self, project: Project, service: str) -> None:
         if not self.here:
-            await self.commands.call("purge_kept_data", {"project": project.name, "name": service})
+            await self._on_leader(PurgeKeptData(project.name, service))
             return
         await self.runtime.delete_data(ServiceSpec(project=project.name, name=service))
 

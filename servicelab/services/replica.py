@@ -18,10 +18,8 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from servicelab.errors import Invalid, NotFound
-from servicelab.spec import ServiceSpec
-
 from .adopt import adopt
+from .dispatch import Dispatcher
 
 if TYPE_CHECKING:
     from .manager import ServiceManager
@@ -103,7 +101,9 @@ class Replica:
         manager.reconciler.watches.clear()
         self._leading = [
             asyncio.create_task(manager.reconciler.run(), name="servicelab-reconcile"),
-            asyncio.create_task(manager.commands.serve(self.execute), name="servicelab-commands"),
+            asyncio.create_task(
+                manager.commands.serve(Dispatcher(manager)), name="servicelab-commands"
+            ),
         ]
 
     async def _stop_leading(self) -> None:
@@ -113,34 +113,6 @@ class Replica:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-
-    async def execute(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Run a command another process wrote, as it would have run here."""
-        manager = self.manager
-        project = await manager.store.find_project(str(args.get("project")))
-        if project is None:
-            raise NotFound(f"Project {args.get('project')!r} was not found.")
-        if kind == "deploy":
-            row, created = await manager.deploy(
-                project,
-                ServiceSpec.from_dict(args["spec"]),
-                created_by=args.get("created_by"),
-                replace_existing=bool(args.get("replace_existing")),
-            )
-            return {"id": row.id, "created": created}
-        if kind in ("stop", "start", "restart"):
-            act = {"stop": manager.stop, "start": manager.start_service, "restart": manager.restart}
-            return {"id": (await act[kind](project, str(args["name"]))).id}
-        if kind == "delete":
-            await manager.delete(project, str(args["name"]), purge=bool(args.get("purge")))
-            return {}
-        if kind == "delete_project":
-            await manager.delete_project(project.name)
-            return {}
-        if kind == "purge_kept_data":
-            await manager.purge_kept_data(project, str(args["name"]))
-            return {}
-        raise Invalid(f"Unknown command {kind!r}.")
 
     # -- following ------------------------------------------------------------------------
 

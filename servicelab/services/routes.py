@@ -10,9 +10,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from servicelab.proxy.origins import OriginPolicy
 from servicelab.runtimes.base import Address, Runtime
-from servicelab.spec import Phase, ServiceSpec, service_path
+from servicelab.service_origins import OriginPolicy
+from servicelab.service_route import service_path
+from servicelab.spec import Phase, ServiceSpec
 
 from .store import ServiceRow
 

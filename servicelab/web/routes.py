@@ -26,22 +26,22 @@ from sqlalchemy.orm import Session
 from lab_client.records import to_datetime
 from servicelab.api import auth as auth_api
 from servicelab.api import projects as projects_api
+from servicelab.api import services as services_api
 from servicelab.api.deps import (
     ProjectContext,
     authority,
     db_session,
+    lab,
     project_context,
     refuse_cross_origin,
     require_admin,
 )
 from servicelab.api.errors import ApiError
-from servicelab.api.services import service_out
+from servicelab.api.member_services import deployed_by
 from servicelab.auth import AuthFailed, Forbidden, Identity
-from servicelab.db import Project
 from servicelab.errors import KNOWN, problem
 from servicelab.proxy.origins import OriginPolicy, split_host
 from servicelab.runtimes.limits import Limits, ShownLimit, shown_limits
-from servicelab.services import ServiceManager
 from servicelab.spec import Resources
 
 from .session import (
@@ -161,7 +161,7 @@ def render(
         "base": base,
         "user": identity,
         "csrf": csrf_token(request, identity) if identity else "",
-        "isolation_notice": getattr(request.app.state, "isolation_notice", None),
+        "isolation_notice": lab(request).isolation_notice,
         **context,
     }
     hint = _origin_hint(request, identity)
@@ -187,7 +187,7 @@ def render(
 def _service_origins_source(request: Request) -> str:
     """A CSP source for every service origin of this lab (`http://*.localhost:8080`)."""
     host = request.headers.get("host", "")
-    domain = OriginPolicy(request.app.state.settings.service_domain).domain_for(host)
+    domain = OriginPolicy(lab(request).settings.service_domain).domain_for(host)
     if domain is None:
         return ""
     _, port = split_host(host)
@@ -204,26 +204,21 @@ def _origin_hint(request: Request, identity: Identity | None) -> str:
     if identity is None or not identity.is_admin or request.cookies.get(ORIGIN_HINT_COOKIE):
         return ""
     host = request.headers.get("host", "")
-    policy = OriginPolicy(request.app.state.settings.service_domain)
+    policy = OriginPolicy(lab(request).settings.service_domain)
     return host if policy.domain_for(host) is None else ""
 
 
-def _manager(request: Request) -> ServiceManager:
-    return request.app.state.services
+def _services(request: Request, ctx: ProjectContext) -> list[dict[str, Any]]:
+    """The project's services as the API answers them (secrets masked), from a sync route."""
+    listed: list[dict[str, Any]] = from_thread.run(services_api.list_services, request, ctx)["data"]
+    return listed
 
 
-def _services(request: Request, project: Project) -> list[dict[str, Any]]:
-    """The project's services as the API shows them (secrets masked), from a sync route."""
-    rows = from_thread.run(_manager(request).list_services, project)
-    return [service_out(row, project.name, request) for row in rows]
+def _files(request: Request, project: str) -> list[dict[str, Any]]:
+    """Every version of every file of the project, newest version first."""
+    from servicelab.api.files import file_out
 
-
-def _files(request: Request, project: str) -> list[dict[str, Any]] | None:
-    """Every version of every file of the project, newest version first; None without store."""
-    store = getattr(request.app.state, "files", None)
-    if store is None:
-        return None
-    from servicelab.api.files import file_out  # the data store's API is optional
+    store = lab(request).files
 
     infos = from_thread.run(partial(store.list, project, all_versions=True))
     infos.sort(key=lambda i: (i.data_type, i.name, -i.version))
@@ -317,27 +312,17 @@ def _web_project(
 
 @router.get("/projects/{project}")
 def project_page(request: Request, ctx: ProjectContext = Depends(_web_project)) -> Response:
-    services = _services(request, ctx.project)
+    services = _services(request, ctx)
     context = {
         "project": projects_api.get_project(ctx)["data"],
         "can_manage": authority(request).can_manage(ctx.identity, ctx.project),
         "services": services,
-        "deployed_by": _deployed_by(services),
+        "deployed_by": deployed_by(ctx.session, ctx.project),
         "files": _files(request, ctx.name),
         "data_types": _data_types(),
         "nav": "projects",
     }
     return render(request, "project.html", context, ctx.identity)
-
-
-def _deployed_by(services: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """Each member's services, by name: removing a member renews or stops them, and the
-    admin must see which before confirming (docs/ui.md)."""
-    found: dict[str, list[str]] = {}
-    for service in services:
-        if service.get("createdBy"):
-            found.setdefault(service["createdBy"], []).append(service["name"])
-    return found
 
 
 def _data_types() -> list[str]:
@@ -348,7 +333,7 @@ def _data_types() -> list[str]:
 
 @router.get("/projects/{project}/services-table")
 def services_fragment(request: Request, ctx: ProjectContext = Depends(_web_project)) -> Response:
-    context = {"project": {"name": ctx.name}, "services": _services(request, ctx.project)}
+    context = {"project": {"name": ctx.name}, "services": _services(request, ctx)}
     return render(request, "_services.html", context, ctx.identity)
 
 
@@ -362,8 +347,9 @@ def data_fragment(request: Request, ctx: ProjectContext = Depends(_web_project))
 
 
 def _service(request: Request, ctx: ProjectContext, service: str) -> dict[str, Any]:
-    row = from_thread.run(_manager(request).get, ctx.project, service)
-    return service_out(row, ctx.name, request)
+    """The service as the API answers it (found by the same names the API takes)."""
+    found: dict[str, Any] = from_thread.run(services_api.get_service, request, service, ctx)["data"]
+    return found
 
 
 def _limits(request: Request, service: dict[str, Any]) -> list[ShownLimit]:
@@ -371,7 +357,7 @@ def _limits(request: Request, service: dict[str, Any]) -> list[ShownLimit]:
     (which the page names as such: a user must know what their service may use)."""
     asked = service.get("resources") or {}
     resources = Resources(cpus=asked.get("cpus"), memory=asked.get("memory"))
-    return shown_limits(resources, Limits.from_settings(request.app.state.settings))
+    return shown_limits(resources, Limits.from_settings(lab(request).settings))
 
 
 @router.get("/projects/{project}/services/{service}")

@@ -12,7 +12,7 @@ from urllib.parse import quote, urlsplit
 
 from fastapi import Request
 
-from servicelab.api.deps import csrf_token_for
+from servicelab.api.deps import csrf_token_for, lab
 from servicelab.auth import AuthFailed, Identity, TokenAuthority
 from servicelab.credentials import COOKIE_NAME
 
@@ -57,7 +57,7 @@ def login_url(request: Request, next_path: str | None = None) -> str:
 def session_identity(request: Request) -> Identity | None:
     """The identity of the session cookie, or None when there is none that a person holds."""
     token = request.cookies.get(COOKIE_NAME)
-    authority: TokenAuthority = request.app.state.authority
+    authority: TokenAuthority = lab(request).authority
     try:
         identity = authority.identify(token)
     except AuthFailed:
@@ -80,4 +80,4 @@ def web_user(request: Request) -> Identity:
 
 def csrf_token(request: Request, identity: Identity) -> str:
     """The session's CSRF token: what the API's `X-CSRF-Token` check expects."""
-    return csrf_token_for(request.app.state.secret_key, identity.token_id)
+    return csrf_token_for(lab(request).secret_key, identity.token_id)

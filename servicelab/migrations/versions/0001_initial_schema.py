@@ -15,7 +15,15 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # In this order: each table's foreign keys name the tables created before it.
+    _create_users()
+    _create_projects()
+    _create_api_tokens()
+    _create_memberships()
+    _create_services()
 
+
+def _create_users() -> None:
     op.create_table(
         "users",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -28,6 +36,8 @@ def upgrade() -> None:
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_users_username"), ["username"], unique=True)
 
+
+def _create_projects() -> None:
     op.create_table(
         "projects",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -41,6 +51,8 @@ def upgrade() -> None:
     with op.batch_alter_table("projects", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_projects_name"), ["name"], unique=True)
 
+
+def _create_api_tokens() -> None:
     op.create_table(
         "api_tokens",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -65,6 +77,8 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_api_tokens_service_id"), ["service_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_api_tokens_user_id"), ["user_id"], unique=False)
 
+
+def _create_memberships() -> None:
     op.create_table(
         "memberships",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -80,6 +94,8 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_memberships_project_id"), ["project_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_memberships_user_id"), ["user_id"], unique=False)
 
+
+def _create_services() -> None:
     op.create_table(
         "services",
         sa.Column("id", sa.String(length=32), nullable=False),

@@ -1,17 +1,11 @@
-"""The project data store: versioned files under keys like ML Lab's `models/net.pt.v3`.
-
-A key is `<data type>/<file name>`; every upload of a name adds a version, stored under
-`<data type>/<file name>.v<N>` (N from 1). A key without a version means the latest one.
-
-`FileStore` is the narrow interface the API uses, so that an object store can be added
-beside `LocalFileStore`, which keeps each version as a plain file with a JSON sidecar:
+"""The local backend (entry point `local`): each version a plain file with a JSON sidecar.
 
     <root>/<project>/<data type>/<name>.v<N>            the bytes
     <root>/<project>/<data type>/<name>.v<N>.meta.json  FileInfo, written atomically
 
 A version becomes visible when its sidecar appears (the sidecar is renamed into place
 after the bytes are), so readers never see a half-written file and the store needs no
-database. File names may not end in `.v<digits>`, which keeps every key unambiguous.
+database.
 
 Bytes and sidecars are written to `.tmp-<random>` files first, each held under an
 exclusive `flock` while it is written: a lab killed mid-upload leaves its temporary file
@@ -21,7 +15,6 @@ that another lab process sharing the folder is still writing.
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import builtins
 import contextlib
@@ -29,254 +22,31 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from servicelab import execute
-from servicelab.models.server.detect import ArchiveTooLarge, check_archive
-from servicelab.spec import MAX_NAME_LENGTH, NAME_PATTERN
+from .code_check import check_code_file
+from .errors import FileNotFound, FileTooLarge, InvalidKey, InvalidRange
+from .keys import (
+    DATA_TYPES,
+    META_SUFFIX,
+    FileKey,
+    parse_key,
+    validate_data_type,
+    validate_name,
+    validate_project,
+)
+from .store import FileInfo, FileStore
 
-DATA_TYPES = ("datasets", "models", "experiments", "backups")
+if TYPE_CHECKING:
+    from servicelab.config import Settings
+
 CHUNK_SIZE = 1024 * 1024
-MAX_KEY_LENGTH = 1024
-MAX_PART_LENGTH = 200
-
-#: One part of a file name (names may have folders: `experiments/run-1/log.txt`).
-_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.,+=@ -]*$")
-_VERSION_SUFFIX = re.compile(r"^(?P<name>.+)\.v(?P<version>[1-9][0-9]{0,8})$")
-_META_SUFFIX = ".meta.json"
 _TMP_PREFIX = ".tmp-"
-#: Bytes of a tarball's members the lab reads to check it at deploy (gzip may hide a
-#: lot in a small upload); the executor checks the rest before unpacking.
-CODE_SCAN_LIMIT = 1024**3
-
-
-class FileStoreError(Exception):
-    """Base of the store's errors; `str()` is a message for users."""
-
-
-class InvalidKey(FileStoreError, ValueError):
-    """A malformed key, file name, data type or project name (the API answers 400)."""
-
-
-class FileNotFound(FileStoreError, LookupError):
-    """No such file or version (404)."""
-
-
-class InvalidRange(FileStoreError, ValueError):
-    """A byte range outside the file (416)."""
-
-
-class FileTooLarge(FileStoreError, ValueError):
-    """An upload larger than the store's limit (413)."""
-
-
-class QuotaExceeded(FileStoreError, ValueError):
-    """An upload that would take the project past its storage quota (413)."""
-
-
-class NotRunnable(FileStoreError, ValueError):
-    """A file given as a code service's source that cannot run: not .py, .zip or
-    .tar.gz, or an archive the executor would refuse (400)."""
-
-
-@dataclass(frozen=True)
-class FileKey:
-    """A parsed key; `version=None` means the latest version."""
-
-    data_type: str
-    name: str
-    version: int | None = None
-
-    def __str__(self) -> str:
-        base = f"{self.data_type}/{self.name}"
-        return base if self.version is None else f"{base}.v{self.version}"
-
-
-@dataclass(frozen=True)
-class FileInfo:
-    key: str
-    name: str
-    data_type: str
-    version: int
-    size: int
-    sha256: str
-    created: datetime
-    uploader: str | None = None
-    #: User metadata given at upload (ML Lab's `x-amz-meta-*` headers), str -> str.
-    metadata: dict[str, str] = field(default_factory=dict)
-    content_type: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["created"] = self.created.isoformat()
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FileInfo:
-        data = dict(data)
-        data["created"] = datetime.fromisoformat(data["created"])
-        data["metadata"] = dict(data.get("metadata") or {})
-        return cls(**data)
-
-
-# --- validation -----------------------------------------------------------------------
-
-
-def validate_project(project: str) -> str:
-    if (
-        not isinstance(project, str)
-        or len(project) > MAX_NAME_LENGTH
-        or not NAME_PATTERN.match(project)
-    ):
-        raise InvalidKey(
-            f"Invalid project name {project!r}: use 3 to {MAX_NAME_LENGTH} letters, digits "
-            "or '-', starting and ending with a letter or digit."
-        )
-    return project
-
-
-def validate_data_type(data_type: str) -> str:
-    if data_type not in DATA_TYPES:
-        raise InvalidKey(f"Invalid data type {data_type!r}: use one of {', '.join(DATA_TYPES)}.")
-    return data_type
-
-
-def validate_name(name: str) -> str:
-    """Check a file name (without data type and version); raise InvalidKey saying why."""
-    if not isinstance(name, str) or not name:
-        raise InvalidKey("The file name is empty: give a name such as 'train.csv'.")
-    if "\\" in name or "\x00" in name:
-        raise InvalidKey(f"Invalid file name {name!r}: backslashes and NUL are not allowed.")
-    if name.startswith("/"):
-        raise InvalidKey(f"Invalid file name {name!r}: it must be relative, not start with '/'.")
-    if len(name) > MAX_KEY_LENGTH:
-        raise InvalidKey(f"Invalid file name: longer than {MAX_KEY_LENGTH} characters.")
-    for part in name.split("/"):
-        if part in ("", ".", ".."):
-            raise InvalidKey(
-                f"Invalid file name {name!r}: empty, '.' and '..' path parts are not allowed."
-            )
-        if len(part) > MAX_PART_LENGTH or not _PART.match(part) or part != part.strip():
-            raise InvalidKey(
-                f"Invalid file name {name!r}: each part must start with a letter, digit or "
-                "'_', use only letters, digits, spaces and _ . , + = @ -, not end in a space, "
-                f"and have at most {MAX_PART_LENGTH} characters."
-            )
-        if part.endswith(_META_SUFFIX):
-            raise InvalidKey(f"Invalid file name {name!r}: '{_META_SUFFIX}' is reserved.")
-        if _VERSION_SUFFIX.match(part):
-            raise InvalidKey(
-                f"Invalid file name {name!r}: {part!r} ends like a version ('.v<N>'); remove "
-                "that suffix, the store adds versions itself."
-            )
-    return name
-
-
-def parse_key(key: str) -> FileKey:
-    """`datasets/a.csv` -> latest version of a.csv; `datasets/a.csv.v2` -> version 2."""
-    if not isinstance(key, str) or not key:
-        raise InvalidKey("The file key is empty: use '<data type>/<file name>'.")
-    if len(key) > MAX_KEY_LENGTH:
-        raise InvalidKey(f"Invalid file key: longer than {MAX_KEY_LENGTH} characters.")
-    data_type, sep, rest = key.partition("/")
-    if not sep:
-        raise InvalidKey(
-            f"Invalid file key {key!r}: use '<data type>/<file name>', e.g. 'datasets/a.csv'."
-        )
-    validate_data_type(data_type)
-    version: int | None = None
-    match = _VERSION_SUFFIX.match(rest)
-    if match:
-        rest, version = match["name"], int(match["version"])
-    validate_name(rest)
-    return FileKey(data_type, rest, version)
-
-
-# --- the interface --------------------------------------------------------------------
-
-
-class FileStore(abc.ABC):
-    """Versioned files per project. All methods validate their inputs (InvalidKey)."""
-
-    @abc.abstractmethod
-    async def put(
-        self,
-        project: str,
-        data_type: str,
-        file_name: str,
-        chunks: AsyncIterator[bytes],
-        uploader: str | None = None,
-        *,
-        versioning: bool = True,
-        max_size: int | None = None,
-        metadata: dict[str, str] | None = None,
-        content_type: str | None = None,
-    ) -> FileInfo:
-        """Store a new version from `chunks`, in constant memory.
-
-        Concurrent uploads of one name each get their own version. With
-        `versioning=False` the older versions are removed once the new one is stored.
-        """
-
-    @abc.abstractmethod
-    async def info(self, project: str, key: str) -> FileInfo:
-        """The version `key` names (the latest if it has no version)."""
-
-    @abc.abstractmethod
-    async def open_range(
-        self, project: str, key: str, start: int = 0, end: int | None = None
-    ) -> AsyncIterator[bytes]:
-        """Bytes `start` up to `end` (exclusive; None: to the end) of a version.
-
-        Awaiting this resolves the key and checks the range (FileNotFound, InvalidRange)
-        before any byte is sent, so an HTTP handler can still choose its status code.
-        """
-
-    @abc.abstractmethod
-    async def list(
-        self,
-        project: str,
-        prefix: str | None = None,
-        data_type: str | None = None,
-        *,
-        all_versions: bool = False,
-    ) -> builtins.list[FileInfo]:
-        """Files whose key (`<type>/<name>`) starts with `prefix`, sorted by key.
-
-        Only the latest version of each name unless `all_versions`.
-        """
-
-    @abc.abstractmethod
-    async def delete(self, project: str, key: str) -> builtins.list[FileInfo]:
-        """Delete one version (a versioned key) or every version of a name; returns what
-        was deleted."""
-
-    @abc.abstractmethod
-    async def delete_older(self, project: str, key: str, keep: int) -> builtins.list[FileInfo]:
-        """Delete every version of the key's name but the newest `keep` (ML Lab's
-        `keepLatestVersions`; a version in the key is ignored); returns what was deleted."""
-
-    @abc.abstractmethod
-    async def delete_project(self, project: str) -> None:
-        """Remove all files of a project; a project without files is not an error."""
-
-    @abc.abstractmethod
-    async def usage(self, project: str) -> int:
-        """Bytes the project's files take, every version counted."""
-
-    @abc.abstractmethod
-    async def check_code(self, project: str, key: str) -> None:
-        """Raise NotRunnable (or FileNotFound) unless the executor could run `key`."""
-
-
-# --- local files ----------------------------------------------------------------------
 
 
 class LocalFileStore(FileStore):
@@ -286,6 +56,10 @@ class LocalFileStore(FileStore):
         self.root = Path(root)
 
     # paths
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalFileStore:
+        return cls(settings.data_dir / "files")
 
     def _project_dir(self, project: str) -> Path:
         return self.root / validate_project(project)
@@ -300,7 +74,7 @@ class LocalFileStore(FileStore):
 
     @staticmethod
     def _meta_path(data_path: Path) -> Path:
-        return data_path.with_name(data_path.name + _META_SUFFIX)
+        return data_path.with_name(data_path.name + META_SUFFIX)
 
     # writing
 
@@ -533,7 +307,7 @@ class LocalFileStore(FileStore):
 
     async def check_code(self, project: str, key: str) -> None:
         _, path = await self._resolve(project, key)
-        await asyncio.to_thread(_check_code_file, key, path)
+        await asyncio.to_thread(check_code_file, key, path)
 
     def remove_stale_temp_files(self) -> int:
         """Remove the temporary files of uploads that died with their lab (unlocked
@@ -551,24 +325,6 @@ class LocalFileStore(FileStore):
 
 def _open_binary(path: Path, mode: str) -> BinaryIO:
     return cast(BinaryIO, open(path, mode))  # noqa: SIM115 - closed by the caller
-
-
-def _check_code_file(key: str, path: Path) -> None:
-    """The executor's checks of a code archive, made by the lab before it deploys it."""
-    with open(path, "rb") as handle:
-        kind = execute.archive_kind(execute.code_name(key), handle.read(4))
-    if kind is None:
-        raise NotRunnable(
-            f"{key} cannot run as code: use a .py file, or a .zip or .tar.gz with a __main__.py."
-        )
-    if kind != "py":
-        try:
-            # The bounds first (members, bytes, ratio): listing a bomb's members costs the
-            # lab memory, and the executor would unpack it onto the service's disk.
-            check_archive(path)
-            execute.scan_archive(path, kind, scan_limit=CODE_SCAN_LIMIT)
-        except (ArchiveTooLarge, execute.ExecuteError) as exc:
-            raise NotRunnable(f"{key} cannot run as code: {exc}") from None
 
 
 def _open_locked_temp(path: Path) -> BinaryIO:
@@ -647,7 +403,7 @@ def _data_versions(base: Path) -> list[int]:
         return []
     versions = []
     for entry in entries:
-        if entry.startswith(prefix) and not entry.endswith(_META_SUFFIX):
+        if entry.startswith(prefix) and not entry.endswith(META_SUFFIX):
             number = entry[len(prefix) :]
             if number.isdigit() and not number.startswith("0"):
                 versions.append(int(number))
@@ -662,7 +418,7 @@ def _scan(project_dir: Path, types: list[str]) -> list[FileInfo]:
         for folder, dirs, files in os.walk(top):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             for entry in files:
-                if entry.endswith(_META_SUFFIX) and not entry.startswith("."):
+                if entry.endswith(META_SUFFIX) and not entry.startswith("."):
                     info = _read_meta(Path(folder) / entry)
                     if info is not None:
                         infos.append(info)
