@@ -3,7 +3,8 @@
 One job per module: `keys` (the key format and DATA_TYPES, defined once), `store` (the
 `FileStore` contract the API, the deploy pipeline and the models use), `local` (the
 backend that keeps versions as plain files), `code_check` (whether a file could run as a
-code service) with `archives` (the bounds of archives), and `errors`.
+code service; the bounds of archives are the model server's, `models/server/detect.py`),
+and `errors`.
 
 The backend is found by the entry-point group `servicelab.file_stores` and chosen by
 SERVICELAB_FILE_STORE (default `local`): another store (S3...) is a package that declares

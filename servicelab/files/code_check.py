@@ -7,7 +7,9 @@ from pathlib import Path
 
 from servicelab import execute
 
-from .archives import ArchiveTooLarge, check_archive
+# The model server applies the same bounds before it unpacks: one rule, its module.
+from servicelab.models.server.detect import ArchiveTooLarge, check_archive
+
 from .errors import NotRunnable
 
 #: Bytes of a tarball's members the lab reads to check it at deploy (gzip may hide a
