@@ -1,6 +1,7 @@
 """Every way in to a deploy checks the same policy (issue 26, item 2): on a lab whose local
 runtime has no sandbox only admins deploy, by POST, PUT, ML Lab's deploy and the models
-route alike; and a member's `update=true` on the models route replaces nothing."""
+route alike (and the web UI's form, the CLI and a follower, issue 28); and a member's
+`update=true` on the models route replaces nothing."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 from typer.testing import CliRunner
 
 from servicelab.auth import Forbidden, Identity
@@ -22,6 +24,7 @@ from servicelab.deploy import Deployer
 from servicelab.errors import NotFound
 from servicelab.spec import InvalidSpec, ServiceSpec
 
+from ..browsertools import chromium
 from ..conftest import (
     Lab,
     _drop_postgres_database,
@@ -202,6 +205,32 @@ def test_the_cli_deploy_command_refuses_a_member(
     admin = {"Authorization": f"Bearer {lab.admin_token}"}
     listing = httpx.get(f"{lab.url}{SERVICES}", headers=admin, timeout=30).json()["data"]
     assert "mem6" not in {s["name"] for s in listing}
+
+
+@pytest.mark.browser
+def test_the_web_uis_deploy_form_refuses_a_member(unsandboxed_process: LabProcess) -> None:
+    """The UI's form sends the JSON API's PUT: the member reads the refusal where they
+    deployed, and nothing is created."""
+    lab = unsandboxed_process
+    add_member(lab)
+    with chromium() as browser:
+        context = browser.new_context(base_url=lab.url)
+        context.set_default_timeout(30_000)
+        page = context.new_page()
+        page.goto(f"/login?next=/projects/{PROJECT}")
+        page.fill("input[name=username]", "member")
+        page.fill("input[name=password]", MEMBER_PASSWORD)
+        page.click("button:has-text('Log in')")
+        form = page.locator("#deploy-form")
+        form.locator("input[name=code]").fill(str(ECHO))
+        form.locator("input[name=name]").fill("mem7")
+        form.locator("button:has-text('Deploy')").click()
+        alert = page.locator("#flash [role=alert]")
+        expect(alert).to_contain_text("Only admins may deploy", timeout=30_000)
+        context.close()
+    admin = {"Authorization": f"Bearer {lab.admin_token}"}
+    listing = httpx.get(f"{lab.url}{SERVICES}", headers=admin, timeout=30).json()["data"]
+    assert "mem7" not in {s["name"] for s in listing}
 
 
 @pytest.mark.postgres
