@@ -83,7 +83,10 @@ def serve(
     ] = None,
     runtime: Annotated[
         str | None,
-        typer.Option(help="auto, local, docker or kubernetes. [env: SERVICELAB_RUNTIME]"),
+        typer.Option(
+            help="auto, local, docker, kubernetes, or a runtime another package declares "
+            "in the entry-point group servicelab.runtimes. [env: SERVICELAB_RUNTIME]"
+        ),
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
     workers: Annotated[
